@@ -1,0 +1,33 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Everything else is a helper.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install lint typecheck policy-test clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run the proxy on 127.0.0.1:8787 in front of the built-in demo upstream, with the default policies.
+demo: $(STAMP)
+	$(BIN)/guardrail serve --demo
+
+## Install everything and run the whole test suite (what CI runs).
+test: $(STAMP)
+	$(BIN)/guardrail test policies
+	$(BIN)/python -m pytest -q
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+policy-test: $(STAMP)
+	$(BIN)/guardrail test policies
+
+clean:
+	rm -rf $(VENV) build *.egg-info

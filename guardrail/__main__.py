@@ -1,0 +1,3 @@
+from guardrail.cli import main
+
+raise SystemExit(main())
