@@ -1,0 +1,214 @@
+"""Server-Sent Events: an incremental decoder and an encoder, both pure.
+
+The decoder implements the WHATWG HTML Living Standard, section 9.2.6 "Interpreting an event
+stream" (https://html.spec.whatwg.org/multipage/server-sent-events.html#event-stream-interpretation):
+
+* the stream is UTF-8; one leading byte order mark is dropped; invalid sequences decode to U+FFFD;
+* a line ends with CRLF, a lone LF or a lone CR;
+* a line starting with ``:`` is a comment and is ignored;
+* ``field:value`` (one space after the colon is dropped) or a bare ``field`` (empty value);
+  ``event`` sets the event type, ``data`` appends the value plus LF to the data buffer, ``id``
+  sets the last event id unless the value holds a NUL, ``retry`` sets the reconnection time when
+  the value is ASCII digits only; any other field is ignored;
+* a blank line dispatches the event when the data buffer is not empty (the final LF removed);
+  a block without any ``data`` line is not dispatched;
+* at the end of the stream an unfinished event is discarded.
+
+A proxy needs more than the dispatched events, so the decoder reports *every* block:
+
+* each :class:`SSEEvent` carries ``raw``, the exact bytes of its block including the blank line
+  that ends it. The concatenation of ``raw`` over everything :meth:`SSEDecoder.feed` and
+  :meth:`SSEDecoder.flush` return equals the input, so an event the proxy does not touch (a
+  comment, a keep-alive, an unknown field, a line that is not valid UTF-8) is re-emitted byte for
+  byte by writing ``raw``.
+* blocks the WHATWG algorithm would not dispatch (comments only, ``retry`` only, an ``event`` line
+  without data) come out with ``data=None``; consumers that follow the standard skip them, the
+  proxy forwards their ``raw``.
+* :meth:`SSEDecoder.flush` returns the bytes after the last complete block as one event with
+  ``data=None`` (the standard discards an unfinished event; the proxy may still forward it).
+
+Chunk boundaries never change the result: lines are cut at CR and LF bytes, which never occur
+inside a multi-byte UTF-8 sequence, and decoded only once complete, so a character split between
+two chunks is decoded whole. A CR that ends the buffered input is only interpreted once the next
+byte is known (it may be the first half of a CRLF); the line it ends therefore waits for the next
+chunk or for :meth:`~SSEDecoder.flush`. Upstreams that end lines with CRLF or LF never wait.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+__all__ = ["SSEDecoder", "SSEEvent", "encode_event"]
+
+_BOM = b"\xef\xbb\xbf"
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+_BREAK = re.compile(r"\r\n|\r|\n")
+
+
+@dataclass(frozen=True)
+class SSEEvent:
+    """One block of an event stream.
+
+    ``event`` is the value of the last ``event`` field (None when the block has none; WHATWG then
+    dispatches the type ``"message"``, see :attr:`type`). ``data`` is the joined ``data`` lines
+    without the final LF, or None when the block has no ``data`` line (not dispatched). ``id`` and
+    ``retry`` are the values set by this block, if any. ``raw`` is the exact upstream bytes of the
+    block; events built by the proxy leave it empty and are serialised with :func:`encode_event`.
+    """
+
+    event: str | None = None
+    data: str | None = None
+    id: str | None = None
+    retry: int | None = None
+    raw: bytes = b""
+
+    @property
+    def type(self) -> str:
+        """The event type a WHATWG consumer sees: ``event`` or ``"message"``."""
+        return self.event or "message"
+
+    @property
+    def dispatched(self) -> bool:
+        """Whether a WHATWG consumer would dispatch this block as an event."""
+        return self.data is not None
+
+    def encode(self) -> bytes:
+        """``raw`` when the block came from upstream, else the serialised fields."""
+        return self.raw or encode_event(self)
+
+
+class SSEDecoder:
+    """Incremental event-stream decoder: ``feed(chunk) -> events``, then ``flush()`` at the end.
+
+    Per-stream state only; one decoder per stream. ``last_event_id`` follows the standard's last
+    event id buffer (it persists across events).
+    """
+
+    def __init__(self) -> None:
+        self._buf = bytearray()
+        self._scan = 0  # offset in _buf from which no line end has been found yet
+        self._block = bytearray()  # raw bytes of the lines of the current block
+        self._first_line = True
+        self._event: str | None = None
+        self._data: list[str] | None = None
+        self._id: str | None = None
+        self._retry: int | None = None
+        self.last_event_id = ""
+
+    def feed(self, chunk: bytes) -> list[SSEEvent]:
+        """Consume ``chunk``; return the blocks it completes, in order."""
+        self._buf += chunk
+        return self._lines(final=False)
+
+    def flush(self) -> list[SSEEvent]:
+        """End of stream: complete blocks still buffered, then the unfinished rest (``data=None``)."""
+        out = self._lines(final=True)
+        if self._buf:
+            self._block += self._buf
+            self._buf.clear()
+        if self._block:
+            out.append(SSEEvent(raw=bytes(self._block)))
+        self._reset_block()
+        self._scan = 0
+        return out
+
+    def _lines(self, *, final: bool) -> list[SSEEvent]:
+        out: list[SSEEvent] = []
+        start = 0
+        buf = self._buf
+        while True:
+            match = _LINE_END.search(buf, max(start, self._scan))
+            if match is None:
+                self._scan = len(buf)
+                break
+            end = match.end()
+            if not final and match.group() == b"\r" and end == len(buf):
+                self._scan = match.start()  # a CR at the very end may be half of a CRLF
+                break
+            line = bytes(buf[start : match.start()])
+            self._block += buf[start:end]
+            start = end
+            self._scan = end
+            event = self._line(line)
+            if event is not None:
+                out.append(event)
+        if start:
+            del buf[:start]
+            self._scan -= start
+        return out
+
+    def _line(self, line: bytes) -> SSEEvent | None:
+        if self._first_line:
+            self._first_line = False
+            line = line.removeprefix(_BOM)
+        if not line:
+            return self._dispatch()
+        text = line.decode("utf-8", errors="replace")
+        if text.startswith(":"):
+            return None
+        field, colon, value = text.partition(":")
+        if colon and value.startswith(" "):
+            value = value[1:]
+        if field == "event":
+            self._event = value
+        elif field == "data":
+            if self._data is None:
+                self._data = []
+            self._data.append(value)
+        elif field == "id":
+            if "\x00" not in value:
+                self._id = value
+                self.last_event_id = value
+        elif field == "retry" and value.isascii() and value.isdigit():
+            self._retry = int(value)
+        return None
+
+    def _dispatch(self) -> SSEEvent:
+        data = None if self._data is None else "\n".join(self._data)
+        event = SSEEvent(
+            event=self._event, data=data, id=self._id, retry=self._retry, raw=bytes(self._block)
+        )
+        self._reset_block()
+        return event
+
+    def _reset_block(self) -> None:
+        self._block = bytearray()
+        self._event = None
+        self._data = None
+        self._id = None
+        self._retry = None
+
+
+def encode_event(event: SSEEvent) -> bytes:
+    """Serialise ``event``'s fields (never ``raw``) as one block ending in a blank line.
+
+    Lines end with LF. Field order is ``event``, ``id``, ``retry``, then one ``data`` line per line
+    of ``data`` (a CR, LF or CRLF in ``data`` starts a new ``data`` line, which a decoder joins back
+    with LF). A block with neither data nor any other field encodes as ``":\\n\\n"``, an empty
+    comment, so the result is always a well-formed block. ``event`` and ``id`` must not contain
+    line breaks (ValueError), and ``id`` must not contain NUL, which decoders would ignore.
+    """
+    lines: list[str] = []
+    if event.event is not None:
+        _check_single_line("event", event.event)
+        lines.append(f"event: {event.event}")
+    if event.id is not None:
+        _check_single_line("id", event.id)
+        if "\x00" in event.id:
+            raise ValueError("SSE id must not contain NUL")
+        lines.append(f"id: {event.id}")
+    if event.retry is not None:
+        if event.retry < 0:
+            raise ValueError("SSE retry must be a non-negative integer")
+        lines.append(f"retry: {event.retry}")
+    if event.data is not None:
+        lines.extend(f"data: {part}" for part in _BREAK.split(event.data))
+    if not lines:
+        lines.append(":")
+    return ("\n".join(lines) + "\n\n").encode("utf-8")
+
+
+def _check_single_line(field: str, value: str) -> None:
+    if "\r" in value or "\n" in value:
+        raise ValueError(f"SSE {field} must not contain a line break")

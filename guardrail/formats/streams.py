@@ -1,0 +1,396 @@
+"""Stream codecs: what a guarded stream needs to know about one API's streamed events.
+
+A stream codec is a pure, per-stream object that sits between the upstream's decoded events and
+the stream guard (which holds text back, evaluates it and releases it). It does two things:
+
+* **split** each upstream event into ordered :data:`StreamItem` instructions
+  (:meth:`StreamCodec.feed`, or :meth:`StreamCodec.feed_bytes` which decodes first):
+
+  - :class:`TextDelta`  assistant text for one reply and one slot (a choice, a content block, an
+    output part). The event that carried it is *not* forwarded; the guard emits whatever it
+    releases with :meth:`StreamCodec.text`.
+  - :class:`TextEnd`    no more upstream text for that slot: release what is held for it now.
+  - :class:`ReplyEnd`   no more upstream text for that reply: run the end-of-reply actions now
+    and emit appended text with :meth:`StreamCodec.append`.
+  - :class:`Forward`    emit :meth:`StreamCodec.render` of the event now: its upstream bytes, or,
+    for the few events that repeat the whole text (Responses ``*.done``), a rewrite consistent
+    with the text released so far. Everything that is not assistant text (tool calls, thinking,
+    usage, pings, comments, errors, malformed lines, unknown event types) is a Forward of the
+    untouched upstream bytes.
+  - :class:`Terminator` the event that closes the reply and carries the annotation (chat:
+    ``[DONE]``; Anthropic: ``message_delta``, or ``message_stop`` when no delta came; Responses:
+    ``response.completed`` / ``.incomplete`` / ``.failed``; Ollama: the ``done`` line): emit
+    :meth:`StreamCodec.finish`, which adds the annotation in the API's own format.
+
+  Guarantees the guard can rely on: every slot that had a TextDelta gets exactly one TextEnd,
+  before the ReplyEnd of its reply; each reply gets exactly one ReplyEnd (``close()`` supplies
+  the missing ones when the upstream breaks off); at most one Terminator, after which only
+  Forward items follow. What the guard must do in turn: release text for a slot only between its
+  first TextDelta and its TextEnd (at the TextEnd at the latest: the slot may be closed right
+  after), call ``append`` once, at the ReplyEnd, and handle items in the order given.
+
+* **build** events in the upstream's format: released text (:meth:`~StreamCodec.text`), appended
+  text (:meth:`~StreamCodec.append`), the annotation plus terminator (:meth:`~StreamCodec.finish`,
+  which also synthesises a clean end when the upstream broke off: ``finish(None, ...)``).
+  Built events copy ids, model names and timestamps from events seen earlier in the stream.
+
+The guard handles the items strictly in order; a sketch of the whole loop::
+
+    for item in codec.feed_bytes(chunk):          # and codec.close() at end of input
+        if isinstance(item, TextDelta): out += codec.text(item.slot, guard.feed(item))
+        elif isinstance(item, TextEnd): out += codec.text(item.slot, guard.release(item))
+        elif isinstance(item, ReplyEnd): out += codec.append(item.reply, guard.finish(item))
+        elif isinstance(item, Forward): out += codec.render(item.event)
+        else: out += codec.finish(item.event, annotation)
+
+Memory: a codec keeps a template event, a few indexes and at most a handful of held events, never
+text. The one exception is the Responses codec, which keeps the released text of each output part:
+that API repeats the whole text in its ``*.done`` and ``response.completed`` events, so a proxy
+holds a reply-sized event there whatever it does.
+
+This module also holds :class:`ChatCompletionsStream` (OpenAI Chat Completions chunks) and the
+helpers the format modules share.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import re
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, Protocol, TypeAlias, TypeVar
+
+from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
+
+__all__ = [
+    "ChatCompletionsStream",
+    "Forward",
+    "ReplyEnd",
+    "Slot",
+    "StreamCodec",
+    "StreamItem",
+    "Terminator",
+    "TextDelta",
+    "TextEnd",
+    "dump_json",
+    "load_json_object",
+    "new_stream_codec",
+    "spread_text",
+    "sse_event",
+    "text_edits",
+]
+
+E = TypeVar("E")
+Slot: TypeAlias = Hashable
+"""Where text is shown: a choice index (OpenAI chat), a content block index (Anthropic), an
+``(output_index, content_index)`` pair (Responses), ``0`` (Ollama)."""
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """Upstream assistant text for ``reply``, shown in ``slot``; its event is not forwarded."""
+
+    reply: int
+    slot: Slot
+    text: str
+
+
+@dataclass(frozen=True)
+class TextEnd:
+    """No more upstream text for ``slot``: release everything held for it before what follows."""
+
+    reply: int
+    slot: Slot
+
+
+@dataclass(frozen=True)
+class ReplyEnd:
+    """No more upstream text for ``reply``: apply end-of-reply actions, emit appended text now."""
+
+    reply: int
+
+
+@dataclass(frozen=True)
+class Forward(Generic[E]):
+    """Emit ``codec.render(event)`` now."""
+
+    event: E
+
+
+@dataclass(frozen=True)
+class Terminator(Generic[E]):
+    """The event that closes the reply: emit ``codec.finish(event, annotation)``."""
+
+    event: E
+
+
+StreamItem: TypeAlias = TextDelta | TextEnd | ReplyEnd | Forward[E] | Terminator[E]
+
+
+class StreamCodec(Protocol[E]):
+    """The per-stream codec interface (see the module docstring for the item protocol)."""
+
+    name: str
+    media_type: str
+
+    def feed_bytes(self, chunk: bytes) -> list[StreamItem[E]]:
+        """Decode ``chunk`` and split every event it completes."""
+
+    def feed(self, event: E) -> list[StreamItem[E]]:
+        """Split one decoded upstream event into items."""
+
+    def close(self) -> list[StreamItem[E]]:
+        """Upstream input ended: flush the decoder, end open slots and replies, release held events.
+
+        Emits no Terminator; if none came, ``finish(None, annotation)`` gives a clean end
+        (chat: annotation chunk and ``[DONE]``; Anthropic: ``message_stop`` with the annotation;
+        Ollama: a done line with the annotation; Responses: nothing).
+        """
+
+    def text(self, slot: Slot, text: str) -> bytes:
+        """Events carrying released ``text`` for ``slot`` (``b""`` for empty text)."""
+
+    def append(self, reply: int, text: str) -> bytes:
+        """Events carrying end-of-reply ``text`` at the end of ``reply`` (``b""`` for empty text)."""
+
+    def render(self, event: E) -> bytes:
+        """The bytes to emit for a Forward item's event."""
+
+    def finish(self, event: E | None, annotation: Mapping[str, object] | None) -> bytes:
+        """The annotation (when given) and the terminator ``event`` (or a synthesised one)."""
+
+
+def new_stream_codec(name: str) -> StreamCodec[Any]:
+    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown."""
+    from guardrail.formats import anthropic_messages, ollama_chat, openai_responses
+
+    if name == ChatCompletionsStream.name:
+        return ChatCompletionsStream()
+    if name == anthropic_messages.NAME:
+        return anthropic_messages.MessagesStream()
+    if name == openai_responses.NAME:
+        return openai_responses.ResponsesStream()
+    if name == ollama_chat.NAME:
+        return ollama_chat.ChatStream()
+    raise KeyError(name)
+
+
+# --------------------------------------------------------------------------- shared helpers
+
+
+def dump_json(value: object) -> str:
+    """Compact JSON, non-ASCII kept as is unless a lone surrogate forces ``\\u`` escapes."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(value, separators=(",", ":"))
+    return text
+
+
+def load_json_object(data: str | None) -> dict[str, Any] | None:
+    """``data`` parsed as a JSON object, or None (no data, not JSON, or not an object)."""
+    if not data:
+        return None
+    try:
+        value = json.loads(data)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def sse_event(data: object, event: str | None = None) -> SSEEvent:
+    """A built SSE event whose ``raw`` is its own serialisation (so rendering it is a copy)."""
+    built = SSEEvent(event=event, data=dump_json(data))
+    return SSEEvent(event=event, data=built.data, raw=encode_event(built))
+
+
+def spread_text(parts: Sequence[str], new: str) -> list[str]:
+    """Distribute ``new`` over ``parts`` so that ``"".join(result) == new``, changing little.
+
+    Used where one reply text is stored in several pieces (Anthropic text blocks, Responses
+    ``output_text`` parts). The old joined text and ``new`` are compared word by word
+    (:func:`text_edits`); text both share stays in the piece it was in, and each changed stretch
+    goes, whole, into the piece that holds its start (an insertion at a boundary goes to the start
+    of the following piece; at the very end, to the end of the last piece). So a rewritten
+    sentence lands in the block it came from, appended text at the end of the last piece,
+    prepended text at the start of the first, and untouched pieces keep their text (and whatever
+    metadata, such as citations, belongs to them).
+    """
+    if not parts:
+        raise ValueError("no parts to spread text over")
+    old = "".join(parts)
+    if old == new:
+        return list(parts)
+    bounds = [0]
+    for part in parts:
+        bounds.append(bounds[-1] + len(part))
+    out: list[list[str]] = [[] for _ in parts]
+    cursor = 0
+    for start, end, text in [*text_edits(old, new), (len(old), len(old), "")]:
+        for index in range(len(parts)):  # the shared stretch [cursor, start) stays in place
+            lo, hi = max(cursor, bounds[index]), min(start, bounds[index + 1])
+            if lo < hi:
+                out[index].append(old[lo:hi])
+        owner = next((i for i in range(len(parts)) if bounds[i] <= start < bounds[i + 1]),
+                     len(parts) - 1)
+        out[owner].append(text)
+        cursor = end
+    return ["".join(pieces) for pieces in out]
+
+
+_TOKEN = re.compile(r"\w+|\s+|[^\w\s]")
+_DIFF_LIMIT = 4_000_000  # token pairs; past this, one edit covering the whole changed middle
+
+
+def text_edits(old: str, new: str) -> list[tuple[int, int, str]]:
+    """Edits ``(start, end, replacement)`` in ``old`` coordinates, in order, that make ``new``.
+
+    The common prefix and suffix are cut first; the middle is compared as words, spaces and
+    punctuation (``difflib``), so a replaced sentence plus appended text is two edits, not one.
+    """
+    limit = min(len(old), len(new))
+    pre = 0
+    while pre < limit and old[pre] == new[pre]:
+        pre += 1
+    suf = 0
+    while suf < limit - pre and old[-1 - suf] == new[-1 - suf]:
+        suf += 1
+    old_mid, new_mid = old[pre : len(old) - suf], new[pre : len(new) - suf]
+    a, b = _TOKEN.findall(old_mid), _TOKEN.findall(new_mid)
+    if len(a) * len(b) > _DIFF_LIMIT:
+        return [(pre, len(old) - suf, new_mid)]
+    offsets = [pre]
+    for token in a:
+        offsets.append(offsets[-1] + len(token))
+    matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+    return [
+        (offsets[i1], offsets[i2], "".join(b[j1:j2]))
+        for tag, i1, i2, j1, j2 in matcher.get_opcodes()
+        if tag != "equal"
+    ]
+
+
+# --------------------------------------------------------------------------- chat completions
+
+
+class ChatCompletionsStream:
+    """OpenAI Chat Completions ``stream: true`` chunks (``data: {chat.completion.chunk}`` events).
+
+    Split:
+    * ``choices[i].delta.content`` (non-empty) is a :class:`TextDelta` for reply ``i``, slot ``i``.
+      The chunk is dropped when nothing else is in it; otherwise the rest of it (role, tool calls,
+      refusal, logprobs, finish_reason, usage, other choices) is forwarded as a residual chunk
+      without the content. Residual logprobs describe the upstream tokens, not released text.
+    * a choice with ``finish_reason`` gives ``TextEnd(i)`` and ``ReplyEnd(i)`` *before* its chunk
+      is forwarded, so released and appended text precede the finish chunk.
+    * ``data: [DONE]`` ends any choice still open, then is the :class:`Terminator`.
+    * anything else (usage-only chunks, error objects, comments, malformed data) is forwarded.
+
+    Build: text chunks copy every top-level field of the first chunk seen (id, object, created,
+    model, system_fingerprint, service_tier, ...) except ``choices`` (and ``usage`` set to null
+    when present), with ``choices: [{"index": i, "delta": {"content": text}, "finish_reason":
+    null}]``. Appended text is such a chunk for the reply's choice. The annotation rides on a
+    chunk of the same template with ``choices: []`` and an extra ``guardrail`` key, just before
+    ``data: [DONE]`` (the SDKs accept extra keys; ``choices: []`` is what usage chunks look like).
+    A missing ``[DONE]`` is synthesised by ``finish(None, ...)``.
+    """
+
+    name = "openai.chat"
+    media_type = "text/event-stream"
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._template: dict[str, object] | None = None
+        self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
+        self._ended: set[int] = set()
+
+    def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
+        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+
+    def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
+        if event.data is not None and event.data.strip() == "[DONE]":
+            return [*self._end_open(), Terminator(event)]
+        chunk = load_json_object(event.data)
+        choices = chunk.get("choices") if chunk is not None else None
+        if chunk is None or not isinstance(choices, list):
+            return [Forward(event)]
+        if self._template is None:
+            self._template = {**chunk, "choices": []}  # key order kept for built chunks
+            if "usage" in self._template:
+                self._template["usage"] = None
+        texts: list[StreamItem[SSEEvent]] = []
+        ends: list[StreamItem[SSEEvent]] = []
+        residual: list[object] = []
+        for choice in choices:
+            index = choice.get("index") if isinstance(choice, dict) else None
+            if not isinstance(choice, dict) or not isinstance(index, int) or index in self._ended:
+                residual.append(choice)  # not a choice, or one that already finished: as is
+                continue
+            self._open.setdefault(index)
+            rest = self._split_choice(choice, index, texts)
+            if choice.get("finish_reason") is not None and index in self._open:
+                del self._open[index]
+                self._ended.add(index)
+                ends += [TextEnd(index, index), ReplyEnd(index)]
+            if rest is not None:
+                residual.append(rest)
+        if not texts:
+            return [*ends, Forward(event)]
+        keep = bool(residual) or chunk.get("usage") is not None
+        forward: list[StreamItem[SSEEvent]] = (
+            [Forward(sse_event({**chunk, "choices": residual}, event.event))] if keep else []
+        )
+        return [*texts, *ends, *forward] if ends else [*forward, *texts]
+
+    @staticmethod
+    def _split_choice(
+        choice: dict[str, object], index: int, texts: list[StreamItem[SSEEvent]]
+    ) -> dict[str, object] | None:
+        """Take the content out of ``choice`` into ``texts``; return what is left (None: nothing)."""
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
+        if not isinstance(delta, dict) or not isinstance(content, str) or not content:
+            return choice
+        texts.append(TextDelta(index, index, content))
+        rest_delta = {k: v for k, v in delta.items() if k != "content"}
+        rest = {**choice, "delta": rest_delta}
+        extra = {k: v for k, v in rest.items() if k not in ("index", "delta") and v is not None}
+        return rest if rest_delta or extra else None
+
+    def _end_open(self) -> list[StreamItem[SSEEvent]]:
+        items: list[StreamItem[SSEEvent]] = []
+        for index in self._open:
+            items += [TextEnd(index, index), ReplyEnd(index)]
+            self._ended.add(index)
+        self._open.clear()
+        return items
+
+    def close(self) -> list[StreamItem[SSEEvent]]:
+        items = [item for event in self._decoder.flush() for item in self.feed(event)]
+        return [*items, *self._end_open()]
+
+    def text(self, slot: Slot, text: str) -> bytes:
+        if not text:
+            return b""
+        choice = {"index": slot, "delta": {"content": text}, "finish_reason": None}
+        return sse_event({**self._base(), "choices": [choice]}).raw
+
+    def append(self, reply: int, text: str) -> bytes:
+        return self.text(reply, text)
+
+    def render(self, event: SSEEvent) -> bytes:
+        return event.encode()
+
+    def finish(self, event: SSEEvent | None, annotation: Mapping[str, object] | None) -> bytes:
+        note = b""
+        if annotation is not None:
+            note = sse_event({**self._base(), "choices": [], "guardrail": dict(annotation)}).raw
+        return note + (event.encode() if event is not None else b"data: [DONE]\n\n")
+
+    def _base(self) -> dict[str, object]:
+        if self._template is not None:
+            return dict(self._template)
+        return {"id": "chatcmpl-guardrail", "object": "chat.completion.chunk", "created": 0,
+                "model": "", "choices": []}

@@ -1,0 +1,233 @@
+"""Building one ``Policy`` from its YAML mapping: fields, condition, actions, inline tests.
+
+Runs at load time only. Guarantees of a built policy: its condition names only defined detectors;
+a sentence action (remove/replace) has a reply or sentence detector in its condition to locate
+sentences by; every text template names only known resource keys and is pre-formatted for every
+locale; each inline test case records the file and line it was written on.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from guardrail.policy.conditions import parse_condition
+from guardrail.policy.model import (
+    ROLES,
+    SEVERITY_ORDER,
+    Action,
+    ActionKind,
+    Case,
+    CaseKind,
+    Conversation,
+    Message,
+    Policy,
+)
+from guardrail.policy.resources import Resources, format_text, template_fields
+from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq
+
+__all__ = ["PolicyContext", "build_policy"]
+
+_POLICY_KEYS = (
+    "id",
+    "category",
+    "description",
+    "severity",
+    "mode",
+    "maturity",
+    "on_error",
+    "condition",
+    "actions",
+    "tests",
+)
+_ID = re.compile(r"[a-z0-9_.\-]+")
+_TEXT_ACTIONS = ("replace", "append", "prepend", "block")
+_ACTIONS = ("annotate", "remove") + _TEXT_ACTIONS
+_CASE_KINDS: tuple[CaseKind, ...] = ("hit", "ok", "todo_hit", "todo_ok")
+_CASE_KEYS = ("messages", "user", "reply", "expect", "locale", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyContext:
+    """What a policy may refer to: detectors (with their leaves and scopes) and resources."""
+
+    detectors: frozenset[str]
+    leaves_of: Callable[[str], frozenset[str]]
+    reads_reply: Callable[[str], bool]
+    resources: Resources
+
+
+def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
+    """Build and check one policy mapping read at ``src``."""
+    src.expect(value, YMap, "a policy")
+    assert isinstance(value, YMap)
+    pid = value.get("id")
+    if isinstance(pid, str):
+        src = Src(src.file, value.line, pid)
+    f = Fields(value, src, "a policy", _POLICY_KEYS)
+    pid = f.need("id", str)
+    if not _ID.fullmatch(pid):
+        raise f.at("id").error(f"policy id {pid!r} must match [a-z0-9_.-]+")
+    category = f.need("category", str).strip()
+    description = f.need("description", str).strip()
+    if not category or not description:
+        raise f.src.error("category and description must not be empty")
+    severity = f.choice("severity", SEVERITY_ORDER, "medium")
+    mode = f.choice("mode", ("enforce", "shadow"), "enforce")
+    maturity = f.choice("maturity", ("experimental", "stable"), "stable")
+    on_error = f.choice("on_error", ("open", "closed"), "open")
+    if not f.has("condition"):
+        raise f.src.error("a policy lacks required key 'condition'")
+    try:
+        condition = parse_condition(f.map["condition"], ctx.detectors)
+    except ValueError as exc:
+        raise f.at("condition").error(str(exc)) from None
+    names = condition.names()
+    leaves = frozenset().union(*(ctx.leaves_of(n) for n in names))
+    locators = frozenset(n for n in leaves if ctx.reads_reply(n))
+    actions = _actions(f, ctx.resources)
+    if any(a.kind in ("remove", "replace") for a in actions) and not locators:
+        raise f.at("actions").error(
+            "remove/replace act on the sentences where a reply or sentence detector matched, "
+            "but the condition names none"
+        )
+    tests = _tests(f, pid) if f.has("tests") else ()
+    return Policy(
+        id=pid,
+        category=category,
+        description=description,
+        severity=severity,
+        condition=condition,
+        actions=actions,
+        mode=mode,
+        maturity=maturity,
+        on_error=on_error,
+        locators=locators,
+        needs_reply=bool(locators),
+        tests=tests,
+        file=src.file,
+        line=value.line,
+    )
+
+
+# ------------------------------------------------------------------ actions
+
+
+def _actions(f: Fields, resources: Resources) -> tuple[Action, ...]:
+    if not f.has("actions"):
+        return (Action("annotate"),)
+    seq = f.need("actions", YSeq)
+    if not seq:
+        raise f.at("actions").error("'actions' must not be empty (leave it out to annotate)")
+    out: list[Action] = []
+    for item, line in zip(seq, seq.item_lines):
+        act = _action(item, f.src.at(line), resources)
+        if any(a.kind == act.kind for a in out):
+            raise f.src.at(line).error(f"action {act.kind!r} appears twice")
+        out.append(act)
+    kinds = {a.kind for a in out}
+    if {"remove", "replace"} <= kinds:
+        raise f.at("actions").error("remove and replace cannot be combined: remove always wins")
+    return tuple(out)
+
+
+def _action(item: object, src: Src, resources: Resources) -> Action:
+    if isinstance(item, str):
+        if item == "annotate":
+            return Action("annotate", line=src.line)
+        if item in _ACTIONS:
+            raise src.error(
+                f"action {item!r} needs a value, e.g. "
+                + ("'remove: sentence'" if item == "remove" else f"'{item}: {{text: ...}}'")
+            )
+        raise src.error(f"unknown action {item!r} (expected one of: {', '.join(_ACTIONS)})")
+    amap = src.expect(item, YMap, "an action")
+    if len(amap) != 1:
+        raise src.error("an action is a mapping with exactly one key, e.g. 'append: {text: ...}'")
+    ((kind, value),) = amap.items()
+    if kind not in _ACTIONS:
+        raise src.error(f"unknown action {kind!r} (expected one of: {', '.join(_ACTIONS)})")
+    if kind == "annotate":
+        if value not in (None, {}):
+            raise src.error("'annotate' takes no value")
+        return Action("annotate", line=src.line)
+    if kind == "remove":
+        if value != "sentence":
+            raise src.error("'remove' takes the value 'sentence'")
+        return Action("remove", line=src.line)
+    if value is None or (isinstance(value, YMap) and "text" not in value):
+        raise src.error(f"action {kind!r} needs a 'text' (a string or a list of variants)")
+    fields = Fields(value, src, f"the {kind!r} action", ("text",))
+    variants = [text for text, _ in fields.at("text").strings(fields.map["text"], "'text'")]
+    if not variants or not all(v.strip() for v in variants):
+        raise fields.at("text").error(f"action {kind!r} needs a non-empty text")
+    action_kind: ActionKind = kind  # type: ignore[assignment]
+    texts = _format_all(variants, fields.at("text"), resources)
+    return Action(action_kind, texts, line=src.line)
+
+
+def _format_all(
+    variants: list[str], src: Src, resources: Resources
+) -> Mapping[str, tuple[str, ...]]:
+    keys = resources.keys
+    for variant in variants:
+        try:
+            names = template_fields(variant)
+        except ValueError as exc:
+            raise src.error(f"bad text template: {exc}") from None
+        for name in names:
+            if name not in keys:
+                known = ", ".join(sorted(keys)) or "none: no resources are defined"
+                raise src.error(f"template names unknown resource key {{{name}}} (known: {known})")
+    return {
+        locale: tuple(format_text(v, values) for v in variants)
+        for locale, values in resources.locales.items()
+    }
+
+
+# ------------------------------------------------------------------ inline tests
+
+
+def _tests(f: Fields, pid: str) -> tuple[Case, ...]:
+    tests = Fields(f.map["tests"], f.at("tests"), "'tests'", _CASE_KINDS)
+    out: list[Case] = []
+    for kind in _CASE_KINDS:
+        if not tests.has(kind):
+            continue
+        seq = tests.need(kind, YSeq)
+        for index, (item, line) in enumerate(zip(seq, seq.item_lines)):
+            out.append(_case(item, tests.src.at(line), pid, kind, index))
+    return tuple(out)
+
+
+def _case(item: object, src: Src, pid: str, kind: CaseKind, index: int) -> Case:
+    f = Fields(item, src, f"a {kind!r} test case", _CASE_KEYS)
+    if f.has("messages") and f.has("user"):
+        raise f.src.error("a test case has either 'messages' or 'user', not both")
+    messages: tuple[Message, ...] = ()
+    if f.has("user"):
+        messages = (Message("user", f.need("user", str)),)
+    elif f.has("messages"):
+        seq = f.need("messages", YSeq)
+        messages = tuple(_message(m, f.src.at(line)) for m, line in zip(seq, seq.item_lines))
+    f.get("note", str, "")
+    return Case(
+        policy=pid,
+        kind=kind,
+        index=index,
+        conversation=Conversation(messages),
+        reply=f.need("reply", str),
+        expect=f.get("expect", str, "") if f.has("expect") else None,
+        locale=f.get("locale", str, "") or None,
+        file=src.file,
+        line=src.line,
+    )
+
+
+def _message(item: object, src: Src) -> Message:
+    f = Fields(item, src, "a test message", ("role", "content"))
+    role = f.choice("role", ROLES, "user")
+    if not f.has("role"):
+        raise f.src.error("a test message lacks required key 'role'")
+    return Message(role, f.need("content", str))

@@ -1,0 +1,75 @@
+"""Turning enforce-mode hits into the text the user receives.
+
+Pure functions over strings, called by the scanner:
+
+* ``choose_variant``: which of a text's variants to use. Deterministic for the same input: it
+  starts at an offset derived from the conversation length and the policy id, and skips variants
+  the assistant already said earlier in the conversation, so a long chat does not repeat one line.
+* ``replace_sentence``: swap a sentence's words, keeping its surrounding whitespace, so the reply
+  keeps its layout.
+* ``assemble``: the end-of-reply order. A block wins outright; otherwise prepends (most severe
+  first), then the body, then appends (most severe first), each distinct text once, joined with
+  a blank line.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections.abc import Sequence
+
+from guardrail.policy.text import normalise
+
+__all__ = ["GENERIC_BLOCK_TEXT", "assemble", "choose_variant", "replace_sentence"]
+
+GENERIC_BLOCK_TEXT = (
+    "I'm sorry, I can't share that reply right now. If you're going through something hard, "
+    "please consider reaching out to someone you trust or to a local support line."
+)
+SEPARATOR = "\n\n"
+
+
+def choose_variant(
+    variants: Sequence[str], policy_id: str, turns: int, earlier: Sequence[str]
+) -> str:
+    """Pick a variant: from offset ``(turns + crc32(policy_id)) % n``, the first whose text
+    (normalised) does not occur in any of the ``earlier`` normalised assistant turns."""
+    n = len(variants)
+    if n == 1:
+        return variants[0]
+    start = (turns + zlib.crc32(policy_id.encode("utf-8"))) % n
+    for k in range(n):
+        candidate = variants[(start + k) % n]
+        key = " ".join(normalise(candidate).split())
+        if not any(key in turn for turn in earlier):
+            return candidate
+    return variants[start]
+
+
+def replace_sentence(sentence: str, text: str) -> str:
+    """``text`` in place of ``sentence``'s words, with the sentence's leading and trailing
+    whitespace kept."""
+    core = sentence.strip()
+    if not core:
+        return sentence
+    lead = sentence[: len(sentence) - len(sentence.lstrip())]
+    trail = sentence[len(sentence.rstrip()) :]
+    return lead + text + trail
+
+
+def _unique(texts: Sequence[str]) -> list[str]:
+    seen: set[str] = set()
+    out = []
+    for text in texts:
+        if text not in seen:
+            seen.add(text)
+            out.append(text)
+    return out
+
+
+def assemble(body: str, prepends: Sequence[str], appends: Sequence[str]) -> str:
+    """The final reply from the (possibly rewritten) body and the end-of-reply texts."""
+    if not prepends and not appends:
+        return body
+    core = body.strip()
+    parts = _unique(prepends) + ([core] if core else []) + _unique(appends)
+    return SEPARATOR.join(parts)

@@ -1,0 +1,112 @@
+"""Running the inline tests of policies (``tests: hit/ok/todo_hit/todo_ok`` in their YAML).
+
+Used by ``guardrail test`` and by pytest (one parametrized item per case)::
+
+    ps = load_policies("policies")
+    @pytest.mark.parametrize("case", collect_cases(ps), ids=lambda c: c.id)
+    def test_policy_case(case):
+        result = run_case(ps, case)
+        assert result.ok, result.explain()
+
+What each kind of case requires:
+
+* ``hit``: the policy hits (in either mode, without an error);
+* ``ok``: the policy does not hit;
+* ``expect`` (any kind): the final reply, after every policy of the set acted, equals it exactly;
+* ``todo_hit`` / ``todo_ok``: known gaps. They never fail; while the gap remains the result is
+  "todo", and once the case would pass as a ``hit`` / ``ok`` case it is "fixed" (promote it).
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass
+from typing import Literal
+
+from guardrail.policy.engine import PolicySet
+from guardrail.policy.model import Case, Verdict
+
+__all__ = ["Case", "CaseResult", "collect_cases", "run_case"]
+
+Status = Literal["pass", "fail", "todo", "fixed"]
+
+
+@dataclass(frozen=True, slots=True)
+class CaseResult:
+    """The outcome of one case. ``ok`` is False only for status "fail"."""
+
+    case: Case
+    status: Status
+    hit: bool
+    reply: str
+    hits: tuple[str, ...]
+    problems: tuple[str, ...] = ()
+    error: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.status != "fail"
+
+    def explain(self) -> str:
+        """A readable report: where the case is, what was expected and what happened."""
+        case = self.case
+        head = f"{case.where}: {self.status.upper()} {case.policy} {case.kind} case #{case.index}"
+        lines = [head]
+        lines.extend(f"  {problem}" for problem in self.problems)
+        if self.status == "fixed":
+            what = "hits" if case.kind == "todo_hit" else "no longer hits"
+            lines.append(
+                f"  the policy now {what}: promote it to a "
+                f"{'hit' if case.kind == 'todo_hit' else 'ok'} case"
+            )
+        if self.error is not None:
+            lines.append(f"  policy error: {self.error}")
+        lines.append(f"  hits: {', '.join(self.hits) or '(none)'}")
+        if case.expect is not None and self.reply != case.expect:
+            diff = difflib.unified_diff(
+                case.expect.splitlines(keepends=True),
+                self.reply.splitlines(keepends=True),
+                fromfile="expected reply",
+                tofile="actual reply",
+            )
+            lines.extend("  " + d.rstrip("\n") for d in diff)
+        return "\n".join(lines)
+
+
+def collect_cases(policyset: PolicySet) -> list[Case]:
+    """Every inline case of every policy, policies in set order, cases in file order."""
+    return [case for policy in policyset.policies for case in policy.tests]
+
+
+def _expected_hit(case: Case) -> bool:
+    return case.kind in ("hit", "todo_hit")
+
+
+def run_case(policyset: PolicySet, case: Case) -> CaseResult:
+    """Evaluate one case against the whole policy set and judge it."""
+    verdict: Verdict = policyset.evaluate(case.conversation, case.reply, locale=case.locale)
+    mine = next((h for h in verdict.hits if h.policy == case.policy), None)
+    hit = mine is not None and mine.error is None
+    problems: list[str] = []
+    want = _expected_hit(case)
+    if hit != want:
+        problems.append(
+            f"expected {'a hit' if want else 'no hit'} of {case.policy}, "
+            f"got {'a hit' if hit else 'none'}"
+        )
+    if case.expect is not None and verdict.reply != case.expect:
+        problems.append("the reply after actions differs from 'expect':")
+    status: Status
+    if case.kind in ("hit", "ok"):
+        status = "fail" if problems or (mine is not None and mine.error) else "pass"
+    else:
+        status = "todo" if problems else "fixed"
+    return CaseResult(
+        case=case,
+        status=status,
+        hit=hit,
+        reply=verdict.reply,
+        hits=tuple(h.policy for h in verdict.hits),
+        problems=tuple(problems),
+        error=mine.error if mine is not None else None,
+    )

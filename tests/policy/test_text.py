@@ -1,0 +1,102 @@
+"""Sentence splitting and normalisation (guardrail/policy/text.py)."""
+
+from __future__ import annotations
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from guardrail.policy.text import SentenceSplitter, normalise, split_sentences
+
+
+def test_normalise_keeps_length_and_unifies_quotes() -> None:
+    text = "I\u2019M \u201cFine\u201d \u00c7a \u0130stanbul"
+    out = normalise(text)
+    assert len(out) == len(text)
+    assert out.startswith('i\'m "fine" ça')
+
+
+def test_splits_on_terminators_and_keeps_whitespace() -> None:
+    text = "Hello there.  How are you? I'm fine!\n\nGood."
+    parts = split_sentences(text)
+    assert parts == ["Hello there.  ", "How are you? ", "I'm fine!\n\n", "Good."]
+    assert "".join(parts) == text
+
+
+def test_newlines_split_without_punctuation() -> None:
+    assert split_sentences("first line\nsecond line") == ["first line\n", "second line"]
+
+
+def test_abbreviations_decimals_and_lists_do_not_split() -> None:
+    text = "Try e.g. a walk with Dr. Smith at 3.5 km. Then rest."
+    assert split_sentences(text) == ["Try e.g. a walk with Dr. Smith at 3.5 km. ", "Then rest."]
+    assert split_sentences("1. Breathe in.\n2. Breathe out.") == [
+        "1. Breathe in.\n",
+        "2. Breathe out.",
+    ]
+
+
+def test_ellipsis_before_lowercase_does_not_split() -> None:
+    assert split_sentences("Well... maybe. Yes…  Sure.") == ["Well... maybe. ", "Yes…  ", "Sure."]
+
+
+def test_closing_quotes_stay_with_their_sentence() -> None:
+    assert split_sentences('He said "stop." Then left.') == ['He said "stop." ', "Then left."]
+
+
+def test_incomplete_boundary_waits_for_next_character() -> None:
+    splitter = SentenceSplitter()
+    assert splitter.feed("One. ") == []
+    assert splitter.feed(" Two") == ["One.  "]
+    assert splitter.flush() == "Two"
+    assert splitter.flush() == ""
+
+
+_pieces = st.lists(
+    st.sampled_from(
+        [
+            "Hi",
+            "there",
+            ".",
+            " ",
+            "  ",
+            "\n",
+            "?",
+            "!",
+            "e.g.",
+            "Dr.",
+            "3.5",
+            "you",
+            "I",
+            "\u2026",
+            '"',
+            "\u201d",
+            "ok",
+            "**",
+            "_",
+            "- ",
+            "1.",
+            "Yes",
+            "no",
+            ")",
+        ]
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(parts=_pieces, cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=8))
+def test_any_chunking_gives_the_same_sentences(parts: list[str], cuts: list[int]) -> None:
+    text = "".join(parts)
+    whole = split_sentences(text)
+    assert "".join(whole) == text
+    splitter = SentenceSplitter()
+    out: list[str] = []
+    last = 0
+    for cut in sorted(c % (len(text) + 1) for c in cuts) + [len(text)]:
+        out.extend(splitter.feed(text[last:cut]))
+        last = cut
+    rest = splitter.flush()
+    if rest:
+        out.append(rest)
+    assert out == whole
