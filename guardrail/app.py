@@ -1,0 +1,185 @@
+"""The ASGI application: one catch-all route into the pipeline, errors in the OpenAI format.
+
+:func:`build_app` wires settings, the policy set and the upstream client into a Starlette app.
+Every method on every path goes to :class:`ProxyEndpoint`, which creates the per-request
+:class:`~guardrail.observe.logs.Exchange`, runs the pipeline, sends its response, and writes the one
+canonical log line. ``app.state`` holds ``settings``, ``policies`` (a
+:class:`~guardrail.pipeline.PolicyHolder`: a reload calls ``app.state.policies.swap(new_set)``),
+``pipeline`` and ``client``.
+
+Errors reach the client as OpenAI-format bodies ``{"error": {"message", "type", "param",
+"code"}}`` and never as tracebacks:
+
+=======  ===========================  =====================================================
+status   code                         when
+=======  ===========================  =====================================================
+400      ``invalid_request_target``   the target could leave the upstream (see upstream.py)
+502      ``upstream_unavailable``     connection refused or reset, DNS failure
+504      ``upstream_timeout``         no reply within the configured timeouts
+500      ``internal_error``           a bug in guardrail (logged by type and stack, no text)
+=======  ===========================  =====================================================
+
+Upstream error statuses (4xx/5xx from the upstream itself) are not errors here: they pass
+through unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from email.utils import formatdate
+
+import httpx
+import structlog
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from guardrail.errors import UpstreamTimeout, UpstreamUnavailable
+from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
+from guardrail.pipeline import Pipeline, PolicyEngine, PolicyHolder, guardrail_headers
+from guardrail.settings import Settings
+from guardrail.upstream import RelayAborted, UnsafeTarget, build_client
+
+__all__ = ["ProxyEndpoint", "build_app", "error_response"]
+
+
+class ErrorResponse:
+    """An OpenAI-format error body; on the inspected endpoint also marked not inspected."""
+
+    def __init__(self, status: int, kind: str, code: str, message: str, ex: Exchange) -> None:
+        reason = "internal-error" if status == 500 else "upstream-error"
+        payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        self.status = status
+        self.body = json.dumps(payload).encode("utf-8")
+        self.headers = [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(self.body)).encode("ascii")),
+            (b"date", formatdate(usegmt=True).encode("ascii")),
+            (b"x-request-id", ex.request_id.encode("latin-1")),
+        ]
+        if ex.api != "passthrough":
+            ex.inspected, ex.reason = False, reason
+            self.headers += guardrail_headers(False, reason=reason)
+        self.ex = ex
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.ex.status = self.status
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
+
+
+def error_response(exc: BaseException, ex: Exchange) -> ErrorResponse:
+    """The client-facing response for a request-time failure (see the module table)."""
+    rid = ex.request_id
+    if isinstance(exc, UnsafeTarget):
+        ex.error = "unsafe_target"
+        return ErrorResponse(400, "invalid_request_error", "invalid_request_target", f"{exc}.", ex)
+    if isinstance(exc, UpstreamTimeout):
+        ex.error = "upstream_timeout"
+        message = f"The upstream API did not answer in time (guardrail request {rid})."
+        return ErrorResponse(504, "upstream_error", "upstream_timeout", message, ex)
+    if isinstance(exc, UpstreamUnavailable):
+        ex.error = "upstream_unavailable"
+        message = f"guardrail could not reach the upstream API (request {rid})."
+        return ErrorResponse(502, "upstream_error", "upstream_unavailable", message, ex)
+    if isinstance(exc, ClientDisconnect):
+        ex.error = "client_disconnected"
+        return ErrorResponse(
+            400, "invalid_request_error", "client_disconnected", "Request body incomplete.", ex
+        )
+    ex.error, ex.error_stack = f"internal_{type(exc).__name__}", safe_stack(exc)
+    message = f"guardrail hit an internal error (request {rid})."
+    return ErrorResponse(500, "server_error", "internal_error", message, ex)
+
+
+class ProxyEndpoint:
+    """The catch-all ASGI endpoint: one Exchange per request, one log line when it ends.
+
+    Guarantees: every request gets a response or, if the upstream body breaks after the response
+    started, a dropped connection; no exception text or traceback is ever sent to the client.
+    """
+
+    def __init__(self, pipeline: Pipeline) -> None:
+        self.pipeline = pipeline
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1003})
+            return
+        if scope["type"] != "http":
+            return
+        request = Request(scope, receive)
+        path: str = scope.get("path", "")
+        ex = Exchange(new_request_id(request.headers), request.method, path[:300])
+        tokens = structlog.contextvars.bind_contextvars(request_id=ex.request_id)
+        try:
+            await self._serve(request, ex, send)
+        finally:
+            log_request(ex)
+            structlog.contextvars.reset_contextvars(**tokens)
+
+    async def _serve(self, request: Request, ex: Exchange, send: Send) -> None:
+        started = False
+
+        async def tracked_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            response: ASGIApp = await self.pipeline.handle(request, ex)
+            await response(request.scope, request.receive, tracked_send)
+        except RelayAborted:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the catch-all: no client ever sees a traceback
+            if started:
+                ex.error, ex.error_stack = f"internal_{type(exc).__name__}", safe_stack(exc)
+                raise RelayAborted("response broken off after an internal error") from None
+            await error_response(exc, ex)(request.scope, request.receive, send)
+
+
+async def _internal_error(request: Request, exc: Exception) -> Response:
+    """Last-resort handler (routing bugs): an OpenAI-format 500, never a traceback."""
+    body = {
+        "error": {
+            "message": "guardrail hit an internal error.",
+            "type": "server_error",
+            "param": None,
+            "code": "internal_error",
+        }
+    }
+    return Response(json.dumps(body), status_code=500, media_type="application/json")
+
+
+def build_app(
+    settings: Settings,
+    policies: PolicyEngine,
+    transport: httpx.AsyncBaseTransport | None = None,
+) -> Starlette:
+    """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests)."""
+    client = build_client(settings, transport)
+    pipeline = Pipeline(settings, client, PolicyHolder(policies))
+    endpoint = ProxyEndpoint(pipeline)
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+
+    app = Starlette(
+        debug=False,
+        routes=[Route("/{path:path}", endpoint, name="proxy")],
+        exception_handlers={Exception: _internal_error},
+        lifespan=lifespan,
+    )
+    app.router.redirect_slashes = False
+    app.router.default = endpoint  # targets that are not paths (absolute-form, '*') get a 400
+    app.state.settings = settings
+    app.state.policies = pipeline.holder
+    app.state.pipeline = pipeline
+    app.state.client = client
+    return app

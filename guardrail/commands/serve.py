@@ -1,0 +1,207 @@
+"""Run the guardrail proxy in front of an OpenAI-compatible API.
+
+Settings come from built-in defaults, then the --config file, then GUARDRAIL_* environment
+variables, then these flags. The settings and the policy set are loaded and checked before
+anything listens: a bad value or a malformed policy stops start-up with a one-line error naming
+the key or the file and line (exit status 2). With --demo, a scripted demo upstream is served on
+127.0.0.1 in the same process and the proxy points at it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+from collections.abc import Generator
+
+import uvicorn
+from starlette.types import ASGIApp
+
+from guardrail import __version__
+from guardrail.app import build_app
+from guardrail.demo import DEMO_MODEL, build_demo_app
+from guardrail.errors import ConfigError
+from guardrail.observe.logs import configure_logging, get_logger
+from guardrail.policy import PolicySet, load_policies
+from guardrail.settings import Settings, load_settings
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of ``guardrail serve``; each overrides its config key and environment variable."""
+    add = parser.add_argument
+    add("--host", help="address to listen on (default 127.0.0.1)")
+    add("--port", help="port to listen on (default 8787; 0 picks a free port)")
+    add("--upstream", metavar="URL", help="base URL of the OpenAI-compatible API")
+    add("--policies", metavar="PATH", help="policy folder or YAML file (default: bundled pack)")
+    add("--config", metavar="FILE", help="YAML config file (see README for the keys)")
+    add("--locale", help="default locale for referral resources (default en-US)")
+    add(
+        "--demo",
+        action="store_true",
+        default=None,
+        help="serve the built-in demo upstream and use it",
+    )
+    add("--demo-port", metavar="PORT", help="port of the demo upstream (default: port + 1)")
+    add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
+    add(
+        "--log-format",
+        choices=["auto", "json", "console"],
+        help="default auto (JSON unless a terminal)",
+    )
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Load and check everything, bind the sockets, then serve until interrupted."""
+    cli = {
+        "host": args.host,
+        "port": args.port,
+        "upstream": args.upstream,
+        "policies": args.policies,
+        "locale": args.locale,
+        "demo": args.demo,
+        "demo_port": args.demo_port,
+        "log_level": args.log_level,
+        "log_format": args.log_format,
+    }
+    settings = load_settings(cli=cli, config=args.config)
+    configure_logging(settings.log_level, settings.log_format)
+    policies = load_policies(settings.policies)
+    proxy_sock = _bind(settings.host, settings.port, "port")
+    demo_sock = _bind("127.0.0.1", settings.demo_port, "demo_port") if settings.demo else None
+    if demo_sock is not None:
+        settings = settings.with_demo_port(demo_sock.getsockname()[1])
+    asyncio.run(_serve(settings, policies, proxy_sock, demo_sock))
+    return 0
+
+
+def _bind(host: str, port: int, key: str) -> socket.socket:
+    """Listen on ``host:port`` now, so a busy port is a start-up error, not a log line later."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        raise ConfigError(f"{key}: cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server whose signals are handled by :func:`_stop_on_signals` for all servers."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+@contextlib.contextmanager
+def _stop_on_signals(servers: list[uvicorn.Server]) -> Generator[None, None, None]:
+    """SIGINT/SIGTERM: shut every server down gracefully (a second signal forces it)."""
+
+    def stop() -> None:
+        for server in servers:
+            server.force_exit = server.should_exit
+            server.should_exit = True
+
+    loop = asyncio.get_running_loop()
+    handled = [sig for sig in (signal.SIGINT, signal.SIGTERM) if hasattr(signal, sig.name)]
+    try:
+        for sig in handled:
+            loop.add_signal_handler(sig, stop)
+    except (NotImplementedError, RuntimeError):  # no signal support here (not the main thread)
+        handled = []
+    try:
+        yield
+    finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
+
+
+def _server(app: ASGIApp, host: str, port: int, demo: bool = False) -> uvicorn.Server:
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our logging set-up renders uvicorn's records too
+        access_log=False,  # the proxy writes its own canonical line per request
+        server_header=False,  # the proxy passes the upstream's Server and Date headers through
+        date_header=demo,  # the demo upstream behaves like any upstream
+        proxy_headers=False,
+        lifespan="on",
+    )
+    return _Server(config)
+
+
+async def _serve(
+    settings: Settings,
+    policies: PolicySet,
+    proxy_sock: socket.socket,
+    demo_sock: socket.socket | None,
+) -> None:
+    port = proxy_sock.getsockname()[1]
+    servers = [_server(build_app(settings, policies), settings.host, port)]
+    sockets = [proxy_sock]
+    if demo_sock is not None:
+        servers.append(_server(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
+        sockets.append(demo_sock)
+    with _stop_on_signals(servers):
+        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
+        while not all(server.started for server in servers):
+            if any(task.done() for task in tasks):
+                break
+            await asyncio.sleep(0.02)
+        else:
+            _announce(settings, policies, port)
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for server in servers:  # one stopped (signal or failure): stop the other too
+            server.should_exit = True
+        await asyncio.gather(*tasks)
+
+
+def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
+    host = settings.host if ":" not in settings.host else f"[{settings.host}]"
+    get_logger("guardrail.serve").info(
+        "serving",
+        version=__version__,
+        listen=f"{host}:{port}",
+        upstream=settings.upstream,
+        policies=policies.source,
+        policy_count=len(policies.policies),
+        policy_digest=policies.digest,
+        demo=settings.demo,
+    )
+    if settings.demo:
+        print(
+            demo_banner(
+                f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}",
+                settings.upstream,
+            ),
+            flush=True,
+        )
+
+
+def demo_banner(proxy_url: str, upstream_url: str) -> str:
+    """The ready message of ``guardrail serve --demo``: what runs where, and how to try it."""
+    prompt = "You are the only one I can talk to."
+    return f"""
+guardrail {__version__} is guarding {proxy_url} -> demo upstream {upstream_url}
+
+Try it with curl:
+  curl -s {proxy_url}/v1/chat/completions \\
+    -H 'content-type: application/json' \\
+    -d '{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "{prompt}"}}]}}'
+
+Or with the openai Python package:
+  from openai import OpenAI
+  client = OpenAI(base_url="{proxy_url}/v1", api_key="demo")
+  reply = client.chat.completions.create(
+      model="{DEMO_MODEL}", messages=[{{"role": "user", "content": "{prompt}"}}])
+  print(reply.choices[0].message.content)
+  print(reply.model_extra["guardrail"])
+
+This is a DEMO: the upstream is guardrail's own scripted stand-in, not a language model. Some of
+its canned replies are deliberately poor so you can watch the policies rewrite them. Other
+prompts to try: "I'm so overwhelmed I can't cope", "Was I right to quit?". Ctrl+C stops it.
+""".strip("\n")

@@ -1,0 +1,195 @@
+"""Structured logs: set-up, request ids, the per-request record and its one canonical line.
+
+Privacy guarantee: nothing here ever receives message text, reply text, request or response
+bodies, query strings, or header values other than ``x-request-id``. The canonical line is built
+from a fixed allow-list of fields (:data:`REQUEST_FIELDS`); errors are logged by type and by a
+stack of ``file:line:function`` frames, never by message (an exception message can quote data).
+
+Output is JSON lines when stderr is not a terminal (or ``log_format: json``), a readable console
+format otherwise. Third-party loggers (uvicorn, httpx) go through the same renderer; httpx's own
+request lines are silenced because they would print full URLs, query strings included.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import re
+import sys
+import time
+import traceback
+import uuid
+from collections.abc import Mapping, MutableMapping
+from dataclasses import dataclass, field
+from typing import Any, TextIO
+
+import structlog
+
+__all__ = [
+    "REQUEST_FIELDS",
+    "Exchange",
+    "configure_logging",
+    "get_logger",
+    "log_request",
+    "new_request_id",
+    "safe_stack",
+]
+
+_QUIET_LOGGERS = {
+    "httpx": logging.WARNING,
+    "httpcore": logging.WARNING,
+    "uvicorn.access": logging.WARNING,
+}
+_HANDLER_NAME = "guardrail"
+_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+@dataclass
+class Exchange:
+    """Per-request state: created by the proxy endpoint when a request arrives, filled in by the
+    pipeline as it goes, logged once (:func:`log_request`) when the response has been sent.
+
+    Holds metadata only (ids, names, numbers, policy ids), never message text, reply text or
+    header values other than request ids, so it can be logged whole.
+    """
+
+    request_id: str
+    method: str
+    path: str
+    route: str = "/"
+    api: str = "passthrough"
+    started: float = field(default_factory=time.perf_counter)
+    model: str | None = None
+    locale: str | None = None
+    stream: bool | None = None
+    status: int | None = None
+    upstream_status: int | None = None
+    upstream_request_id: str | None = None
+    upstream_s: float | None = None
+    guardrail_s: float | None = None
+    inspected: bool | None = None
+    reason: str | None = None
+    policies: list[str] | None = None
+    action: str | None = None
+    changed: bool | None = None
+    blocked: bool | None = None
+    choices: int | None = None
+    policy_digest: str | None = None
+    error: str | None = None
+    error_stack: list[str] | None = None
+
+    def fields(self) -> dict[str, object]:
+        """The canonical log line's fields, latencies in milliseconds."""
+        out = {
+            k: v for k, v in vars(self).items() if k not in ("started", "upstream_s", "guardrail_s")
+        }
+        out["upstream_ms"] = _ms(self.upstream_s)
+        out["guardrail_ms"] = _ms(self.guardrail_s)
+        out["duration_ms"] = _ms(time.perf_counter() - self.started)
+        return out
+
+
+def _ms(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds * 1000, 3)
+
+
+REQUEST_FIELDS = (
+    *(
+        f.name
+        for f in dataclasses.fields(Exchange)
+        if f.name not in ("started", "upstream_s", "guardrail_s")
+    ),
+    "upstream_ms",
+    "guardrail_ms",
+    "duration_ms",
+)
+
+
+def _renderer(fmt: str, stream: TextIO) -> structlog.types.Processor:
+    is_tty = hasattr(stream, "isatty") and stream.isatty()
+    if fmt == "json" or (fmt == "auto" and not is_tty):
+        return structlog.processors.JSONRenderer(sort_keys=False)
+    return structlog.dev.ConsoleRenderer(colors=is_tty)
+
+
+def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
+    """Route structlog and the standard library through one renderer on ``stream`` (stderr).
+
+    Safe to call again (tests, reload): the previous guardrail handler is replaced.
+    """
+    stream = sys.stderr if stream is None else stream
+    levelno = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.processors.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        scrub_exc_info,
+    ]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(levelno),
+        cache_logger_on_first_use=False,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            _renderer(fmt, stream),
+        ],
+    )
+    handler = logging.StreamHandler(stream)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(levelno)
+    for name, quiet in _QUIET_LOGGERS.items():
+        logging.getLogger(name).setLevel(max(quiet, levelno))
+
+
+def scrub_exc_info(
+    logger: object, method: str, event: MutableMapping[str, Any]
+) -> MutableMapping[str, Any]:
+    """Replace ``exc_info`` (ours or a library's, e.g. uvicorn's "Exception in ASGI application")
+    by the exception type and a message-free stack: exception messages can quote request data."""
+    info = event.pop("exc_info", None)
+    if info is True:
+        info = sys.exc_info()
+    if isinstance(info, BaseException):
+        info = (type(info), info, info.__traceback__)
+    if isinstance(info, tuple) and len(info) == 3 and isinstance(info[1], BaseException):
+        event["error_type"] = type(info[1]).__name__
+        event["error_stack"] = safe_stack(info[1])
+    event.pop("exception", None)
+    event.pop("stack", None)
+    return event
+
+
+def get_logger(name: str = "guardrail") -> Any:
+    """A structlog logger; call it with an event name and key-value context only."""
+    return structlog.get_logger(name)
+
+
+def new_request_id(headers: Mapping[str, str]) -> str:
+    """The client's ``x-request-id`` when it is a plain token (<= 128 chars), else a fresh id."""
+    offered = headers.get("x-request-id", "")
+    return offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
+
+
+def safe_stack(exc: BaseException, limit: int = 8) -> list[str]:
+    """The innermost frames of ``exc`` as ``file:line:function``: no message, no locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}" for frame in frames]
+
+
+def log_request(ex: Exchange) -> None:
+    """Emit the canonical ``request`` line: only :data:`REQUEST_FIELDS`, unset fields left out."""
+    fields = ex.fields()
+    line = {name: fields[name] for name in REQUEST_FIELDS if fields.get(name) is not None}
+    status = fields.get("status")
+    level = "error" if isinstance(status, int) and status >= 500 and "error" in line else "info"
+    getattr(get_logger("guardrail.request"), level)("request", **line)

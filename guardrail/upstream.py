@@ -1,0 +1,399 @@
+"""The one seam to the upstream API: client construction, target URLs, headers, errors.
+
+Only :func:`build_client` creates an ``httpx.AsyncClient``; tests pass ``transport=`` (an
+``httpx.MockTransport``) and a later issue may choose the transport by measurement.
+
+Target URL rule (no open proxy)
+    The upstream scheme, host and port come only from settings. The request's path is joined onto
+    the configured base path; if the request path begins with the last segment(s) of the base path,
+    those segments are not repeated (longest overlap wins). With base ``https://host/openai/v1``:
+    ``/v1/chat/completions`` and ``/chat/completions`` both go to
+    ``https://host/openai/v1/chat/completions``; with base ``https://api.openai.com``,
+    ``/v1/models`` goes to ``https://api.openai.com/v1/models``. The query string is appended
+    unchanged. Refused with 400 (:class:`UnsafeTarget`): a target that is not origin-form
+    (``http://evil.com/...``, ``evil.com:443``, ``*``), a path starting with ``//``, a ``.`` or
+    ``..`` segment (also percent-encoded or with backslashes), and control characters.
+
+Headers (RFC 9110 section 7.6.1)
+    Hop-by-hop headers are dropped in both directions: ``Connection`` and every header it names,
+    ``Keep-Alive``, ``Proxy-*``, ``TE``, ``Trailer``, ``Transfer-Encoding``, ``Upgrade``. ``Host``
+    is the upstream's. ``Expect`` is answered by our server, not forwarded. Everything else,
+    including ``Authorization``, ``api-key`` and ``Cookie``, passes untouched, and no header is
+    added (no ``User-Agent``, no ``X-Forwarded-For``: the client's address is not disclosed).
+"""
+
+from __future__ import annotations
+
+import re
+import zlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
+from typing import Any, Protocol
+from urllib.parse import unquote_to_bytes
+
+import anyio
+import httpx
+from starlette.types import Receive, Scope, Send
+
+from guardrail.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from guardrail.settings import Settings
+
+__all__ = [
+    "HOP_BY_HOP",
+    "Buffered",
+    "Relay",
+    "RelayAborted",
+    "TooLarge",
+    "Undecodable",
+    "UnsafeTarget",
+    "build_client",
+    "client_headers",
+    "decode_body",
+    "join_path",
+    "read_capped",
+    "request_headers",
+    "response_headers",
+    "send",
+    "target_url",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+HOP_BY_HOP = frozenset(
+    {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
+)
+_NOT_FORWARDED = frozenset({b"host", b"expect"})
+
+
+class UnsafeTarget(ValueError):
+    """A request target that could leave the configured upstream base; answered with 400."""
+
+
+def build_client(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> httpx.AsyncClient:
+    """Build the shared upstream client: settings' timeouts and limits, nothing implicit.
+
+    No environment proxies or ``.netrc`` (``trust_env=False``), no redirects followed (a 3xx goes
+    back to the client), and a cookie jar that stores nothing, so one user's cookies never reach
+    another. Requests are sent with :func:`send`, which adds no default headers.
+    """
+    t = settings.timeouts
+    return httpx.AsyncClient(
+        transport=transport,
+        timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
+        limits=httpx.Limits(
+            max_connections=settings.max_connections,
+            max_keepalive_connections=min(64, settings.max_connections),
+        ),
+        follow_redirects=False,
+        trust_env=False,
+        cookies=CookieJar(policy=_RefuseCookies()),
+    )
+
+
+class _RefuseCookies(DefaultCookiePolicy):
+    """The upstream client is shared by all users: it must never store a Set-Cookie."""
+
+    def set_ok(self, cookie: Cookie, request: Any) -> bool:
+        return False
+
+
+# --------------------------------------------------------------------------- target URL
+
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
+
+
+def _check_path(raw_path: bytes) -> None:
+    if not raw_path.startswith(b"/"):
+        raise UnsafeTarget("request target must be a path starting with '/'")
+    if raw_path.startswith(b"//"):
+        raise UnsafeTarget("request path must not start with '//'")
+    decoded = unquote_to_bytes(raw_path)
+    if _CONTROL.search(raw_path) or _CONTROL.search(decoded):
+        raise UnsafeTarget("request path must not contain control characters")
+    segments = re.split(rb"[/\\]", decoded)
+    if any(segment in (b".", b"..") for segment in segments):
+        raise UnsafeTarget("request path must not contain '.' or '..' segments")
+
+
+def _escape(raw: bytes) -> str:
+    """ASCII form of a raw target: existing %XX kept, other non-printable bytes percent-encoded."""
+    return "".join(chr(b) if 0x20 < b < 0x7F else f"%{b:02X}" for b in raw)
+
+
+def join_path(base_path: str, request_path: str) -> str:
+    """Join a request path onto the base path without repeating their overlap (see module doc)."""
+    base = [segment for segment in base_path.split("/") if segment]
+    rest = request_path.split("/")[1:]
+    for n in range(min(len(base), len(rest)), 0, -1):
+        if base[-n:] == rest[:n]:
+            rest = rest[n:]
+            break
+    return "/" + "/".join(base + rest)
+
+
+def target_url(base: httpx.URL, raw_path: bytes, query: bytes = b"") -> httpx.URL:
+    """The upstream URL for a client request target; raises UnsafeTarget for refused targets."""
+    _check_path(raw_path)
+    path = join_path(base.raw_path.decode("ascii").split("?")[0], _escape(raw_path))
+    raw = path + ("?" + _escape(query) if query else "")
+    return base.copy_with(raw_path=raw.encode("ascii"))
+
+
+# --------------------------------------------------------------------------- headers
+
+
+def _connection_named(headers: Iterable[tuple[bytes, bytes]]) -> frozenset[bytes]:
+    named: set[bytes] = set()
+    for name, value in headers:
+        if name.lower() == b"connection":
+            named.update(token.strip().lower() for token in value.split(b","))
+    return frozenset(named)
+
+
+def _is_hop_by_hop(name: bytes, named: frozenset[bytes]) -> bool:
+    return name in HOP_BY_HOP or name in named or name.startswith(b"proxy-")
+
+
+def request_headers(raw: Iterable[tuple[bytes, bytes]], *, drop: Iterable[bytes] = ()) -> Headers:
+    """Client request headers to forward: hop-by-hop, Host, Expect and ``drop`` removed."""
+    items = [(name.lower(), value) for name, value in raw]
+    named = _connection_named(items)
+    dropped = _NOT_FORWARDED | {name.lower() for name in drop}
+    return [(n, v) for n, v in items if not _is_hop_by_hop(n, named) and n not in dropped]
+
+
+def response_headers(raw: Iterable[tuple[bytes, bytes]]) -> Headers:
+    """Upstream response headers to return: hop-by-hop removed, everything else in order."""
+    items = [(name.lower(), value) for name, value in raw]
+    named = _connection_named(items)
+    return [(n, v) for n, v in items if not _is_hop_by_hop(n, named)]
+
+
+# --------------------------------------------------------------------------- exchange
+
+
+async def send(
+    client: httpx.AsyncClient,
+    method: str,
+    url: httpx.URL,
+    headers: Headers,
+    content: bytes | AsyncIterator[bytes] | None,
+) -> httpx.Response:
+    """Send one request and return the response with its body not yet read.
+
+    Builds the request directly (the client's default headers are not merged in). Raises
+    UpstreamUnavailable or UpstreamTimeout instead of httpx's exceptions; the caller must close
+    the response (``aclose``).
+    """
+    request = httpx.Request(method, url, headers=headers, content=content)
+    try:
+        return await client.send(request, stream=True)
+    except httpx.HTTPError as exc:
+        raise upstream_error(exc) from exc
+
+
+def upstream_error(exc: httpx.HTTPError) -> UpstreamError:
+    """The guardrail error for an httpx failure; its message names only the failure kind."""
+    if isinstance(exc, httpx.TimeoutException):
+        return UpstreamTimeout(f"upstream timed out ({type(exc).__name__})")
+    return UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})")
+
+
+async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:
+    """Read raw (still encoded) body chunks until the end or until more than ``limit`` bytes.
+
+    Returns the chunks read and whether the body is complete. After an incomplete read the rest
+    is still in ``chunks``, so the caller can relay the whole body unchanged.
+    """
+    read: list[bytes] = []
+    size = 0
+    try:
+        async for chunk in chunks:
+            read.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                return read, False
+    except httpx.HTTPError as exc:
+        raise upstream_error(exc) from exc
+    return read, True
+
+
+class Undecodable(ValueError):
+    """A body whose Content-Encoding guardrail cannot undo (unknown coding, corrupt data)."""
+
+
+class TooLarge(Undecodable):
+    """A body that decodes to more than the inspection limit."""
+
+
+def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
+    """Undo ``Content-Encoding`` (identity, gzip, deflate; stacked allowed), bounded by ``limit``.
+
+    Raises Undecodable for an unknown coding or corrupt data, TooLarge for a decoded size over
+    ``limit`` (so a small compressed body cannot expand without bound).
+    """
+    data = raw
+    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
+    for coding in reversed(codings):
+        if coding == "identity":
+            continue
+        if coding not in ("gzip", "x-gzip", "deflate"):
+            raise Undecodable(f"unsupported content-encoding {coding!r}")
+        data = _inflate(data, coding, limit)
+    return data
+
+
+def _inflate(data: bytes, coding: str, limit: int) -> bytes:
+    gzip = coding in ("gzip", "x-gzip")
+    # "deflate" is meant to be zlib-wrapped, but some servers send a raw deflate stream.
+    for wbits in [16 + zlib.MAX_WBITS] if gzip else [zlib.MAX_WBITS, -zlib.MAX_WBITS]:
+        inflater = zlib.decompressobj(wbits)
+        try:
+            out = inflater.decompress(data, limit + 1)
+        except zlib.error:
+            continue
+        if len(out) > limit or inflater.unconsumed_tail:
+            raise TooLarge("decoded body larger than max_inspect_bytes")
+        if inflater.eof:
+            return out
+    raise Undecodable(f"corrupt or truncated {coding} body")
+
+
+# --------------------------------------------------------------------------- responses to the client
+
+
+class Record(Protocol):
+    """The per-request record a responder reports into (``observe.logs.Exchange``)."""
+
+    request_id: str
+    status: int | None
+    error: str | None
+
+
+class RelayAborted(Exception):
+    """The upstream body broke off after the response started; the client connection is dropped
+    so the client sees a truncated response instead of a falsely complete one."""
+
+
+def client_headers(
+    raw: Iterable[tuple[bytes, bytes]], request_id: str, extra: Sequence[tuple[bytes, bytes]] = ()
+) -> Headers:
+    """Upstream response headers as sent to the client.
+
+    Hop-by-hop headers removed; ``x-request-id`` is guardrail's (the upstream's own id, when it
+    differs, moves to ``x-upstream-request-id``); when ``extra`` carries ``x-guardrail-*``
+    headers, any the upstream sent are dropped so an upstream cannot forge an annotation.
+    """
+    ours = request_id.encode("latin-1")
+    strip_guardrail = any(name.startswith(b"x-guardrail-") for name, _ in extra)
+    out: Headers = []
+    for name, value in response_headers(raw):
+        if name == b"x-request-id":
+            if value != ours:
+                out.append((b"x-upstream-request-id", value))
+        elif not (strip_guardrail and name.startswith(b"x-guardrail-")):
+            out.append((name, value))
+    return [*out, *extra, (b"x-request-id", ours)]
+
+
+class Relay:
+    """ASGI response relaying an upstream response as it arrives: never buffered whole.
+
+    Sends the status and :func:`client_headers` at once, then ``prefix`` (chunks already read),
+    then the rest of ``chunks`` one by one. Stops reading upstream (and closes it) as soon as the
+    client disconnects. If the upstream breaks mid-body, raises RelayAborted so the server drops
+    the connection. The upstream response is always closed.
+    """
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        chunks: AsyncIterator[bytes],
+        record: Record,
+        *,
+        prefix: Iterable[bytes] = (),
+        extra: Sequence[tuple[bytes, bytes]] = (),
+    ) -> None:
+        self.response = response
+        self.chunks = chunks
+        self.record = record
+        self.prefix = list(prefix)
+        self.headers = client_headers(response.headers.raw, record.request_id, list(extra))
+        self.complete = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        broken = False
+        try:
+            async with anyio.create_task_group() as group:
+                group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                broken = await self._relay(send)
+                group.cancel_scope.cancel()
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self.response.aclose()
+        if broken:
+            raise RelayAborted("upstream body ended early; connection dropped")
+
+    async def _relay(self, send: Send) -> bool:
+        self.record.status = self.response.status_code
+        await send(
+            {
+                "type": "http.response.start",
+                "status": self.response.status_code,
+                "headers": self.headers,
+            }
+        )
+        for chunk in self.prefix:
+            await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        try:
+            async for chunk in self.chunks:
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        except httpx.HTTPError as exc:
+            self.record.error = f"upstream_body_{type(exc).__name__}"
+            return True
+        self.complete = True
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+        return False
+
+    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
+        while (await receive())["type"] != "http.disconnect":
+            pass
+        if not self.complete:  # servers also report disconnect once a response is complete
+            self.record.error = self.record.error or "client_disconnected"
+            scope.cancel()
+
+
+class Buffered:
+    """ASGI response with a body already in memory: a rewritten reply, or the upstream's bytes.
+
+    ``rewritten`` bodies lose the upstream's Content-Encoding, Content-Length, ETag and digests
+    (they described other bytes) and get a fresh Content-Length.
+    """
+
+    _STALE = frozenset({b"content-length", b"content-encoding", b"etag", b"content-md5", b"digest"})
+
+    def __init__(
+        self,
+        response: httpx.Response,
+        body: bytes,
+        record: Record,
+        *,
+        rewritten: bool,
+        extra: Headers,
+    ) -> None:
+        headers = client_headers(response.headers.raw, record.request_id, list(extra))
+        if rewritten or not any(name == b"content-length" for name, _ in headers):
+            headers = [(n, v) for n, v in headers if not (rewritten and n in self._STALE)]
+            headers = [(n, v) for n, v in headers if n != b"content-length"]
+            headers.append((b"content-length", str(len(body)).encode("ascii")))
+        self.status = response.status_code
+        self.headers = headers
+        self.body = body
+        self.record = record
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self.record.status = self.status
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body, "more_body": False})
