@@ -5,7 +5,11 @@ Every method on every path goes to :class:`ProxyEndpoint`, which creates the per
 :class:`~guardrail.observe.logs.Exchange`, runs the pipeline, sends its response, and writes the one
 canonical log line. ``app.state`` holds ``settings``, ``policies`` (a
 :class:`~guardrail.pipeline.PolicyHolder`: a reload calls ``app.state.policies.swap(new_set)``),
-``pipeline`` and ``client``.
+``pipeline``, ``client`` and ``recorder`` (the :class:`~guardrail.observe.record.Recorder` that
+turns requests and verdicts into metrics and audit events).
+
+The app has no admin route: ``/metrics``, ``/-/reload`` and the dashboard live on the separate
+admin listener (``guardrail.admin``), and every path sent here goes upstream like any other.
 
 Errors reach the client as OpenAI-format bodies ``{"error": {"message", "type", "param",
 "code"}}`` and never as tracebacks:
@@ -40,6 +44,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail.errors import UpstreamTimeout, UpstreamUnavailable
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
+from guardrail.observe.record import Recorder, recorder_for
 from guardrail.pipeline import Pipeline, PolicyEngine, PolicyHolder, guardrail_headers
 from guardrail.settings import Settings
 from guardrail.upstream import RelayAborted, UnsafeTarget, build_client
@@ -103,8 +108,9 @@ class ProxyEndpoint:
     started, a dropped connection; no exception text or traceback is ever sent to the client.
     """
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, recorder: Recorder) -> None:
         self.pipeline = pipeline
+        self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -116,10 +122,12 @@ class ProxyEndpoint:
         path: str = scope.get("path", "")
         ex = Exchange(new_request_id(request.headers), request.method, path[:300])
         tokens = structlog.contextvars.bind_contextvars(request_id=ex.request_id)
+        self.recorder.started(ex.route)
         try:
             await self._serve(request, ex, send)
         finally:
             log_request(ex)
+            self.recorder.finished(ex)
             structlog.contextvars.reset_contextvars(**tokens)
 
     async def _serve(self, request: Request, ex: Exchange, send: Send) -> None:
@@ -159,16 +167,22 @@ def build_app(
     settings: Settings,
     policies: PolicyEngine,
     transport: httpx.AsyncBaseTransport | None = None,
+    *,
+    recorder: Recorder | None = None,
 ) -> Starlette:
-    """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests)."""
+    """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests);
+    ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink)."""
+    recorder = recorder_for(settings) if recorder is None else recorder
+    recorder.install(policies)
     client = build_client(settings, transport)
-    pipeline = Pipeline(settings, client, PolicyHolder(policies))
-    endpoint = ProxyEndpoint(pipeline)
+    pipeline = Pipeline(settings, client, PolicyHolder(policies), recorder)
+    endpoint = ProxyEndpoint(pipeline, recorder)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await client.aclose()
+        recorder.close()
 
     app = Starlette(
         debug=False,
@@ -182,4 +196,5 @@ def build_app(
     app.state.policies = pipeline.holder
     app.state.pipeline = pipeline
     app.state.client = client
+    app.state.recorder = recorder
     return app

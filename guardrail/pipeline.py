@@ -44,6 +44,7 @@ from guardrail.errors import UpstreamTimeout
 from guardrail.formats import ChatRequest, FormatError
 from guardrail.formats import openai_chat as chat_format
 from guardrail.observe.logs import Exchange, safe_stack
+from guardrail.observe.record import Recorder
 from guardrail.policy import Conversation, Verdict
 from guardrail.settings import Settings
 from guardrail.upstream import (
@@ -151,6 +152,8 @@ class Outcome:
     blocked: bool = False
     choices: int = 0
     error_stack: list[str] | None = None
+    verdicts: tuple[Verdict | None, ...] = ()  # per choice, for metrics and audit
+    texts: tuple[str | None, ...] = ()  # the upstream's reply texts, read only for audit excerpts
 
     def headers(self) -> Headers:
         if not self.inspected:
@@ -245,6 +248,8 @@ def _act(
         changed=note["changed"],
         blocked=note["blocked"],
         choices=len(texts),
+        verdicts=tuple(verdicts),
+        texts=tuple(texts),
     )
 
 
@@ -252,12 +257,20 @@ def _act(
 
 
 class Pipeline:
-    """Per-process pipeline state: settings, the upstream client, the policy holder."""
+    """Per-process pipeline state: settings, the upstream client, the policy holder, and the
+    recorder that turns verdicts into metrics and audit events (None: neither)."""
 
-    def __init__(self, settings: Settings, client: httpx.AsyncClient, holder: PolicyHolder) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        client: httpx.AsyncClient,
+        holder: PolicyHolder,
+        recorder: Recorder | None = None,
+    ) -> None:
         self.settings = settings
         self.client = client
         self.holder = holder
+        self.recorder = recorder
         self.route = settings.routes[0]
         self.base = httpx.URL(self.route.upstream)
 
@@ -320,7 +333,9 @@ class Pipeline:
         policies = self.holder.current  # this request keeps this set, whatever a reload does
         ex.policy_digest = policies.digest
         body = await request.body()
+        started = time.perf_counter()
         chat = self._parse_request(body, request.headers.get("content-encoding", ""), ex)
+        ex.guardrail_s = time.perf_counter() - started
         if chat is None or chat.stream:
             async with self._deadline():
                 response = await self._open(ex, "POST", url, headers, body)
@@ -328,7 +343,9 @@ class Pipeline:
             return self._relay_uninspected(response, response.aiter_raw(), [], ex, reason)
         headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
         headers.append((b"accept-encoding", b"identity"))
-        return await self._inspect(ex, url, headers, body, chat, policies)
+        header = self.settings.audit.conversation_header
+        conversation_id = request.headers.get(header) if header else None
+        return await self._inspect(ex, url, headers, body, chat, policies, conversation_id)
 
     def _parse_request(self, body: bytes, encoding: str, ex: Exchange) -> ChatRequest | None:
         """The parsed request (a compressed body is decoded for reading, forwarded as sent)."""
@@ -349,6 +366,7 @@ class Pipeline:
         body: bytes,
         chat: ChatRequest,
         policies: PolicyEngine,
+        conversation_id: str | None,
     ) -> ASGIApp:
         limit = self.settings.max_inspect_bytes
         async with self._deadline():
@@ -368,7 +386,7 @@ class Pipeline:
         if not complete:
             return self._relay_uninspected(response, chunks, read, ex, "too-large")
         await response.aclose()
-        return await self._evaluate(response, b"".join(read), chat, policies, ex)
+        return await self._evaluate(response, b"".join(read), chat, policies, ex, conversation_id)
 
     def _relay_uninspected(
         self,
@@ -392,6 +410,7 @@ class Pipeline:
         chat: ChatRequest,
         policies: PolicyEngine,
         ex: Exchange,
+        conversation_id: str | None = None,
     ) -> ASGIApp:
         started = time.perf_counter()
         run = functools.partial(
@@ -404,11 +423,20 @@ class Pipeline:
             self.settings.max_inspect_bytes,
         )
         outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
-        ex.guardrail_s = time.perf_counter() - started
+        ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
         ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
         if outcome.inspected:
             ex.policies, ex.action = list(outcome.policies), outcome.action
             ex.changed, ex.blocked = outcome.changed, outcome.blocked
+            if self.recorder is not None:
+                self.recorder.evaluated(
+                    ex,
+                    policies,
+                    chat.conversation,
+                    outcome.verdicts,
+                    replies=outcome.texts,
+                    conversation_id=conversation_id,
+                )
         if outcome.error_stack is not None:
             ex.error, ex.error_stack = "engine_error", outcome.error_stack
         if outcome.body is None:

@@ -27,6 +27,18 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``log_format`` | ``GUARDRAIL_LOG_FORMAT`` | ``auto`` | ``json``, ``console``, or ``auto``: JSON unless stderr is a terminal (``--log-format``) |
 | ``demo`` | ``GUARDRAIL_DEMO`` | ``false`` | serve the built-in demo upstream in the same process and use it as the upstream (``--demo``) |
 | ``demo_port`` | ``GUARDRAIL_DEMO_PORT`` | ``port + 1`` | port of the demo upstream on 127.0.0.1 (``--demo-port``) |
+| ``admin_host`` | ``GUARDRAIL_ADMIN_HOST`` | ``host`` | address of the admin listener: metrics, reload, dashboard (``--admin-host``) |
+| ``admin_port`` | ``GUARDRAIL_ADMIN_PORT`` | ``9787`` (``0`` when ``port`` is 0) | port of the admin listener; 0 picks a free one (``--admin-port``) |
+| ``admin_token`` | ``GUARDRAIL_ADMIN_TOKEN`` | none | bearer token the admin endpoints require (16+ characters; prefer the environment) |
+| ``audit.sink`` | ``GUARDRAIL_AUDIT_SINK`` | ``stdout`` | where policy-hit audit events go: ``stdout``, ``file`` or ``off`` (``--audit-sink``) |
+| ``audit.path`` | ``GUARDRAIL_AUDIT_PATH`` | none | audit file for the ``file`` sink (``--audit-path``); relative paths in the config file are relative to it |
+| ``audit.max_bytes`` | ``GUARDRAIL_AUDIT_MAX_BYTES`` | ``10MiB`` | size at which the audit file is rotated |
+| ``audit.backups`` | ``GUARDRAIL_AUDIT_BACKUPS`` | ``5`` | rotated audit files kept (``audit.jsonl.1`` ...); 0 truncates instead |
+| ``audit.key`` | ``GUARDRAIL_AUDIT_KEY`` | random per process | HMAC key of the audit's conversation hash (16+ characters); set it to correlate across restarts and workers |
+| ``audit.excerpt`` | ``GUARDRAIL_AUDIT_EXCERPT`` | ``false`` | add the matched spans (only those) to audit events; makes the audit sink hold personal data |
+| ``audit.conversation_header`` | ``GUARDRAIL_AUDIT_CONVERSATION_HEADER`` | none | request header with a stable conversation id to hash instead of the first user message |
+| ``watch_policies`` | ``GUARDRAIL_WATCH_POLICIES`` | ``false`` | reload the policies when their files change (``--watch-policies``); SIGHUP and ``POST /-/reload`` always work |
+| ``watch_interval`` | ``GUARDRAIL_WATCH_INTERVAL`` | ``2`` | seconds between two looks at the policy files' modification times |
 
 The config file itself is named by ``--config FILE`` or ``GUARDRAIL_CONFIG``. It is a YAML mapping
 of the keys above, with ``timeouts`` as a nested mapping::
@@ -35,6 +47,7 @@ of the keys above, with ``timeouts`` as a nested mapping::
     port: 8787
     policies: ./policies
     timeouts: {connect: 5, read: 300}
+    audit: {sink: file, path: /var/log/guardrail/audit.jsonl}
 
 Booleans in the environment accept ``1/true/yes/on`` and ``0/false/no/off``. Unknown keys in the
 config file and unknown ``GUARDRAIL_*`` variables are errors, so a typo never goes unnoticed.
@@ -48,17 +61,17 @@ the defaults every route inherits.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
 import yaml
 
 import guardrail
+from guardrail import config_values as cv
 from guardrail.errors import ConfigError
+from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
 
 __all__ = ["ENV_PREFIX", "KEYS", "Route", "Settings", "Timeouts", "load_settings"]
 
@@ -67,6 +80,7 @@ CONFIG_ENV = "GUARDRAIL_CONFIG"
 DEFAULT_POLICIES = Path(guardrail.__file__).parent.parent / "policies"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
+DEFAULT_ADMIN_PORT = 9787
 
 
 @dataclass(frozen=True)
@@ -110,6 +124,12 @@ class Settings:
     log_format: str = "auto"
     demo: bool = False
     demo_port: int = 8788
+    admin_host: str = "127.0.0.1"
+    admin_port: int = DEFAULT_ADMIN_PORT
+    admin_token: str | None = field(default=None, repr=False)
+    audit: AuditConfig = field(default_factory=AuditConfig)
+    watch_policies: bool = False
+    watch_interval: float = 2.0
     config_file: Path | None = None
 
     @property
@@ -127,131 +147,6 @@ def demo_upstream(port: int) -> str:
     return f"http://127.0.0.1:{port}"
 
 
-# --------------------------------------------------------------------------- value parsers
-# Each takes a raw value (a YAML scalar, an environment string or a flag value) and returns the
-# typed value or raises ValueError with a message that does not repeat the key (the caller adds it).
-
-
-def _text(raw: object) -> str:
-    if not isinstance(raw, str) or not raw.strip():
-        raise ValueError(f"must be a non-empty string, got {raw!r}")
-    return raw.strip()
-
-
-def _int_in(low: int, high: int) -> Callable[[object], int]:
-    def parse(raw: object) -> int:
-        value: int | None = None
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            value = raw
-        elif isinstance(raw, str) and raw.strip().isdigit():
-            value = int(raw.strip())
-        if value is None or not low <= value <= high:
-            raise ValueError(f"must be an integer {low}-{high}, got {raw!r}")
-        return value
-
-    return parse
-
-
-_port = _int_in(0, 65535)
-
-
-def _seconds(raw: object) -> float:
-    try:
-        value = (
-            float(raw) if isinstance(raw, (int, float, str)) and not isinstance(raw, bool) else -1
-        )
-    except ValueError:
-        value = -1
-    if not value > 0:
-        raise ValueError(f"must be a number of seconds > 0, got {raw!r}")
-    return value
-
-
-def _optional_seconds(raw: object) -> float | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "off", "")):
-        return None
-    return _seconds(raw)
-
-
-_SIZE = re.compile(r"^\s*(\d+)\s*(b|kb|mb|gb|kib|mib|gib)?\s*$", re.IGNORECASE)
-_UNITS = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "kib": 2**10, "mib": 2**20, "gib": 2**30}
-
-
-def _size(raw: object) -> int:
-    if isinstance(raw, int) and not isinstance(raw, bool) and raw > 0:
-        return raw
-    match = _SIZE.match(raw) if isinstance(raw, str) else None
-    if match is None or int(match[1]) <= 0:
-        raise ValueError(f"must be a positive size in bytes (e.g. 4194304 or 4MiB), got {raw!r}")
-    return int(match[1]) * _UNITS[(match[2] or "b").lower()]
-
-
-def _bool(raw: object) -> bool:
-    if isinstance(raw, bool):
-        return raw
-    if isinstance(raw, str) and raw.strip().lower() in ("1", "true", "yes", "on"):
-        return True
-    if isinstance(raw, str) and raw.strip().lower() in ("0", "false", "no", "off"):
-        return False
-    raise ValueError(f"must be true or false, got {raw!r}")
-
-
-def _choice(options: tuple[str, ...]) -> Callable[[object], str]:
-    def parse(raw: object) -> str:
-        if not isinstance(raw, str) or raw.strip().lower() not in options:
-            raise ValueError(f"must be one of {', '.join(options)}, got {raw!r}")
-        return raw.strip().lower()
-
-    return parse
-
-
-_LOCALE = re.compile(r"^(?:[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8})*|intl)$")
-_TOKEN = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-
-
-def _locale(raw: object) -> str:
-    value = _text(raw)
-    if not _LOCALE.match(value):
-        raise ValueError(f"must be a locale tag such as en-US, en-GB or intl, got {raw!r}")
-    return value
-
-
-def _header_name(raw: object) -> str:
-    value = _text(raw)
-    if not _TOKEN.match(value):
-        raise ValueError(f"must be an HTTP header name, got {raw!r}")
-    return value.lower()
-
-
-def _path(raw: object) -> Path:
-    return Path(_text(raw)).expanduser()
-
-
-def parse_upstream(raw: object) -> str:
-    """Validate an upstream base URL and return it normalised (no trailing slash).
-
-    Only ``http``/``https`` with a host; no credentials, query or fragment (credentials belong in
-    the client's ``Authorization`` header, which passes through).
-    """
-    text = _text(raw)
-    if any(ch.isspace() or ord(ch) < 0x20 for ch in text):
-        raise ValueError(f"must be a URL without spaces, got {raw!r}")
-    parts = urlsplit(text)
-    if parts.scheme.lower() not in ("http", "https"):
-        raise ValueError(f"must be an http:// or https:// URL, got {raw!r}")
-    try:
-        port = parts.port
-    except ValueError:
-        port = -1
-    if not parts.hostname or port == -1 or port == 0:
-        raise ValueError(f"must name a host and a valid port, got {raw!r}")
-    if "@" in parts.netloc:
-        raise ValueError("must not carry credentials; send them in the Authorization header")
-    if parts.query or parts.fragment or text.endswith(("?", "#")):
-        raise ValueError(f"must not have a query or fragment, got {raw!r}")
-    return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
-
-
 @dataclass(frozen=True)
 class Key:
     """One setting: its dotted config name, parser, default, and command-line flag if any."""
@@ -267,23 +162,35 @@ class Key:
 
 
 KEYS: tuple[Key, ...] = (
-    Key("host", _text, "127.0.0.1", "--host"),
-    Key("port", _port, 8787, "--port"),
-    Key("upstream", parse_upstream, None, "--upstream"),
-    Key("policies", _path, DEFAULT_POLICIES, "--policies"),
-    Key("locale", _locale, "en-US", "--locale"),
-    Key("locale_header", _header_name, "x-guardrail-locale"),
-    Key("timeouts.connect", _seconds, Timeouts.connect),
-    Key("timeouts.read", _seconds, Timeouts.read),
-    Key("timeouts.write", _seconds, Timeouts.write),
-    Key("timeouts.pool", _seconds, Timeouts.pool),
-    Key("timeouts.total", _optional_seconds, None),
-    Key("max_inspect_bytes", _size, 4 * 1024 * 1024),
-    Key("max_connections", _int_in(1, 100_000), 256),
-    Key("log_level", _choice(LOG_LEVELS), "info", "--log-level"),
-    Key("log_format", _choice(LOG_FORMATS), "auto", "--log-format"),
-    Key("demo", _bool, False, "--demo"),
-    Key("demo_port", _port, None, "--demo-port"),
+    Key("host", cv.nonempty, "127.0.0.1", "--host"),
+    Key("port", cv.port, 8787, "--port"),
+    Key("upstream", cv.parse_upstream, None, "--upstream"),
+    Key("policies", cv.path, DEFAULT_POLICIES, "--policies"),
+    Key("locale", cv.locale, "en-US", "--locale"),
+    Key("locale_header", cv.header_name, "x-guardrail-locale"),
+    Key("timeouts.connect", cv.seconds, Timeouts.connect),
+    Key("timeouts.read", cv.seconds, Timeouts.read),
+    Key("timeouts.write", cv.seconds, Timeouts.write),
+    Key("timeouts.pool", cv.seconds, Timeouts.pool),
+    Key("timeouts.total", cv.optional_seconds, None),
+    Key("max_inspect_bytes", cv.size, 4 * 1024 * 1024),
+    Key("max_connections", cv.int_in(1, 100_000), 256),
+    Key("log_level", cv.choice(LOG_LEVELS), "info", "--log-level"),
+    Key("log_format", cv.choice(LOG_FORMATS), "auto", "--log-format"),
+    Key("demo", cv.boolean, False, "--demo"),
+    Key("demo_port", cv.port, None, "--demo-port"),
+    Key("admin_host", cv.nonempty, None, "--admin-host"),
+    Key("admin_port", cv.port, None, "--admin-port"),
+    Key("admin_token", cv.secret, None),
+    Key("audit.sink", cv.choice(AUDIT_SINKS), "stdout", "--audit-sink"),
+    Key("audit.path", cv.path, None, "--audit-path"),
+    Key("audit.max_bytes", cv.size, AuditConfig.max_bytes),
+    Key("audit.backups", cv.int_in(0, 1000), AuditConfig.backups),
+    Key("audit.key", cv.secret, None),
+    Key("audit.excerpt", cv.boolean, False),
+    Key("audit.conversation_header", cv.header_name, None),
+    Key("watch_policies", cv.boolean, False, "--watch-policies"),
+    Key("watch_interval", cv.seconds, 2.0),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _BY_ENV = {key.env: key for key in KEYS}
@@ -375,12 +282,15 @@ def _flatten(
             raise ConfigError(f"config file {path}:{line}: unknown key {name!r} (known: {known})")
 
 
+_RELATIVE = ("policies", "audit.path")  # paths in the config file are relative to it
+
+
 def _from_file(path: Path) -> _Layer:
     layer: _Layer = {}
     for name, (raw, line) in _read_config_file(path).items():
         source = f"config file {path}:{line}"
         value = _parsed(_BY_NAME[name], raw, source)
-        if name == "policies" and isinstance(value, Path) and not value.is_absolute():
+        if name in _RELATIVE and isinstance(value, Path) and not value.is_absolute():
             value = path.parent / value
         layer[name] = (value, source)
     return layer
@@ -434,6 +344,13 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
             "upstream: no upstream configured; pass --upstream URL, set GUARDRAIL_UPSTREAM, "
             "put `upstream:` in the config file, or try --demo"
         )
+    admin_port: int | None = get("admin_port")
+    if admin_port is None:  # default: 9787, or any free port when the proxy's is picked too
+        admin_port = DEFAULT_ADMIN_PORT if port != 0 else 0
+    taken = {port: "port", **({demo_port: "demo_port"} if demo else {})}
+    if admin_port != 0 and admin_port in taken:
+        clash = taken[admin_port]
+        raise ConfigError(f"{values['admin_port'][1]}: admin_port: must differ from {clash}")
     timeouts = Timeouts(
         connect=get("timeouts.connect"),
         read=get("timeouts.read"),
@@ -455,5 +372,30 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         log_format=get("log_format"),
         demo=demo,
         demo_port=demo_port,
+        admin_host=get("admin_host") or get("host"),
+        admin_port=admin_port,
+        admin_token=get("admin_token"),
+        audit=_audit(values),
+        watch_policies=get("watch_policies"),
+        watch_interval=get("watch_interval"),
         config_file=config_file,
+    )
+
+
+def _audit(values: _Layer) -> AuditConfig:
+    def get(name: str) -> Any:
+        return values["audit." + name][0]
+
+    if get("sink") == "file" and get("path") is None:
+        source = values["audit.sink"][1]
+        raise ConfigError(f"{source}: audit.sink: 'file' needs audit.path (or --audit-path)")
+    key: str | None = get("key")
+    return AuditConfig(
+        sink=get("sink"),
+        path=get("path"),
+        max_bytes=get("max_bytes"),
+        backups=get("backups"),
+        key=None if key is None else key.encode("utf-8"),
+        excerpt=get("excerpt"),
+        conversation_header=get("conversation_header"),
     )

@@ -5,6 +5,12 @@ variables, then these flags. The settings and the policy set are loaded and chec
 anything listens: a bad value or a malformed policy stops start-up with a one-line error naming
 the key or the file and line (exit status 2). With --demo, a scripted demo upstream is served on
 127.0.0.1 in the same process and the proxy points at it.
+
+A second listener, the admin listener (--admin-host, default the proxy's host; --admin-port,
+default 9787), serves /metrics, POST /-/reload, /dashboard, /-/stats, /-/healthy and /-/ready;
+set GUARDRAIL_ADMIN_TOKEN to require a bearer token there. SIGHUP reloads the policies, and so
+does a change to the policy files with --watch-policies; a set that does not load is refused and
+the last good one keeps serving.
 """
 
 from __future__ import annotations
@@ -12,19 +18,24 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import ipaddress
 import signal
 import socket
 from collections.abc import Generator
+from dataclasses import replace
 
 import uvicorn
 from starlette.types import ASGIApp
 
 from guardrail import __version__
+from guardrail.admin import build_admin_app
 from guardrail.app import build_app
 from guardrail.demo import DEMO_MODEL, build_demo_app
 from guardrail.errors import ConfigError
 from guardrail.observe.logs import configure_logging, get_logger
+from guardrail.observe.record import Recorder, recorder_for
 from guardrail.policy import PolicySet, load_policies
+from guardrail.reload import Reloader, reload_on_sighup, watch
 from guardrail.settings import Settings, load_settings
 
 __all__ = ["add_arguments", "run"]
@@ -46,6 +57,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="serve the built-in demo upstream and use it",
     )
     add("--demo-port", metavar="PORT", help="port of the demo upstream (default: port + 1)")
+    add("--admin-host", metavar="HOST", help="address of the admin listener (default: --host)")
+    add("--admin-port", metavar="PORT", help="port of the admin listener: metrics, reload (9787)")
+    add(
+        "--watch-policies",
+        action="store_true",
+        default=None,
+        help="reload the policies when their files change",
+    )
+    add("--audit-sink", choices=["stdout", "file", "off"], help="where audit events go (stdout)")
+    add("--audit-path", metavar="FILE", help="audit file of the file sink (rotated by size)")
     add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add(
         "--log-format",
@@ -67,15 +88,27 @@ def run(args: argparse.Namespace) -> int:
         "demo_port": args.demo_port,
         "log_level": args.log_level,
         "log_format": args.log_format,
+        "admin_host": args.admin_host,
+        "admin_port": args.admin_port,
+        "watch_policies": args.watch_policies,
+        "audit.sink": args.audit_sink,
+        "audit.path": args.audit_path,
     }
     settings = load_settings(cli=cli, config=args.config)
     configure_logging(settings.log_level, settings.log_format)
     policies = load_policies(settings.policies)
+    try:
+        recorder = recorder_for(settings)
+    except OSError as exc:
+        where = f"audit.path: cannot open {settings.audit.path}"
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
     proxy_sock = _bind(settings.host, settings.port, "port")
+    admin_sock = _bind(settings.admin_host, settings.admin_port, "admin_port")
+    settings = replace(settings, admin_port=admin_sock.getsockname()[1])
     demo_sock = _bind("127.0.0.1", settings.demo_port, "demo_port") if settings.demo else None
     if demo_sock is not None:
         settings = settings.with_demo_port(demo_sock.getsockname()[1])
-    asyncio.run(_serve(settings, policies, proxy_sock, demo_sock))
+    asyncio.run(_serve(settings, policies, recorder, (proxy_sock, admin_sock, demo_sock)))
     return 0
 
 
@@ -137,17 +170,29 @@ def _server(app: ASGIApp, host: str, port: int, demo: bool = False) -> uvicorn.S
 async def _serve(
     settings: Settings,
     policies: PolicySet,
-    proxy_sock: socket.socket,
-    demo_sock: socket.socket | None,
+    recorder: Recorder,
+    listening: tuple[socket.socket, socket.socket, socket.socket | None],
 ) -> None:
+    proxy_sock, admin_sock, demo_sock = listening
     port = proxy_sock.getsockname()[1]
-    servers = [_server(build_app(settings, policies), settings.host, port)]
-    sockets = [proxy_sock]
+    app = build_app(settings, policies, recorder=recorder)
+    proxy = _server(app, settings.host, port)
+    reloader = Reloader(app.state.policies, settings.policies, on_install=recorder.install)
+    admin = build_admin_app(
+        app.state.policies,
+        reloader,
+        token=settings.admin_token,
+        ready=lambda: bool(proxy.started),
+    )
+    servers = [proxy, _server(admin, settings.admin_host, settings.admin_port)]
+    sockets = [proxy_sock, admin_sock]
     if demo_sock is not None:
         servers.append(_server(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
         sockets.append(demo_sock)
-    with _stop_on_signals(servers):
+    with _stop_on_signals(servers), reload_on_sighup(reloader):
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
+        if settings.watch_policies:
+            tasks.append(asyncio.create_task(watch(reloader, settings.watch_interval)))
         while not all(server.started for server in servers):
             if any(task.done() for task in tasks):
                 break
@@ -155,9 +200,11 @@ async def _serve(
         else:
             _announce(settings, policies, port)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for server in servers:  # one stopped (signal or failure): stop the other too
+        for server in servers:  # one stopped (signal or failure): stop the others too
             server.should_exit = True
-        await asyncio.gather(*tasks)
+        for task in tasks[len(servers) :]:  # the policy watcher
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
@@ -171,19 +218,44 @@ def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
         policy_count=len(policies.policies),
         policy_digest=policies.digest,
         demo=settings.demo,
+        admin=_hostport(settings.admin_host, settings.admin_port),
+        admin_token=settings.admin_token is not None,
+        watch_policies=settings.watch_policies,
+        audit=settings.audit.sink,
     )
+    if settings.admin_token is None and not _loopback(settings.admin_host):
+        get_logger("guardrail.serve").warning(
+            "admin_listener_open",
+            admin=_hostport(settings.admin_host, settings.admin_port),
+            hint="anyone reaching this address can reload policies; set GUARDRAIL_ADMIN_TOKEN",
+        )
     if settings.demo:
+        admin_host = settings.admin_host
+        admin_host = "127.0.0.1" if admin_host in ("0.0.0.0", "::") else admin_host
         print(
             demo_banner(
                 f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}",
                 settings.upstream,
+                f"http://{_hostport(admin_host, settings.admin_port)}",
             ),
             flush=True,
         )
 
 
-def demo_banner(proxy_url: str, upstream_url: str) -> str:
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+def demo_banner(proxy_url: str, upstream_url: str, admin_url: str | None = None) -> str:
     """The ready message of ``guardrail serve --demo``: what runs where, and how to try it."""
+    watch = f"\nWatch the policy hits live: {admin_url}/dashboard (metrics: {admin_url}/metrics)\n"
     prompt = "You are the only one I can talk to."
     return f"""
 guardrail {__version__} is guarding {proxy_url} -> demo upstream {upstream_url}
@@ -200,7 +272,7 @@ Or with the openai Python package:
       model="{DEMO_MODEL}", messages=[{{"role": "user", "content": "{prompt}"}}])
   print(reply.choices[0].message.content)
   print(reply.model_extra["guardrail"])
-
+{watch if admin_url else ""}
 This is a DEMO: the upstream is guardrail's own scripted stand-in, not a language model. Some of
 its canned replies are deliberately poor so you can watch the policies rewrite them. Other
 prompts to try: "I'm so overwhelmed I can't cope", "Was I right to quit?". Ctrl+C stops it.

@@ -62,6 +62,7 @@ class Exchange:
     model: str | None = None
     locale: str | None = None
     stream: bool | None = None
+    stream_fault: str | None = None  # upstream-broken, -stalled, -unterminated (streaming.py)
     status: int | None = None
     upstream_status: int | None = None
     upstream_request_id: str | None = None
@@ -70,7 +71,9 @@ class Exchange:
     inspected: bool | None = None
     reason: str | None = None
     policies: list[str] | None = None
+    shadow: list[str] | None = None
     action: str | None = None
+    actions: list[str] | None = None
     changed: bool | None = None
     blocked: bool | None = None
     choices: int | None = None

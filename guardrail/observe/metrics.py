@@ -1,0 +1,346 @@
+"""Every Prometheus metric guardrail exports, declared here and nowhere else.
+
+Conventions (Prometheus naming): one ``guardrail_`` prefix, base units (seconds), ``_total`` on
+counters, each failure counter beside a total. Label values are bounded by construction: routes
+and APIs come from the configuration, policy ids, categories, actions, modes and locales from the
+loaded policy set, reasons and outcomes from the fixed tuples below. Nothing a client sends (a
+model name, a path, a user or conversation id, any text) ever becomes a label value; a value
+outside its known set is recorded as ``other``. Known label combinations are created at start
+(:func:`init_route`, :func:`init_policy_set`), so every series exists, at zero, before traffic.
+
+Multi-worker: when ``PROMETHEUS_MULTIPROC_DIR`` is set in the environment before guardrail starts
+(an empty, writable folder shared by the workers of one host, wiped at each deployment),
+prometheus-client writes every value to a file there and :func:`render` merges all workers' files,
+so any worker's ``/metrics`` answers for the whole pod. Without it, the process is its own scrape
+target: run one guardrail process per pod (or per port).
+
+| metric | type | labels | meaning |
+|---|---|---|---|
+| ``guardrail_build_info`` | gauge | version, python | always 1; the running build |
+| ``guardrail_requests_total`` | counter | route, api, outcome | requests by how they ended (:data:`OUTCOMES`) |
+| ``guardrail_requests_in_flight`` | gauge | route | requests being served now |
+| ``guardrail_upstream_requests_total`` | counter | route, api | requests sent to the upstream |
+| ``guardrail_upstream_errors_total`` | counter | route, api, reason | upstream failures (:data:`UPSTREAM_ERRORS`) |
+| ``guardrail_upstream_duration_seconds`` | histogram | route, api | time waiting on the upstream (reply read in full when inspected) |
+| ``guardrail_overhead_seconds`` | histogram | route, api | time spent in guardrail itself per request to an inspected endpoint, upstream excluded |
+| ``guardrail_stream_holdback_seconds`` | histogram | route, api | how long streamed upstream bytes waited in guardrail before release |
+| ``guardrail_not_inspected_total`` | counter | route, api, reason | inspectable requests whose reply was not inspected (:data:`NOT_INSPECTED`) |
+| ``guardrail_replies_inspected_total`` | counter | route, api | assistant replies (choices) evaluated |
+| ``guardrail_replies_rewritten_total`` | counter | route, api | replies whose text an enforce-mode action changed (not blocked) |
+| ``guardrail_replies_blocked_total`` | counter | route, api | replies replaced by a block text |
+| ``guardrail_crisis_resources_added_total`` | counter | route, locale | replies to which crisis resources were added |
+| ``guardrail_policy_hits_total`` | counter | policy, category, action, mode | policy hits (shadow hits included, by mode) |
+| ``guardrail_policy_errors_total`` | counter | policy | policy evaluations that raised (failed open or closed) |
+| ``guardrail_policy_reloads_total`` | counter | trigger, result | reload attempts by trigger (:data:`RELOAD_TRIGGERS`), success or failure |
+| ``guardrail_policy_last_reload_success_timestamp_seconds`` | gauge | | when a policy set was last installed |
+| ``guardrail_policy_last_reload_successful`` | gauge | | 1 if the last reload attempt succeeded |
+| ``guardrail_policies_loaded`` | gauge | mode | policies in the set now serving |
+| ``guardrail_audit_events_total`` | counter | result | audit events written or failed |
+| ``guardrail_admin_unauthorized_total`` | counter | | admin requests refused for a missing or wrong token |
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from collections.abc import Iterable
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+)
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.multiprocess import MultiProcessCollector
+
+from guardrail import __version__
+
+__all__ = [
+    "APIS",
+    "MULTIPROC_ENV",
+    "NOT_INSPECTED",
+    "OUTCOMES",
+    "PASSTHROUGH_OUTCOMES",
+    "REGISTRY",
+    "RELOAD_TRIGGERS",
+    "UPSTREAM_ERRORS",
+    "bounded",
+    "init_policy_labels",
+    "init_route",
+    "multiprocess",
+    "render",
+    "scrape_registry",
+]
+
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+OUTCOMES = (
+    "unchanged",  # inspected; nothing enforced changed the reply
+    "rewritten",  # inspected; an enforce-mode action changed the reply
+    "blocked",  # inspected; the reply was replaced by a block text
+    "not_inspected",  # an inspectable request whose reply could not be inspected (see reason)
+    "passthrough",  # not an inspected endpoint (models list, embeddings, ...): relayed as is
+    "upstream_error",  # guardrail answered 502/504: the upstream failed or timed out
+    "rejected",  # guardrail answered 400: unsafe target, incomplete request body
+    "error",  # guardrail answered 500: a bug in guardrail
+)
+NOT_INSPECTED = (
+    "stream",  # a streamed reply on a route without a stream guard
+    "upstream-error",  # the upstream answered with an error status
+    "not-json",
+    "unparseable",  # the request or reply is not in the route's wire format
+    "too-large",  # the reply exceeds max_inspect_bytes
+    "engine-error",  # the policy engine raised; the reply went out unchanged (fail open)
+    "internal-error",
+    "other",
+)
+UPSTREAM_ERRORS = (
+    "unavailable",  # connection refused or reset, DNS failure
+    "timeout",
+    "status_4xx",  # the upstream answered 4xx (passed through)
+    "status_5xx",  # the upstream answered 5xx (passed through)
+    "broken",  # a streamed body broke off
+    "stalled",  # a stream stopped sending within the stall timeout
+    "other",
+)
+PASSTHROUGH_OUTCOMES = ("passthrough", "upstream_error", "rejected", "error")
+"""The outcomes a request that is not to an inspected endpoint can have."""
+RELOAD_TRIGGERS = ("signal", "admin", "watch")
+APIS = ("openai.chat", "openai.responses", "anthropic.messages", "ollama.chat", "passthrough")
+MODES = ("enforce", "shadow")
+
+# No ``*_created`` series: they would double the series count for no use here.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
+REGISTRY = CollectorRegistry(auto_describe=True)
+"""The registry of guardrail's own metrics (a private one: importing guardrail into another
+program registers nothing in that program's default registry)."""
+
+_ROUTE_API = ("route", "api")
+_LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300)
+_OVERHEAD_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1,
+)  # fmt: skip
+_HOLDBACK_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+
+
+def multiprocess() -> bool:
+    """True when values are shared through ``PROMETHEUS_MULTIPROC_DIR`` (read at start)."""
+    return bool(os.environ.get(MULTIPROC_ENV))
+
+
+BUILD_INFO = Gauge(
+    "guardrail_build_info",
+    "Always 1: the guardrail version and Python version of this process.",
+    ("version", "python"),
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+REQUESTS = Counter(
+    "guardrail_requests",
+    "Requests handled by the proxy, by route, API and outcome.",
+    (*_ROUTE_API, "outcome"),
+    registry=REGISTRY,
+)
+IN_FLIGHT = Gauge(
+    "guardrail_requests_in_flight",
+    "Requests being served now.",
+    ("route",),
+    registry=REGISTRY,
+    multiprocess_mode="livesum",
+)
+UPSTREAM_REQUESTS = Counter(
+    "guardrail_upstream_requests",
+    "Requests sent to the upstream API.",
+    _ROUTE_API,
+    registry=REGISTRY,
+)
+UPSTREAM_ERRORS_TOTAL = Counter(
+    "guardrail_upstream_errors",
+    "Upstream failures by reason: unreachable, timed out, error status, broken or stalled stream.",
+    (*_ROUTE_API, "reason"),
+    registry=REGISTRY,
+)
+UPSTREAM_SECONDS = Histogram(
+    "guardrail_upstream_duration_seconds",
+    "Time waiting on the upstream per request (the whole reply when it was inspected).",
+    _ROUTE_API,
+    buckets=_LATENCY_BUCKETS,
+    registry=REGISTRY,
+)
+OVERHEAD_SECONDS = Histogram(
+    "guardrail_overhead_seconds",
+    "Time spent in guardrail itself per request to an inspected endpoint: parsing, policies, "
+    "rewriting; upstream wait excluded.",
+    _ROUTE_API,
+    buckets=_OVERHEAD_BUCKETS,
+    registry=REGISTRY,
+)
+HOLDBACK_SECONDS = Histogram(
+    "guardrail_stream_holdback_seconds",
+    "How long streamed upstream bytes waited in guardrail before being released to the client.",
+    _ROUTE_API,
+    buckets=_HOLDBACK_BUCKETS,
+    registry=REGISTRY,
+)
+NOT_INSPECTED_TOTAL = Counter(
+    "guardrail_not_inspected",
+    "Requests to an inspected endpoint whose reply was not inspected, by reason.",
+    (*_ROUTE_API, "reason"),
+    registry=REGISTRY,
+)
+REPLIES_INSPECTED = Counter(
+    "guardrail_replies_inspected",
+    "Assistant replies (choices) evaluated against the policies.",
+    _ROUTE_API,
+    registry=REGISTRY,
+)
+REPLIES_REWRITTEN = Counter(
+    "guardrail_replies_rewritten",
+    "Assistant replies whose text an enforce-mode action changed (blocked replies excluded).",
+    _ROUTE_API,
+    registry=REGISTRY,
+)
+REPLIES_BLOCKED = Counter(
+    "guardrail_replies_blocked",
+    "Assistant replies replaced by a block text.",
+    _ROUTE_API,
+    registry=REGISTRY,
+)
+CRISIS_ADDED = Counter(
+    "guardrail_crisis_resources_added",
+    "Assistant replies to which crisis resources (crisis line or contact) were added.",
+    ("route", "locale"),
+    registry=REGISTRY,
+)
+POLICY_HITS = Counter(
+    "guardrail_policy_hits",
+    "Policy hits by policy, category, action and mode (shadow hits change nothing).",
+    ("policy", "category", "action", "mode"),
+    registry=REGISTRY,
+)
+POLICY_ERRORS = Counter(
+    "guardrail_policy_errors",
+    "Policy evaluations that raised; the policy failed open (skipped) or closed (blocked).",
+    ("policy",),
+    registry=REGISTRY,
+)
+RELOADS = Counter(
+    "guardrail_policy_reloads",
+    "Policy reload attempts by trigger (signal, admin, watch) and result (success, failure).",
+    ("trigger", "result"),
+    registry=REGISTRY,
+)
+LAST_RELOAD_SUCCESS = Gauge(
+    "guardrail_policy_last_reload_success_timestamp_seconds",
+    "Unix time at which a policy set was last installed (start-up included).",
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+LAST_RELOAD_OK = Gauge(
+    "guardrail_policy_last_reload_successful",
+    "1 if the last policy reload attempt succeeded, 0 if it was refused.",
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+POLICIES_LOADED = Gauge(
+    "guardrail_policies_loaded",
+    "Policies in the set now serving, by mode.",
+    ("mode",),
+    registry=REGISTRY,
+    multiprocess_mode="livemax",
+)
+AUDIT_EVENTS = Counter(
+    "guardrail_audit_events",
+    "Audit events by result: written to the sink, or failed (sink error).",
+    ("result",),
+    registry=REGISTRY,
+)
+ADMIN_UNAUTHORIZED = Counter(
+    "guardrail_admin_unauthorized",
+    "Admin requests refused for a missing or wrong bearer token.",
+    registry=REGISTRY,
+)
+
+if not multiprocess():
+    for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
+        # the standard process_* and python_* series, re-registered on our registry
+        REGISTRY.register(_collector)
+
+
+def bounded(value: str | None, known: Iterable[str], other: str = "other") -> str:
+    """``value`` if it is one of ``known``, else ``other``: a label value can never be free text."""
+    return value if value is not None and value in known else other
+
+
+def init_process() -> None:
+    """Create the process-wide series: build info, reload and audit counters (idempotent)."""
+    BUILD_INFO.labels(__version__, platform.python_version()).set(1)
+    for trigger in RELOAD_TRIGGERS:
+        for result in ("success", "failure"):
+            RELOADS.labels(trigger, result)
+    for result in ("written", "failed"):
+        AUDIT_EVENTS.labels(result)
+
+
+def init_route(route: str, api: str) -> None:
+    """Create every series of one configured route and API (and its pass-through traffic)."""
+    init_process()
+    IN_FLIGHT.labels(route)
+    for outcome in OUTCOMES:
+        if outcome != "passthrough":
+            REQUESTS.labels(route, api, outcome)
+    for outcome in PASSTHROUGH_OUTCOMES:
+        REQUESTS.labels(route, "passthrough", outcome)
+    for name in (api, "passthrough"):
+        for metric in (UPSTREAM_REQUESTS, UPSTREAM_SECONDS):
+            metric.labels(route, name)
+        for reason in UPSTREAM_ERRORS:
+            UPSTREAM_ERRORS_TOTAL.labels(route, name, reason)
+    for metric in (
+        OVERHEAD_SECONDS,
+        HOLDBACK_SECONDS,
+        REPLIES_INSPECTED,
+        REPLIES_REWRITTEN,
+        REPLIES_BLOCKED,
+    ):
+        metric.labels(route, api)
+    for reason in NOT_INSPECTED:
+        NOT_INSPECTED_TOTAL.labels(route, api, reason)
+
+
+def init_policy_labels(
+    policies: Iterable[tuple[str, str, str, str]], routes: Iterable[str], locales: Iterable[str]
+) -> None:
+    """Create the series of a policy set: ``(id, category, action, mode)`` per policy, and crisis
+    counters per route and locale. Called at start and after each successful reload."""
+    rows = list(policies)
+    for policy, category, action, mode in rows:
+        POLICY_HITS.labels(policy, category, action, mode)
+        POLICY_ERRORS.labels(policy)
+    for route in routes:
+        for locale in locales:
+            CRISIS_ADDED.labels(route, locale)
+    for mode in MODES:
+        POLICIES_LOADED.labels(mode).set(sum(1 for row in rows if row[3] == mode))
+
+
+def scrape_registry() -> CollectorRegistry:
+    """The registry to expose: ours, or every worker's values merged in multiprocess mode."""
+    if not multiprocess():
+        return REGISTRY
+    merged = CollectorRegistry()
+    MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    return merged
+
+
+def render(accept: str | None) -> tuple[bytes, str]:
+    """The exposition body and its content type for a scrape's ``Accept`` header (text format or
+    OpenMetrics, as the scraper prefers)."""
+    encoder, content_type = choose_encoder(accept or "")
+    return encoder(scrape_registry()), content_type

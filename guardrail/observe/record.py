@@ -1,0 +1,265 @@
+"""What the pipeline's events mean for the metrics and the audit trail: the one observer.
+
+The pipeline calls a :class:`Recorder` at three edges of a request and nowhere else:
+
+* :meth:`Recorder.started` when a request arrives (in-flight gauge);
+* :meth:`Recorder.evaluated` once the reply of an inspected request was judged (buffered: right
+  after evaluation; streamed: when the stream ended), with the verdict of each choice: policy
+  hits, rewrites, blocks, crisis resources, and one audit event per hit;
+* :meth:`Recorder.finished` after the response was sent (or broke off): the request's outcome,
+  upstream latency and errors, guardrail's own time, the reason a reply was not inspected.
+
+And once per installed policy set: :meth:`Recorder.install` (start-up and every reload) creates
+the set's metric series. Every label value is bounded here (see ``guardrail.observe.metrics``);
+nothing a client sends becomes one.
+"""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable, Sequence
+
+from guardrail.observe import metrics as m
+from guardrail.observe.audit import Auditor
+from guardrail.observe.logs import Exchange
+from guardrail.policy import Conversation, PolicySet, Verdict
+from guardrail.policy.model import ACTION_ORDER
+from guardrail.settings import Settings
+
+__all__ = [
+    "CRISIS_KEYS",
+    "HoldbackClock",
+    "Recorder",
+    "crisis_policies",
+    "outcome_of",
+    "recorder_for",
+    "upstream_error_of",
+]
+
+CRISIS_KEYS = ("crisis_line", "crisis_contact")
+"""Resource keys whose presence in an action's text marks it as adding crisis resources."""
+_ADDING = ("append", "prepend", "replace", "block")
+
+
+def crisis_policies(policies: PolicySet) -> frozenset[str]:
+    """Ids of the policies with an action whose text, in some locale, carries that locale's
+    crisis line or crisis contact: their enforced hits add crisis resources to a reply."""
+    locales = policies.resources.locales
+    found = set()
+    for policy in policies.policies:
+        for action in policy.actions:
+            if action.kind not in _ADDING:
+                continue
+            for locale, variants in action.texts.items():
+                values = [locales.get(locale, {}).get(key, "") for key in CRISIS_KEYS]
+                needles = [v for v in values if len(v) >= 3]
+                if any(n in text for n in needles for text in variants):
+                    found.add(policy.id)
+    return frozenset(found)
+
+
+def _added_crisis(verdict: Verdict, crisis: frozenset[str]) -> bool:
+    """True when an enforced crisis-resource action shaped the reply: a blocked reply counts only
+    when a crisis policy did the blocking (a block text replaces any prepended resources)."""
+    if not verdict.changed:
+        return False
+    acting = [h for h in verdict.hits if h.mode == "enforce" and h.error is None]
+    if verdict.blocked:
+        acting = [h for h in acting if h.action == "block"][:1]  # the most severe blocker wins
+    return any(h.policy in crisis for h in acting)
+
+
+def outcome_of(ex: Exchange) -> str:
+    """The ``outcome`` label of a finished request (one of ``metrics.OUTCOMES``)."""
+    error = ex.error or ""
+    if error in ("unsafe_target", "client_disconnected"):
+        return "rejected"
+    if error.startswith("upstream_"):
+        return "upstream_error"
+    if error.startswith("internal"):
+        return "error"
+    if ex.api == "passthrough":
+        return "passthrough"
+    if not ex.inspected:
+        return "not_inspected"
+    if ex.blocked:
+        return "blocked"
+    return "rewritten" if ex.changed else "unchanged"
+
+
+def upstream_error_of(ex: Exchange) -> str | None:
+    """The ``reason`` label of an upstream failure, or None when the upstream did fine."""
+    error = ex.error or ""
+    if error == "upstream_unavailable":
+        return "unavailable"
+    if error == "upstream_timeout":
+        return "timeout"
+    fault = ex.stream_fault
+    if fault in ("upstream-broken", "upstream-unterminated"):
+        return "broken"
+    if fault == "upstream-stalled":
+        return "stalled"
+    status = ex.upstream_status
+    if status is not None and 400 <= status < 600:
+        return "status_4xx" if status < 500 else "status_5xx"
+    return None
+
+
+class HoldbackClock:
+    """Per streamed response: how long upstream bytes wait in guardrail before release.
+
+    The stream relay calls :meth:`arrived` when an upstream chunk arrives and :meth:`released`
+    when bytes go to the client. One observation per release that ends a wait: the time since the
+    oldest chunk not yet followed by a release (bytes passed on at once observe ~0; a held
+    unfinished sentence observes how long it was held).
+    """
+
+    def __init__(self, observe: Callable[[float], None]) -> None:
+        self._observe = observe
+        self._since: float | None = None
+
+    def arrived(self) -> None:
+        if self._since is None:
+            self._since = time.perf_counter()
+
+    def released(self) -> None:
+        if self._since is not None:
+            self._observe(time.perf_counter() - self._since)
+            self._since = None
+
+
+class Recorder:
+    """Per process: turns pipeline events into metric updates and audit events.
+
+    ``routes`` are the configured ``(prefix, api)`` pairs; ``conversation_header`` names the
+    request header with a stable conversation id for the audit hash (None: first user message).
+    """
+
+    def __init__(
+        self,
+        routes: Sequence[tuple[str, str]],
+        auditor: Auditor | None = None,
+        conversation_header: str | None = None,
+    ) -> None:
+        self.routes = tuple(routes)
+        self.route_names = tuple(prefix for prefix, _ in self.routes)
+        self.auditor = auditor
+        self.conversation_header = conversation_header
+        self._crisis: weakref.WeakKeyDictionary[PolicySet, frozenset[str]] = (
+            weakref.WeakKeyDictionary()
+        )
+        for prefix, api in self.routes:
+            m.init_route(prefix, api)
+
+    def install(self, policies: object) -> None:
+        """A policy set is about to serve (start-up or reload): create its series and mark the
+        install. (Any other engine, e.g. a test double, has no policies to list.)"""
+        m.LAST_RELOAD_OK.set(1)
+        m.LAST_RELOAD_SUCCESS.set(time.time())
+        if not isinstance(policies, PolicySet):
+            return
+        rows = [(p.id, p.category, p.strongest_action, p.mode) for p in policies.policies]
+        m.init_policy_labels(rows, self.route_names, policies.resources.locales)
+        self._crisis[policies] = crisis_policies(policies)
+
+    def _crisis_of(self, policies: object) -> frozenset[str]:
+        if not isinstance(policies, PolicySet):
+            return frozenset()
+        found = self._crisis.get(policies)
+        if found is None:
+            found = self._crisis[policies] = crisis_policies(policies)
+        return found
+
+    def _route(self, route: str) -> str:
+        return m.bounded(route, self.route_names)
+
+    def holdback_clock(self, ex: Exchange) -> HoldbackClock:
+        """A clock feeding ``guardrail_stream_holdback_seconds`` for one streamed response."""
+        route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
+        return HoldbackClock(m.HOLDBACK_SECONDS.labels(route, api).observe)
+
+    def started(self, route: str) -> None:
+        m.IN_FLIGHT.labels(self._route(route)).inc()
+
+    def evaluated(
+        self,
+        ex: Exchange,
+        policies: object,
+        conversation: Conversation,
+        verdicts: Sequence[Verdict | None],
+        *,
+        replies: Sequence[str | None] = (),
+        conversation_id: str | None = None,
+        stream: bool = False,
+    ) -> None:
+        """One inspected request's verdicts (one per choice; None: a choice without text).
+
+        Also completes the request's canonical log line: ``actions`` (the enforce-mode actions
+        taken, weakest first) and ``shadow`` (ids of the policies that hit in shadow mode)."""
+        route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
+        crisis = self._crisis_of(policies)
+        hits = [hit for v in verdicts if v is not None for hit in v.hits]
+        enforced = {h.action for h in hits if h.mode == "enforce" and h.error is None}
+        ex.actions = [a for a in ACTION_ORDER if a in enforced] or None
+        ex.shadow = list(dict.fromkeys(h.policy for h in hits if h.mode == "shadow")) or None
+        for verdict in verdicts:
+            if verdict is None:
+                continue
+            m.REPLIES_INSPECTED.labels(route, api).inc()
+            if verdict.blocked:
+                m.REPLIES_BLOCKED.labels(route, api).inc()
+            elif verdict.changed:
+                m.REPLIES_REWRITTEN.labels(route, api).inc()
+            if _added_crisis(verdict, crisis):
+                m.CRISIS_ADDED.labels(route, verdict.locale).inc()
+            for hit in verdict.hits:
+                m.POLICY_HITS.labels(hit.policy, hit.category, hit.action, hit.mode).inc()
+                if hit.error is not None:
+                    m.POLICY_ERRORS.labels(hit.policy).inc()
+        if self.auditor is not None:
+            self.auditor.record(
+                request_id=ex.request_id,
+                route=route,
+                api=api,
+                conversation=conversation,
+                conversation_id=conversation_id,
+                verdicts=verdicts,
+                replies=replies,
+                policy_digest=getattr(policies, "digest", None),
+                stream=stream,
+            )
+
+    def finished(self, ex: Exchange) -> None:
+        """The response was sent (or broke off): outcome, latencies, errors."""
+        route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
+        m.IN_FLIGHT.labels(route).dec()
+        m.REQUESTS.labels(route, api, outcome_of(ex)).inc()
+        failure = upstream_error_of(ex)
+        if ex.upstream_status is not None or failure in ("unavailable", "timeout"):
+            m.UPSTREAM_REQUESTS.labels(route, api).inc()
+        if failure is not None:
+            m.UPSTREAM_ERRORS_TOTAL.labels(route, api, failure).inc()
+        if ex.upstream_s is not None:
+            m.UPSTREAM_SECONDS.labels(route, api).observe(ex.upstream_s)
+        if ex.guardrail_s is not None:
+            m.OVERHEAD_SECONDS.labels(route, api).observe(ex.guardrail_s)
+        if ex.api != "passthrough" and ex.inspected is False:
+            reason = m.bounded(ex.reason, m.NOT_INSPECTED)
+            m.NOT_INSPECTED_TOTAL.labels(route, api, reason).inc()
+
+    def close(self) -> None:
+        if self.auditor is not None:
+            self.auditor.close()
+
+
+def recorder_for(settings: Settings) -> Recorder:
+    """The recorder of a proxy built from ``settings``: its routes, its audit sink.
+
+    Raises OSError when the audit file cannot be opened (a start-up error)."""
+    audit = settings.audit
+    return Recorder(
+        [(route.prefix, route.api) for route in settings.routes],
+        Auditor(audit) if audit.sink != "off" else None,
+        audit.conversation_header,
+    )
