@@ -124,9 +124,15 @@ class PolicySet:
         return out
 
     # -------------------------------------------------------------- evaluation
-    def start(self, conversation: Conversation, locale: str | None = None) -> Scan:
-        """Begin evaluating a reply to ``conversation`` (context detectors run now)."""
-        return Scan(self, conversation, locale)
+    def start(
+        self, conversation: Conversation, locale: str | None = None, *, keep_text: bool = True
+    ) -> Scan:
+        """Begin evaluating a reply to ``conversation`` (context detectors run now).
+
+        ``keep_text=False``: the scan keeps no reply text (bounded memory for streams); the
+        verdict's ``reply`` then holds only the end-of-reply texts (see ``Scan``).
+        """
+        return Scan(self, conversation, locale, keep_text=keep_text)
 
     def evaluate(
         self, conversation: Conversation, reply: str, *, locale: str | None = None

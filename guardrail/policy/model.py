@@ -22,6 +22,7 @@ __all__ = [
     "Case",
     "CaseKind",
     "Conversation",
+    "EndTexts",
     "Evidence",
     "Hit",
     "Message",
@@ -126,6 +127,20 @@ class Verdict:
             "hits": [hit.to_dict() for hit in self.hits],
             "signals": dict(self.signals),
         }
+
+
+@dataclass(frozen=True, slots=True)
+class EndTexts:
+    """A verdict's end-of-reply texts, separately (for a stream guard, which places them itself).
+
+    ``prepends`` and ``appends`` hold one text per enforce-mode hit without error whose policy
+    has that action, in hit order (most severe first; ``assemble`` drops repeats); ``block`` is
+    the text that replaced the reply (None unless the verdict is ``blocked``).
+    """
+
+    prepends: tuple[str, ...] = ()
+    appends: tuple[str, ...] = ()
+    block: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -26,7 +26,15 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from guardrail.policy.detectors import TextView
-from guardrail.policy.model import ACTION_ORDER, Conversation, Evidence, Hit, Policy, Verdict
+from guardrail.policy.model import (
+    ACTION_ORDER,
+    Conversation,
+    EndTexts,
+    Evidence,
+    Hit,
+    Policy,
+    Verdict,
+)
 from guardrail.policy.rewrite import (
     GENERIC_BLOCK_TEXT,
     assemble,
@@ -41,6 +49,8 @@ if TYPE_CHECKING:
 __all__ = ["Scan"]
 
 _END_ACTIONS = ("block", "prepend", "append")
+MAX_EVIDENCE = 32
+"""Evidence kept per detector (and per sentence-acting policy): the first matches only."""
 
 
 def _error_text(exc: BaseException, failed: Mapping[str, str], names: Iterable[str]) -> str:
@@ -52,7 +62,15 @@ def _error_text(exc: BaseException, failed: Mapping[str, str], names: Iterable[s
 
 
 class Scan:
-    """The evaluation of one reply; per-request state only. Create with ``PolicySet.start``."""
+    """The evaluation of one reply; per-request state only. Create with ``PolicySet.start``.
+
+    Memory: with ``keep_text`` (the default) the scan keeps the reply's sentences to build
+    ``Verdict.reply``; without it, it keeps no reply text at all, only counters, the signals and
+    at most ``MAX_EVIDENCE`` evidence spans per detector, so a stream guard's memory does not grow
+    with the reply. ``Verdict.reply`` then holds only what ``finish`` adds (the block text, or the
+    prepends and appends joined as ``assemble`` joins them) and ``changed`` says whether a
+    sentence was rewritten or an end text added.
+    """
 
     def __init__(
         self,
@@ -61,6 +79,7 @@ class Scan:
         locale: str | None,
         *,
         whole_reply: str | None = None,
+        keep_text: bool = True,
     ) -> None:
         self._ps = ps
         self._conv = conversation
@@ -72,12 +91,18 @@ class Scan:
         self._sentence_hits: dict[str, list[Evidence]] = {}
         self._placed: set[str] = set()
         self._errors: dict[str, str] = {}
-        self._original: list[str] = []
-        self._released: list[str] = []
+        self._keep_text = keep_text
+        self._original: list[str] = []  # kept only with keep_text
+        self._released: list[str] = []  # kept only with keep_text
+        self._sentences = 0
+        self._last_out = ""  # the last non-empty released text
+        self._rewritten = False
         self._offset = 0
         self._in_quote = False
         self._earlier: list[str] | None = None
         self._verdict: Verdict | None = None
+        self.end_texts = EndTexts()
+        """The verdict's end-of-reply texts, separately; set by ``finish``."""
         self._run_context()
         # Knowing the whole reply up front (evaluate) only lets the scan skip reply detectors
         # that can match nowhere in it; the outcome is the same as feeding blind.
@@ -128,8 +153,8 @@ class Scan:
         """Scan one sentence; return the text to release for it (maybe rewritten or "")."""
         if self._verdict is not None:
             raise RuntimeError("feed_sentence() after finish()")
-        index = len(self._original)
-        self._original.append(sentence)
+        index = self._sentences
+        self._sentences += 1
         view = TextView(sentence, self._ps.scanners["reply"], in_quote=self._in_quote)
         self._in_quote = view.ends_in_quote
         local: dict[str, bool] = dict.fromkeys(self._ps.sentence_leaves, False)
@@ -155,10 +180,12 @@ class Scan:
                 for s, e, _ in found
             ]
             here[name] = evidence
-            self._evidence.setdefault(name, []).extend(evidence)
+            kept = self._evidence.setdefault(name, [])
+            kept.extend(evidence[: MAX_EVIDENCE - len(kept)])
             if leaf.scope == "reply":
                 acc = self._reply_keys[name]
-                acc.update(keys)
+                if len(acc) < leaf.min_matches:  # more distinct keys would change nothing
+                    acc.update(keys)
                 self._values[name] = len(acc) >= leaf.min_matches
             else:
                 local[name] = True
@@ -167,7 +194,12 @@ class Scan:
         if self._ps.sentence_policies:
             out = self._sentence_actions(sentence, local, here)
         self._offset += len(sentence)
-        self._released.append(out)
+        if self._keep_text:
+            self._original.append(sentence)
+            self._released.append(out)
+        if out:
+            self._last_out = out
+        self._rewritten = self._rewritten or out != sentence
         return out
 
     def _sentence_actions(
@@ -186,7 +218,8 @@ class Scan:
                 if not located:
                     continue
                 hits = self._sentence_hits.setdefault(policy.id, [])
-                hits.extend(e for name in located for e in here[name])
+                found = [e for name in located for e in here[name]]
+                hits.extend(found[: MAX_EVIDENCE - len(hits)])
                 if policy.mode != "enforce":
                     continue
                 if policy.action("remove") is not None:
@@ -212,7 +245,7 @@ class Scan:
     def _removed(self, sentence: str) -> str:
         """A removed sentence leaves only a line break it carried (keeps paragraphs apart)."""
         trail = sentence[len(sentence.rstrip()) :]
-        previous = next((r for r in reversed(self._released) if r), "")
+        previous = self._last_out
         if "\n" in trail and previous and not previous.endswith("\n"):
             return trail
         return ""
@@ -295,17 +328,25 @@ class Scan:
             hits.append(failed)
             if block_text is not None:
                 blocks.append(block_text)
+        body = "".join(self._released)  # "" without keep_text: only the end texts
         if blocks:  # policies are in (severity desc, id) order: the first is the most severe
             reply, strongest = blocks[0], ACTION_ORDER.index("block")
         else:
-            reply = assemble("".join(self._released), texts["prepend"], texts["append"])
+            reply = assemble(body, texts["prepend"], texts["append"])
+        if self._keep_text:
+            changed = reply != "".join(self._original)
+        else:
+            changed = self._rewritten or bool(blocks or texts["prepend"] or texts["append"])
         self._verdict = Verdict(
             reply=reply,
             hits=tuple(hits),
             signals={name: signals.get(name, False) for name in ps.published},
-            changed=reply != "".join(self._original),
+            changed=changed,
             blocked=bool(blocks),
             strongest_action=ACTION_ORDER[strongest],
             locale=self.locale,
+        )
+        self.end_texts = EndTexts(
+            tuple(texts["prepend"]), tuple(texts["append"]), blocks[0] if blocks else None
         )
         return self._verdict
