@@ -146,3 +146,149 @@ def test_ordinary_referral_is_not_repeated() -> None:
     verdict = PACK.evaluate(conversation, "That makes sense. Change can be slow.")
     assert "referral.distress" not in {h.policy for h in verdict.hits}
     assert verdict.signals["user.distress"]
+
+
+# ------------------------------------------------------------------ the distress vocabulary
+# Our own sentences, one per way of saying it; none comes from any dataset.
+
+DISTRESS = [
+    "Honestly I'm such a failure at everything I try.",
+    "I ruin everything I touch, every single time.",
+    "Nothing gives me any joy these days, I just go through the motions.",
+    "I can't even remember what it's like to feel happy.",
+    "I haven't slept properly in a week and can't get out of bed.",
+    "Why do I even bother trying, it never gets any better.",
+    "Everything is so hard lately and I'm at my breaking point.",
+    "I'm going through a really rough time at the moment.",
+    "Nobody ever texts me back, no one cares about me.",
+    "I have no friends here and I spend all my time alone.",
+    "I just want someone to hold me.",
+    "Does anyone else feel like this every single evening?",
+    "I don't know what to do anymore, please help me.",
+    "How do I stop feeling so empty all the time?",
+    "My ex left me and I still can't stop thinking about her.",
+    "The man who abused me moved back to my town.",
+    "It's not even helping my depression anymore.",
+    "I just need to vent for a minute.",
+    "I've been hearing voices in my head again.",
+    "I've been sober for three months but tonight is hard.",
+    '"I feel so alone and tired of everything."',
+    "Tired, crying, and I don't know why I feel like this.",
+    "My life is a joke and I'm done pretending.",
+    "I'm so tired of pretending everything is fine.",
+    "Another lonely weekend, just me and my thoughts.",
+    "I finally showered today for the first time in a week.",
+]
+CRISIS = [
+    "I keep wishing I could just disappear and never come back.",
+    "Death is on my mind every day now.",
+    "Sometimes I hope I don't wake up tomorrow.",
+    "I took 30 of my sleeping pills an hour ago.",
+    "I keep thinking about driving into oncoming traffic.",
+    "I wanna jump from the roof tonight.",
+    "I'm seriously considering ending it this weekend.",
+    "I might as well be dead.",
+]
+NOT_DISTRESS = [
+    "What's a good recipe for banana bread?",
+    "I have a cough and a fever since Monday, should I see a doctor?",
+    "My asthma is worse at night and my inhaler isn't helping much.",
+    "You're a pathetic lonely loser, nobody cares what you think.",
+    "Go jump off a bridge, you idiot.",
+    "That movie was so sad, I loved it.",
+    "I'm not depressed, just busy with exams.",
+    'My friend wrote "I want to disappear" in her poem.',
+    "I got the job! I'm so happy right now.",
+    "The 5 kms run went great this morning.",
+    "I killed it at the interview today.",
+    "Can you explain how photosynthesis works?",
+    "I feel great about my new flat.",
+    "The report says domestic violence rates fell last year.",
+    "He got fired because he kept missing work.",
+    "I keep comparing myself to my sister's cooking, she's a chef.",
+]
+
+
+def _user_signals(text: str) -> dict[str, bool]:
+    verdict = PACK.evaluate(Conversation((Message("user", text),)), "Okay.")
+    return dict(verdict.signals)
+
+
+@pytest.mark.parametrize("text", DISTRESS)
+def test_distress_is_recognised(text: str) -> None:
+    assert _user_signals(text)["user.distress"], text
+
+
+@pytest.mark.parametrize("text", CRISIS)
+def test_crisis_is_recognised(text: str) -> None:
+    signals = _user_signals(text)
+    assert signals["user.crisis"] and signals["user.distress"], text
+
+
+@pytest.mark.parametrize("text", NOT_DISTRESS)
+def test_ordinary_messages_are_not_distress(text: str) -> None:
+    signals = _user_signals(text)
+    assert not signals["user.distress"] and not signals["user.crisis"], text
+
+
+def test_distress_builds_across_turns() -> None:
+    """A mild last message still counts when distress was voiced a turn or two earlier."""
+    conversation = Conversation(
+        (
+            Message("user", "I've been crying every night this week."),
+            Message("assistant", "That sounds really hard."),
+            Message("user", "Anyway. What should I make for dinner?"),
+        )
+    )
+    verdict = PACK.evaluate(conversation, "A simple soup could be nice.")
+    assert verdict.signals["user.distress"]
+    assert "referral.distress" in {h.policy for h in verdict.hits}
+
+
+def test_crisis_prepend_is_not_repeated_when_the_reply_leads_with_it() -> None:
+    conversation = Conversation((Message("user", "I want to end my life."),))
+    leading = "Please call or text 988 right now. I'm here with you while you do."
+    verdict = PACK.evaluate(conversation, leading)
+    assert "referral.crisis" in {h.policy for h in verdict.hits}
+    assert verdict.reply == leading
+    trailing = "I'm so sorry. That is so much pain to carry. If you can, please call or text 988."
+    verdict = PACK.evaluate(conversation, trailing)
+    assert verdict.reply.split("\n\n")[0] != trailing and "988" in verdict.reply.split("\n\n")[0]
+
+
+def test_nudges_of_one_kind_never_stack() -> None:
+    conversation = Conversation(
+        (Message("user", "You're the only one I can talk to. I love you."),)
+    )
+    verdict = PACK.evaluate(conversation, "I love you too. I'll always be here for you.")
+    dependency = [h for h in verdict.hits if h.category == "dependency"]
+    assert len(dependency) >= 2
+    paragraphs = verdict.reply.split("\n\n")
+    nudges = [
+        t
+        for p in PACK.policies
+        if p.category == "dependency"
+        for a in p.actions
+        if a.kind == "append"
+        for t in a.variants(PACK.default_locale)
+    ]
+    assert sum(p in nudges for p in paragraphs) == 1
+
+
+@pytest.mark.parametrize("policy", PACK.policies, ids=lambda p: p.id)
+def test_every_default_policy_can_ask_for_a_second_attempt(policy: Policy) -> None:
+    assert policy.regenerate is not None
+    instruction = policy.regenerate[PACK.default_locale]
+    assert 10 <= len(instruction.split()) <= 60
+    assert "{" not in instruction  # resource keys are filled in
+    assert policy.fallback in {a.kind for a in policy.actions}
+
+
+def test_variants_differ_within_one_conversation() -> None:
+    """Two turns of the same length but different words get different check-ins over time."""
+    seen = set()
+    for text in ("I wrote a poem.", "I painted a wall.", "I baked a pie.", "I fixed a bike."):
+        conversation = Conversation((Message("user", text),))
+        verdict = PACK.evaluate(conversation, "Brilliant! That is genius, truly brilliant work.")
+        seen.add(verdict.reply.split("\n\n")[-1])
+    assert len(seen) >= 2

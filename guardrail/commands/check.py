@@ -4,8 +4,10 @@ Input lines: {"id": ..., "messages": [{"role", "content"}...], "reply": "..."} (
 ignored; an optional "locale" overrides --locale). Output lines: {"id", "hits": [{"policy",
 "category", "severity", "action", "mode"}...], "signals": {...}, "reply"}. A line that cannot be
 processed gives {"id": <id or null>, "error": "line N: ..."} and the run goes on; the exit status
-is 0. --explain adds each hit's evidence with the matched excerpt (this reads your own file, so
-the text stays on your machine). Progress goes to stderr, only when stderr is a terminal.
+is 0. --explain adds to each hit its condition, its evidence (for every leaf detector that made
+the condition true: detector, scope, turn, sentence, span and the matched excerpt; sentence
+actions list the sentences they acted on) and, for a policy with ``regenerate``, its corrective
+instruction and fallback (this reads your own file, so the text stays on your machine). Progress goes to stderr, only when stderr is a terminal.
 """
 
 from __future__ import annotations
@@ -134,8 +136,16 @@ def check_line(
     for name in REQUIRED_SIGNALS:
         signals.setdefault(name, False)
     if explain:
+        requests = {r.policy: r for r in verdict.regenerate}
         for hit, evidence in zip(result["hits"], _evidence(verdict, conv, reply)):
+            hit["condition"] = str(ps.policy(hit["policy"]).condition)
             hit["evidence"] = evidence
+            request = requests.get(hit["policy"])
+            if request is not None:
+                hit["regenerate"] = {
+                    "instruction": request.instruction,
+                    "fallback": request.fallback,
+                }
     return {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
 
 

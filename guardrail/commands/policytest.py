@@ -2,8 +2,9 @@
 
 A hit case must produce a hit of its policy, an ok case must not, and `expect` must equal the
 reply after every policy acted. todo_hit/todo_ok cases are known gaps: they are reported but never
-fail, and are flagged "fixed, promote it" once they pass. Exit status: 0 all passed, 1 a case
-failed, 2 the policies could not be loaded.
+fail, and are flagged "fixed, promote it" once they pass. The report ends with one line per
+policy (cases passed and failed, known gaps remaining, gaps fixed) and a total. Exit status: 0
+all passed, 1 a case failed, 2 the policies could not be loaded.
 """
 
 from __future__ import annotations
@@ -54,6 +55,26 @@ def _untested(policies: Sequence[Policy]) -> list[str]:
     return out
 
 
+def _per_policy(results: list[CaseResult], policies: Sequence[Policy]) -> list[str]:
+    """One line per policy: cases passed, failed, known gaps left, gaps fixed (to promote)."""
+    order = [p.id for p in policies] or sorted({r.case.policy for r in results})
+    by_policy: dict[str, dict[str, int]] = {pid: {} for pid in order}
+    for result in results:
+        counts = by_policy.setdefault(result.case.policy, {})
+        counts[result.status] = counts.get(result.status, 0) + 1
+    width = max((len(pid) for pid in by_policy), default=0)
+    lines = []
+    for pid, counts in by_policy.items():
+        line = (
+            f"  {pid:<{width}}  {counts.get('pass', 0)} passed, {counts.get('fail', 0)} failed, "
+            f"{counts.get('todo', 0)} known gap{'' if counts.get('todo', 0) == 1 else 's'}"
+        )
+        if counts.get("fixed"):
+            line += f", {counts['fixed']} fixed: promote them"
+        lines.append(line)
+    return lines
+
+
 def report(
     results: list[CaseResult],
     out: TextIO,
@@ -73,6 +94,8 @@ def report(
             print(f"{result.case.where}: {result.status.upper()} {result.case.id}", file=out)
     for warning in _untested(policies):
         print(warning, file=out)
+    for line in _per_policy(results, policies):
+        print(line, file=out)
     tested = len({r.case.policy for r in results})
     total = max(len(policies), tested)
     print(

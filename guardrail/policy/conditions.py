@@ -35,6 +35,11 @@ class Condition:
         """Every detector name the condition reads."""
         raise NotImplementedError
 
+    def supporting(self, signals: Signals) -> frozenset[str]:
+        """The true names that make a true condition true (for evidence): a name read under
+        ``not`` never supports it, since what holds there is an absence."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, slots=True)
 class Name(Condition):
@@ -45,6 +50,9 @@ class Name(Condition):
 
     def names(self) -> frozenset[str]:
         return frozenset((self.name,))
+
+    def supporting(self, signals: Signals) -> frozenset[str]:
+        return frozenset((self.name,)) if signals.get(self.name) else frozenset()
 
     def __str__(self) -> str:
         return self.name
@@ -60,6 +68,9 @@ class Not(Condition):
     def names(self) -> frozenset[str]:
         return self.item.names()
 
+    def supporting(self, signals: Signals) -> frozenset[str]:
+        return frozenset()
+
     def __str__(self) -> str:
         return f"not {_wrap(self.item)}"
 
@@ -74,6 +85,9 @@ class All(Condition):
     def names(self) -> frozenset[str]:
         return frozenset().union(*(item.names() for item in self.items))
 
+    def supporting(self, signals: Signals) -> frozenset[str]:
+        return frozenset().union(*(item.supporting(signals) for item in self.items))
+
     def __str__(self) -> str:
         return " and ".join(_wrap(item) for item in self.items)
 
@@ -87,6 +101,11 @@ class Any(Condition):
 
     def names(self) -> frozenset[str]:
         return frozenset().union(*(item.names() for item in self.items))
+
+    def supporting(self, signals: Signals) -> frozenset[str]:
+        return frozenset().union(
+            *(item.supporting(signals) for item in self.items if item.evaluate(signals))
+        )
 
     def __str__(self) -> str:
         return " or ".join(_wrap(item) for item in self.items)

@@ -173,19 +173,27 @@ class TextView:
 
     Double quotes pair up in order; ``in_quote`` says the text starts inside a quotation (a
     reply sentence after one that opened a quote and did not close it), and a quotation left
-    open runs to the end of the text.
+    open runs to the end of the text. With ``message`` (a whole conversation message), a
+    quotation that wraps the entire message is no quotation: people sometimes put their own
+    words in quotes, and there is nobody else's speech around it to set it apart from.
     """
 
-    __slots__ = ("_in_quote", "_present", "_quotes", "_scanner", "norm")
+    __slots__ = ("_in_quote", "_message", "_present", "_quotes", "_scanner", "norm")
 
     def __init__(
-        self, text: str, scanner: LiteralScanner | None = None, *, in_quote: bool = False
+        self,
+        text: str,
+        scanner: LiteralScanner | None = None,
+        *,
+        in_quote: bool = False,
+        message: bool = False,
     ) -> None:
         self.norm = normalise(text)
         self._quotes: list[tuple[int, int]] | None = None
         self._scanner = scanner
         self._present: frozenset[str] | None = None
         self._in_quote = in_quote
+        self._message = message
 
     @property
     def ends_in_quote(self) -> bool:
@@ -207,6 +215,10 @@ class TextView:
         if opened is not None:
             spans.append((opened, len(norm)))
         spans.extend(m.span() for m in _SINGLE_QUOTES.finditer(norm))
+        if self._message and spans:
+            first = len(norm) - len(norm.lstrip())
+            last = len(norm.rstrip().rstrip(".!?…")) - 1
+            spans = [(qs, qe) for qs, qe in spans if not (qs <= first and qe >= last)]
         return spans
 
     def present(self) -> frozenset[str] | None:
@@ -274,6 +286,8 @@ class Leaf:
     min_matches: int = 1
     internal: bool = False
     description: str = ""
+    first_sentences: int | None = None
+    """Reply scopes only: match only in the reply's first N sentences (None: anywhere)."""
 
     def __post_init__(self) -> None:
         if len(self.prefilters) != len(self.patterns):
@@ -337,21 +351,48 @@ class Leaf:
     def reads_reply(self) -> bool:
         return self.scope in REPLY_SCOPES
 
+    @property
+    def reach(self) -> int:
+        """Context scopes: how many of the latest messages of its role the leaf reads."""
+        if self.scope == "system":
+            return 1 << 30
+        return 1 if self.scope == "last_user" else self.turns
+
 
 @dataclass(frozen=True, slots=True)
 class Composite:
-    """A detector composed of others: true when any (``any_of``) or all (``all_of``) are."""
+    """A detector composed of others.
+
+    ``any`` (``any_of``): true when at least ``at_least`` parts are (default 1, so plain OR);
+    ``all`` (``all_of``): true when every part is; ``none`` (``none_of``): true when no part is.
+    With ``min_matches`` (``any_of`` over leaf detectors only) it counts instead: true when its
+    parts matched at least that many distinct texts between them ("two affirmations, of any
+    kind"); the scan, which keeps the counts, computes that value (``count_value``).
+    """
 
     name: str
     parts: tuple[str, ...]
-    mode: str  # "any" | "all"
+    mode: str  # "any" | "all" | "none"
     internal: bool = False
     description: str = ""
+    at_least: int = 1
+    min_matches: int = 0
+
+    def count_value(self, counts: Mapping[str, int]) -> bool:
+        """A counting composite's value from its parts' distinct-match counts."""
+        return sum(counts[part] for part in self.parts) >= self.min_matches
 
     def value(self, signals: dict[str, bool]) -> bool:
+        """Its value given its parts' (a KeyError when one is missing: a failed detector)."""
+        count = 0
+        for part in self.parts:
+            if signals[part]:
+                count += 1
         if self.mode == "any":
-            return any(signals[p] for p in self.parts)
-        return all(signals[p] for p in self.parts)
+            return count >= self.at_least
+        if self.mode == "all":
+            return count == len(self.parts)
+        return count == 0
 
 
 Detector = Leaf | Composite

@@ -15,14 +15,15 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf
+from guardrail.policy.context import MessageMemo
+from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
 from guardrail.policy.model import Conversation, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
 from guardrail.policy.resources import Resources
 from guardrail.policy.scan import Scan
 from guardrail.policy.text import SentenceSplitter
 
-__all__ = ["PolicySet", "Scan"]
+__all__ = ["LeafIndex", "PolicySet", "Scan"]
 
 
 _GROUP = {
@@ -38,6 +39,39 @@ _GROUP = {
 def _scanner(leaves: Iterable[Leaf]) -> LiteralScanner | None:
     literals = frozenset().union(*(leaf.literals for leaf in leaves))
     return LiteralScanner(literals) if len(literals) > DIRECT_LITERALS else None
+
+
+class LeafIndex:
+    """Which leaves reading one kind of text can match a given text, from its literals alone.
+
+    Built once per policy set and kind of text: each prefilter literal points at the leaves
+    needing it; leaves with a pattern that has no prefilter always run. ``active(view)`` is
+    then a few set unions instead of one call per leaf.
+    """
+
+    __slots__ = ("_always", "_by_literal")
+
+    def __init__(self, leaves: Iterable[Leaf]) -> None:
+        always: set[str] = set()
+        by_literal: dict[str, set[str]] = {}
+        for leaf in leaves:
+            if not leaf.literals or any(p is None for p in leaf.prefilters):
+                always.add(leaf.name)
+            for lit in leaf.literals:
+                by_literal.setdefault(lit, set()).add(leaf.name)
+        self._always = frozenset(always)
+        self._by_literal = {k: frozenset(v) for k, v in by_literal.items()}
+
+    def active(self, view: TextView) -> frozenset[str] | None:
+        """The names of the leaves that may match ``view`` (None: no scanner, so any may)."""
+        present = view.present()
+        if present is None:
+            return None
+        if not present:
+            return self._always
+        return self._always.union(
+            *(self._by_literal[lit] for lit in present if lit in self._by_literal)
+        )
 
 
 class PolicySet:
@@ -69,14 +103,43 @@ class PolicySet:
         self.digest = digest
         self.lists: Mapping[str, tuple[str, ...]] = dict(lists or {})
         self.context_leaves = tuple(d for d in self._leaves if d.scope in CONTEXT_SCOPES)
+        self.context_by_role: dict[str, tuple[Leaf, ...]] = {
+            role: tuple(d for d in self.context_leaves if _GROUP[d.scope] == role)
+            for role in ("user", "assistant", "system")
+        }
+        self.context_depth: dict[str, int] = {
+            role: max((d.reach for d in leaves), default=0)
+            for role, leaves in self.context_by_role.items()
+            if leaves
+        }
+        """Per role, how many of its latest messages any context leaf reads."""
+        self.memo = MessageMemo()
+        """What the context leaves found in recent messages (digests and spans, no text)."""
         self.reply_leaves = tuple(d for d in self._leaves if d.reads_reply)
         self.sentence_leaves = tuple(d.name for d in self._leaves if d.scope == "sentence")
         self.sentence_policies = tuple(p for p in self._policies if p.sentence_level)
+        self.sentence_locators = frozenset().union(*(p.locators for p in self.sentence_policies))
+        needed = self._composites_behind(
+            frozenset().union(*(p.condition.names() for p in self.sentence_policies))
+        )
+        self.sentence_composites = tuple(c for c in self._composites if c.name in needed)
+        """The composites the sentence policies read, in dependency order."""
+        self.counting = tuple(c for c in self._composites if c.min_matches)
+        """Composites that count matches (``min_matches``); the scan computes their values."""
+        self.counted: dict[str, int] = {}
+        """Leaf -> how many distinct matches of it are worth keeping (for counting composites)."""
+        for comp in self.counting:
+            for part in comp.parts:
+                self.counted[part] = max(self.counted.get(part, 0), comp.min_matches)
         self.published = tuple(n for n, d in self._detectors.items() if not d.internal)
         # One literal scanner per kind of text, over the literals of the detectors reading it;
         # None where so few literals are wanted that direct substring tests are cheaper.
         self.scanners: dict[str, LiteralScanner | None] = {
             group: _scanner(d for d in self._leaves if _GROUP[d.scope] == group)
+            for group in ("user", "assistant", "system", "reply")
+        }
+        self.indexes: dict[str, LeafIndex] = {
+            group: LeafIndex(d for d in self._leaves if _GROUP[d.scope] == group)
             for group in ("user", "assistant", "system", "reply")
         }
         self.policy_leaves = {
@@ -113,10 +176,42 @@ class PolicySet:
     def _leaves_of_all(self, names: Iterable[str]) -> frozenset[str]:
         return frozenset().union(*(self.leaves_of(n) for n in names))
 
-    def resolve_signals(self, values: Mapping[str, bool]) -> dict[str, bool]:
-        """Leaf values plus every composite; a composite over a failed detector stays absent."""
+    def support_leaves(self, names: Iterable[str], signals: Mapping[str, bool]) -> set[str]:
+        """The true leaves behind true ``names``: through ``any_of`` its true parts, through
+        ``all_of`` all of them; a ``none_of`` holds by absence and contributes none."""
+        out: set[str] = set()
+        stack = [n for n in names if signals.get(n)]
+        while stack:
+            name = stack.pop()
+            det = self._detectors[name]
+            if isinstance(det, Leaf):
+                out.add(name)
+            elif det.mode != "none":  # a counting composite: every part may have counted
+                stack.extend(
+                    p for p in det.parts if (det.min_matches or signals.get(p)) and p not in out
+                )
+        return out
+
+    def _composites_behind(self, names: Iterable[str]) -> set[str]:
+        """The composites among ``names`` and behind them."""
+        out: set[str] = set()
+        stack = list(names)
+        while stack:
+            det = self._detectors[stack.pop()]
+            if isinstance(det, Composite) and det.name not in out:
+                out.add(det.name)
+                stack.extend(det.parts)
+        return out
+
+    def resolve_signals(
+        self, values: Mapping[str, bool], composites: Sequence[Composite] | None = None
+    ) -> dict[str, bool]:
+        """Leaf values plus every composite (or only ``composites``, in dependency order); a
+        composite over a failed detector stays absent."""
         out = dict(values)
-        for comp in self._composites:
+        for comp in self._composites if composites is None else composites:
+            if comp.min_matches:  # counted by the scan, which put its value (or nothing) in
+                continue
             try:
                 out[comp.name] = comp.value(out)
             except KeyError:

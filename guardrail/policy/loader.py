@@ -7,6 +7,12 @@ one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unkn
 condition naming a missing detector, a duplicate name, a template naming an unknown resource key,
 an action without its text, a cycle among composite detectors, locales with different keys.
 After loading, every regex is compiled and every text formatted; evaluation compiles nothing.
+
+Detector keys beyond the basics: ``first_sentences: N`` (reply scopes: only the reply's first N
+sentences count, e.g. "the reply opens with a crisis line"); composites ``any_of`` (with
+``at_least: N`` parts, or ``min_matches: N`` distinct matches among leaf parts), ``all_of`` and
+``none_of``. Policy keys: ``regenerate: {instruction, fallback}``; ``prepend``/``append`` take an
+optional ``unless`` condition over reply detectors (see ``policyload``).
 """
 
 from __future__ import annotations
@@ -24,13 +30,16 @@ from guardrail.policy.detectors import (
     Composite,
     Filters,
     Leaf,
+    phrase_key,
     phrase_pattern,
     word_pattern,
 )
 from guardrail.policy.engine import PolicySet
 from guardrail.policy.model import Policy
 from guardrail.policy.policyload import PolicyContext, build_policy
-from guardrail.policy.resources import Resources
+from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
+from guardrail.policy.regexshape import first_char_hint, split_branches
+from guardrail.policy.resources import Resources, build_resources
 from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
 
 __all__ = ["load_policies"]
@@ -47,9 +56,19 @@ _LEAF_KEYS = (
     "unless_hedged",
     "unless_quoted",
     "min_matches",
+    "first_sentences",
     "internal",
 )
-_COMPOSITE_KEYS = ("description", "any_of", "all_of", "internal")
+_COMPOSITE_KEYS = (
+    "description",
+    "any_of",
+    "all_of",
+    "none_of",
+    "at_least",
+    "min_matches",
+    "internal",
+)
+_COMPOSITE_MODES = ("any", "all", "none")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _KEYWORDS = frozenset({"and", "or", "not"})
 
@@ -135,6 +154,15 @@ def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filt
     min_matches = f.get("min_matches", int, 1)
     if turns < 1 or min_matches < 1:
         raise f.src.error("'turns' and 'min_matches' must be at least 1")
+    first: int | None = None
+    if f.has("first_sentences"):
+        if scope not in ("reply", "sentence"):
+            raise f.at("first_sentences").error(
+                "'first_sentences' applies only to scope reply or sentence"
+            )
+        first = f.get("first_sentences", int, 1)
+        if first < 1:
+            raise f.at("first_sentences").error("'first_sentences' must be at least 1")
     if not any(f.has(k) for k in ("phrases", "lists", "regex")):
         raise f.src.error(f"detector {name!r} needs phrases, lists or regex (or any_of/all_of)")
     phrases = (
@@ -148,20 +176,27 @@ def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filt
                 raise where.error(f"detector {name!r} names unknown list {list_name!r}")
             phrases.extend(lists[list_name])
     patterns: list[re.Pattern[str]] = []
-    combined = phrase_pattern(phrases)
-    if combined is not None:
-        patterns.append(re.compile(combined))
+    prefilters: list[tuple[str, ...] | None] = []
+    for chunk in _phrase_chunks(phrases, min_matches):
+        combined = phrase_pattern(chunk)
+        if combined is not None:
+            patterns.append(re.compile(first_char_hint(combined, 0)))
+            prefilters.append(phrase_literals(chunk))
     if f.has("regex"):
         for text, where in f.at("regex").strings(f.map["regex"], "'regex'"):
             try:
-                patterns.append(re.compile(text, re.IGNORECASE))
+                compiled = re.compile(text, re.IGNORECASE)
             except re.error as exc:
                 raise where.error(f"detector {name!r}: bad regex {text!r}: {exc}") from None
+            for part in _branches(compiled) if min_matches == 1 else [compiled]:
+                patterns.append(re.compile(first_char_hint(part.pattern, part.flags), part.flags))
+                prefilters.append(necessary_literals(part.pattern, part.flags))
     return Leaf(
         name=name,
         scope=scope,
         patterns=tuple(patterns),
         filters=filters,
+        prefilters=tuple(prefilters),
         turns=turns,
         unless_negated=f.get("unless_negated", bool, False),
         unless_hedged=f.get("unless_hedged", bool, False),
@@ -169,7 +204,41 @@ def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filt
         min_matches=min_matches,
         internal=f.get("internal", bool, False),
         description=f.get("description", str, ""),
+        first_sentences=first,
     )
+
+
+_PHRASE_CHUNK = 120
+
+
+def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
+    """Phrases in sorted runs of at most ``_PHRASE_CHUNK``: one trie per run keeps each trie's
+    prefilter small enough to be used (a single huge trie would get none). Sorting keeps
+    phrases that share a beginning ("panic attack", "panic attacks") in one trie, so the
+    longest still wins; with ``min_matches`` above 1 the phrases stay in one trie."""
+    keys = sorted({phrase_key(p) for p in phrases} - {""})
+    if min_matches > 1:
+        return [keys] if keys else []
+    # phrases made only of short or common words ("all i have is you") get a trie of their own,
+    # without a prefilter, so that they do not cost the others theirs
+    plain = [k for k in keys if phrase_literal(k) is None]
+    keyed = [k for k in keys if phrase_literal(k) is not None]
+    runs = [keyed[i : i + _PHRASE_CHUNK] for i in range(0, len(keyed), _PHRASE_CHUNK)]
+    return runs + ([plain] if plain else [])
+
+
+def _branches(compiled: re.Pattern[str]) -> list[re.Pattern[str]]:
+    """A regex without a prefilter, split at its top-level ``|`` so that each branch can have
+    one (only for ``min_matches: 1``, where a match of any branch is all that counts)."""
+    if necessary_literals(compiled.pattern, compiled.flags) is not None:
+        return [compiled]
+    parts = split_branches(compiled.pattern)
+    if len(parts) < 2:
+        return [compiled]
+    try:
+        return [re.compile(part, re.IGNORECASE) for part in parts]
+    except re.error:  # e.g. a backreference into another branch: keep it whole
+        return [compiled]
 
 
 def _detectors(
@@ -181,35 +250,66 @@ def _detectors(
     for name, (value, src) in collected.detectors.items():
         raw = src.expect(value, YMap, f"detector {name!r}")
         where[name] = src
-        if "any_of" in raw or "all_of" in raw:
-            extra = [k for k in raw if k in _LEAF_KEYS and k not in _COMPOSITE_KEYS]
-            if extra:
-                raise src.at(raw.key_lines[extra[0]]).error(
-                    f"detector {name!r}: {extra[0]!r} cannot be combined with any_of/all_of "
-                    "(a composite takes its scope from its parts)"
-                )
-            f = Fields(raw, src, f"detector {name!r}", _COMPOSITE_KEYS)
-            if f.has("any_of") and f.has("all_of"):
-                raise f.src.error(f"detector {name!r} has both any_of and all_of")
-            mode = "any" if f.has("any_of") else "all"
-            parts = f.at(f"{mode}_of").strings(f.map[f"{mode}_of"], f"'{mode}_of'")
-            if not parts:
-                raise f.at(f"{mode}_of").error(f"'{mode}_of' must not be empty")
-            for part, part_src in parts:
-                if part not in collected.detectors:
-                    raise part_src.error(f"detector {name!r} names unknown detector {part!r}")
-            composites[name] = Composite(
-                name,
-                tuple(p for p, _ in parts),
-                mode,
-                internal=f.get("internal", bool, False),
-                description=f.get("description", str, ""),
-            )
+        if any(f"{mode}_of" in raw for mode in _COMPOSITE_MODES):
+            composites[name] = _composite(name, raw, src, collected)
         else:
             leaves.append(
                 _leaf(name, Fields(raw, src, f"detector {name!r}", _LEAF_KEYS), lists, filters)
             )
     return leaves, _ordered(composites, where)
+
+
+def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composite:
+    extra = [k for k in raw if k in _LEAF_KEYS and k not in _COMPOSITE_KEYS]
+    if extra:
+        raise src.at(raw.key_lines[extra[0]]).error(
+            f"detector {name!r}: {extra[0]!r} cannot be combined with any_of/all_of/none_of "
+            "(a composite takes its scope from its parts)"
+        )
+    f = Fields(raw, src, f"detector {name!r}", _COMPOSITE_KEYS)
+    modes = [mode for mode in _COMPOSITE_MODES if f.has(f"{mode}_of")]
+    if len(modes) > 1:
+        raise f.at(f"{modes[1]}_of").error(
+            f"detector {name!r} has " + " and ".join(f"{m}_of" for m in modes) + ": pick one"
+        )
+    mode = modes[0]
+    key = f"{mode}_of"
+    parts = f.at(key).strings(f.map[key], f"'{key}'")
+    if not parts:
+        raise f.at(key).error(f"'{key}' must not be empty")
+    for part, part_src in parts:
+        if part not in collected.detectors:
+            raise part_src.error(f"detector {name!r} names unknown detector {part!r}")
+    at_least = f.get("at_least", int, 1)
+    for key in ("at_least", "min_matches"):
+        if f.has(key) and mode != "any":
+            raise f.at(key).error(f"{key!r} goes with any_of only")
+    min_matches = f.get("min_matches", int, 0)
+    if f.has("min_matches"):
+        if f.has("at_least"):
+            raise f.at("min_matches").error("a composite takes 'at_least' or 'min_matches'")
+        if min_matches < 1:
+            raise f.at("min_matches").error("'min_matches' must be at least 1")
+        for part, part_src in parts:
+            raw_part = collected.detectors[part][0]
+            if isinstance(raw_part, YMap) and any(f"{m}_of" in raw_part for m in _COMPOSITE_MODES):
+                raise part_src.error(
+                    f"detector {name!r} counts matches, so its parts must be leaf detectors; "
+                    f"{part!r} is a composite"
+                )
+    if not 1 <= at_least <= len(parts):
+        raise f.at("at_least").error(
+            f"'at_least' must be between 1 and the number of parts ({len(parts)})"
+        )
+    return Composite(
+        name,
+        tuple(p for p, _ in parts),
+        mode,
+        internal=f.get("internal", bool, False),
+        description=f.get("description", str, ""),
+        at_least=at_least,
+        min_matches=min_matches,
+    )
 
 
 def _ordered(composites: dict[str, Composite], where: dict[str, Src]) -> list[Composite]:
@@ -237,46 +337,7 @@ def _ordered(composites: dict[str, Composite], where: dict[str, Src]) -> list[Co
 def _resources(collected: _Collected) -> Resources:
     if collected.resources is None:
         return Resources()
-    value, src = collected.resources
-    f = Fields(value, src, "'resources'", ("locales", "default_locale", "aliases"))
-    locales_map = f.need("locales", YMap)
-    if not locales_map:
-        raise f.at("locales").error("'locales' must define at least one locale")
-    locales: dict[str, dict[str, str]] = {}
-    first_keys: tuple[str, frozenset[str]] | None = None
-    for locale, entries in locales_map.items():
-        where = f.src.at(locales_map.key_lines[locale])
-        raw = where.expect(entries, YMap, f"locale {locale!r}")
-        values: dict[str, str] = {}
-        for key, item in raw.items():
-            item_src = where.at(raw.key_lines[key])
-            if isinstance(item, (int, float)) and not isinstance(item, bool):
-                item = str(item)
-            values[key] = item_src.expect(item, str, f"{key!r} of locale {locale!r}")
-        if "source" not in values:
-            raise where.error(f"locale {locale!r} must cite a 'source' for its numbers")
-        keys = frozenset(values)
-        if first_keys is None:
-            first_keys = (locale, keys)
-        elif keys != first_keys[1]:
-            diff = sorted(keys.symmetric_difference(first_keys[1]))
-            raise where.error(
-                f"locale {locale!r} defines different keys than {first_keys[0]!r}: "
-                + ", ".join(diff)
-            )
-        locales[locale] = values
-    default = f.need("default_locale", str)
-    if default not in locales:
-        raise f.at("default_locale").error(f"default_locale {default!r} is not a defined locale")
-    aliases: dict[str, str] = {}
-    if f.has("aliases"):
-        amap = f.need("aliases", YMap)
-        for alias, target in amap.items():
-            asrc = f.src.at(amap.key_lines[alias])
-            if asrc.expect(target, str, f"alias {alias!r}") not in locales:
-                raise asrc.error(f"alias {alias!r} points at undefined locale {target!r}")
-            aliases[alias] = target
-    return Resources(locales=locales, default_locale=default, aliases=aliases)
+    return build_resources(*collected.resources)
 
 
 def _reads_reply(ps: PolicySet, name: str) -> bool:
@@ -301,6 +362,7 @@ def load_policies(path: str | Path) -> PolicySet:
         leaves_of=draft.leaves_of,
         reads_reply=lambda n: _reads_reply(draft, n),
         resources=resources,
+        resolve=draft.resolve_signals,
     )
     policies: list[Policy] = []
     seen: dict[str, Src] = {}

@@ -27,6 +27,7 @@ __all__ = [
     "Hit",
     "Message",
     "Policy",
+    "Regenerate",
     "Verdict",
 ]
 
@@ -105,6 +106,24 @@ class Hit:
 
 
 @dataclass(frozen=True, slots=True)
+class Regenerate:
+    """A policy's request to ask the upstream model once more (the ``regenerate`` key).
+
+    ``instruction`` is the corrective instruction, formatted for the verdict's locale;
+    ``fallback`` names the policy's own action whose result ``Verdict.reply`` already holds,
+    used when regenerating is not possible, runs out of time, or the second reply hits the
+    policy again.
+    """
+
+    policy: str
+    instruction: str
+    fallback: str
+
+    def to_dict(self) -> dict[str, str]:
+        return {"policy": self.policy, "instruction": self.instruction, "fallback": self.fallback}
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     """The outcome of evaluating one reply.
 
@@ -120,6 +139,17 @@ class Verdict:
     blocked: bool
     strongest_action: str
     locale: str
+    regenerate: tuple[Regenerate, ...] = ()
+    """Requests to regenerate, one per enforce-mode hit (without error) of a policy with a
+    ``regenerate`` key, in hit order; empty when the reply is blocked."""
+
+    def regenerate_instruction(self) -> str:
+        """All requested instructions as one text, most severe first, each once ("" if none)."""
+        seen: list[str] = []
+        for request in self.regenerate:
+            if request.instruction not in seen:
+                seen.append(request.instruction)
+        return "\n\n".join(seen)
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON shape shared by ``guardrail check`` and the proxy's ``guardrail`` object."""
@@ -133,14 +163,19 @@ class Verdict:
 class EndTexts:
     """A verdict's end-of-reply texts, separately (for a stream guard, which places them itself).
 
-    ``prepends`` and ``appends`` hold one text per enforce-mode hit without error whose policy
-    has that action, in hit order (most severe first; ``assemble`` drops repeats); ``block`` is
-    the text that replaced the reply (None unless the verdict is ``blocked``).
+    ``prepends`` holds one text per enforce-mode hit without error whose policy has a prepend
+    action, in hit order (most severe first; ``assemble`` drops repeats). ``appends`` holds at
+    most one text per category: that of the category's most severe such hit (several nudges of
+    one kind never stack). A prepend or append whose ``unless`` condition holds is left out
+    (prepends: only their ``unless``, which reads the reply, can drop one). ``block`` is the text
+    that replaced the reply (None unless the verdict is ``blocked``); ``regenerate`` is the
+    verdict's regenerate requests.
     """
 
     prepends: tuple[str, ...] = ()
     appends: tuple[str, ...] = ()
     block: str | None = None
+    regenerate: tuple[Regenerate, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +185,8 @@ class Action:
     kind: ActionKind
     texts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     line: int | None = None
+    unless: Condition | None = None
+    """prepend/append only: leave the text out when this condition (over the reply) holds."""
 
     def variants(self, locale: str) -> tuple[str, ...]:
         return self.texts.get(locale, ())
@@ -202,6 +239,10 @@ class Policy:
     tests: tuple[Case, ...] = ()
     file: str = ""
     line: int | None = None
+    regenerate: Mapping[str, str] | None = None
+    """Per locale, the corrective instruction of the ``regenerate`` key (None without one)."""
+    fallback: str = ""
+    """The action ``Verdict.reply`` reflects for this policy when regenerating is not used."""
 
     def action(self, kind: str) -> Action | None:
         for act in self.actions:

@@ -4,6 +4,13 @@ Runs at load time only. Guarantees of a built policy: its condition names only d
 a sentence action (remove/replace) has a reply or sentence detector in its condition to locate
 sentences by; every text template names only known resource keys and is pre-formatted for every
 locale; each inline test case records the file and line it was written on.
+
+``unless`` (on prepend/append) reads reply detectors only and must be false for an empty reply,
+so a text a stream guard decides before the reply arrives is never one the whole reply would
+drop. ``regenerate: {instruction, fallback}``: the instruction is a template like the texts
+(resource keys allowed, formatted per locale); ``fallback`` must be one of the policy's own
+actions (default: its strongest), because ``Verdict.reply`` already holds what those actions did
+and that is what the proxy sends when a second attempt is not possible or fails again.
 """
 
 from __future__ import annotations
@@ -12,8 +19,9 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from guardrail.policy.conditions import parse_condition
+from guardrail.policy.conditions import Condition, parse_condition
 from guardrail.policy.model import (
+    ACTION_ORDER,
     ROLES,
     SEVERITY_ORDER,
     Action,
@@ -39,6 +47,7 @@ _POLICY_KEYS = (
     "on_error",
     "condition",
     "actions",
+    "regenerate",
     "tests",
 )
 _ID = re.compile(r"[a-z0-9_.\-]+")
@@ -56,6 +65,8 @@ class PolicyContext:
     leaves_of: Callable[[str], frozenset[str]]
     reads_reply: Callable[[str], bool]
     resources: Resources
+    resolve: Callable[[Mapping[str, bool]], Mapping[str, bool]] = dict
+    """Leaf values -> every signal, composites included (``PolicySet.resolve_signals``)."""
 
 
 def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
@@ -86,13 +97,14 @@ def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
     names = condition.names()
     leaves = frozenset().union(*(ctx.leaves_of(n) for n in names))
     locators = frozenset(n for n in leaves if ctx.reads_reply(n))
-    actions = _actions(f, ctx.resources)
+    actions = _actions(f, ctx)
     if any(a.kind in ("remove", "replace") for a in actions) and not locators:
         raise f.at("actions").error(
             "remove/replace act on the sentences where a reply or sentence detector matched, "
             "but the condition names none"
         )
     tests = _tests(f, pid) if f.has("tests") else ()
+    regenerate, fallback = _regenerate(f, actions, ctx.resources)
     return Policy(
         id=pid,
         category=category,
@@ -108,13 +120,38 @@ def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
         tests=tests,
         file=src.file,
         line=value.line,
+        regenerate=regenerate,
+        fallback=fallback,
     )
 
 
 # ------------------------------------------------------------------ actions
 
 
-def _actions(f: Fields, resources: Resources) -> tuple[Action, ...]:
+def _regenerate(
+    f: Fields, actions: tuple[Action, ...], resources: Resources
+) -> tuple[Mapping[str, str] | None, str]:
+    """The ``regenerate`` key: a corrective instruction, and the fallback action (one the policy
+    declares; default its strongest) whose result ``Verdict.reply`` holds."""
+    if not f.has("regenerate"):
+        return None, ""
+    g = Fields(f.map["regenerate"], f.at("regenerate"), "'regenerate'", ("instruction", "fallback"))
+    instruction = " ".join(g.need("instruction", str).split())
+    if not instruction:
+        raise g.at("instruction").error("'instruction' must not be empty")
+    declared = [a.kind for a in actions]
+    strongest = max(declared, key=ACTION_ORDER.index)
+    fallback = g.get("fallback", str, strongest)
+    if fallback not in declared:
+        raise g.at("fallback").error(
+            f"fallback {fallback!r} is not one of this policy's actions ({', '.join(declared)}): "
+            "the fallback is what the policy's own actions already did to the reply"
+        )
+    texts = _format_all([instruction], g.at("instruction"), resources)
+    return {locale: variants[0] for locale, variants in texts.items()}, fallback
+
+
+def _actions(f: Fields, ctx: PolicyContext) -> tuple[Action, ...]:
     if not f.has("actions"):
         return (Action("annotate"),)
     seq = f.need("actions", YSeq)
@@ -122,7 +159,7 @@ def _actions(f: Fields, resources: Resources) -> tuple[Action, ...]:
         raise f.at("actions").error("'actions' must not be empty (leave it out to annotate)")
     out: list[Action] = []
     for item, line in zip(seq, seq.item_lines):
-        act = _action(item, f.src.at(line), resources)
+        act = _action(item, f.src.at(line), ctx)
         if any(a.kind == act.kind for a in out):
             raise f.src.at(line).error(f"action {act.kind!r} appears twice")
         out.append(act)
@@ -132,7 +169,7 @@ def _actions(f: Fields, resources: Resources) -> tuple[Action, ...]:
     return tuple(out)
 
 
-def _action(item: object, src: Src, resources: Resources) -> Action:
+def _action(item: object, src: Src, ctx: PolicyContext) -> Action:
     if isinstance(item, str):
         if item == "annotate":
             return Action("annotate", line=src.line)
@@ -158,13 +195,35 @@ def _action(item: object, src: Src, resources: Resources) -> Action:
         return Action("remove", line=src.line)
     if value is None or (isinstance(value, YMap) and "text" not in value):
         raise src.error(f"action {kind!r} needs a 'text' (a string or a list of variants)")
-    fields = Fields(value, src, f"the {kind!r} action", ("text",))
+    allowed = ("text", "unless") if kind in ("append", "prepend") else ("text",)
+    fields = Fields(value, src, f"the {kind!r} action", allowed)
     variants = [text for text, _ in fields.at("text").strings(fields.map["text"], "'text'")]
     if not variants or not all(v.strip() for v in variants):
         raise fields.at("text").error(f"action {kind!r} needs a non-empty text")
     action_kind: ActionKind = kind  # type: ignore[assignment]
-    texts = _format_all(variants, fields.at("text"), resources)
-    return Action(action_kind, texts, line=src.line)
+    texts = _format_all(variants, fields.at("text"), ctx.resources)
+    unless = _unless(fields, ctx) if fields.has("unless") else None
+    return Action(action_kind, texts, line=src.line, unless=unless)
+
+
+def _unless(fields: Fields, ctx: PolicyContext) -> Condition:
+    """``unless``: a condition over reply detectors only, false for an empty reply (so a text
+    decided before the reply is seen, as a stream guard does, is never one it would drop)."""
+    src = fields.at("unless")
+    try:
+        cond = parse_condition(fields.map["unless"], ctx.detectors)
+    except ValueError as exc:
+        raise src.error(str(exc)) from None
+    leaves = frozenset().union(*(ctx.leaves_of(n) for n in cond.names()))
+    context = sorted(n for n in leaves if not ctx.reads_reply(n))
+    if context:
+        raise src.error(
+            f"'unless' may read only reply detectors, not {', '.join(context)} "
+            "(put conditions on the conversation in the policy's condition)"
+        )
+    if cond.evaluate(ctx.resolve(dict.fromkeys(leaves, False))):
+        raise src.error("'unless' must not hold for an empty reply")
+    return cond
 
 
 def _format_all(

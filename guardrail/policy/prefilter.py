@@ -19,12 +19,16 @@ import functools
 import importlib
 import itertools
 import re
+from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["LiteralScanner", "necessary_literals"]
+from guardrail.policy.text import normalise
+
+__all__ = ["LiteralScanner", "necessary_literals", "phrase_literal", "phrase_literals"]
 
 _MAX_SET = 200
 _MIN_LEN = 2
+_LONG_ENOUGH = 12
 
 try:  # the stdlib regex parser; any surprise just disables prefiltering
     _parser: Any = importlib.import_module("re._parser")
@@ -42,10 +46,17 @@ def _product(a: Lits, b: Lits) -> Lits | None:
     return frozenset(x + y for x, y in itertools.product(a, b))
 
 
+def _never(ch: str) -> bool:
+    """A character ``text.normalise`` always replaces (a curly quote), so never in a text."""
+    return normalise(ch) != ch.lower()
+
+
 def _exact(op: Any, av: Any) -> Lits | None:
     """The finite set of strings this element matches exactly, or None."""
     if op is _c.LITERAL:
         ch = chr(av).lower()
+        if _never(chr(av)):
+            return frozenset()  # can never match a normalised text
         return frozenset((ch,)) if ch.isascii() else None
     if op in (_c.AT, _c.ASSERT, _c.ASSERT_NOT):
         return frozenset(("",))
@@ -54,7 +65,8 @@ def _exact(op: Any, av: Any) -> Lits | None:
         for iop, iav in av:
             if iop is not _c.LITERAL:
                 return None
-            chars.add(chr(iav).lower())
+            if not _never(chr(iav)):  # e.g. ['’]: only the straight one can occur
+                chars.add(chr(iav).lower())
         return frozenset(chars) if len(chars) <= 4 and all(ch.isascii() for ch in chars) else None
     if op is _c.SUBPATTERN:
         return _exact_seq(av[-1])
@@ -148,13 +160,18 @@ _COMMON = frozenset(
 )
 
 
-@functools.lru_cache(maxsize=4096)
+_NON_ALNUM = re.compile(r"[\W_]+")
+
+
+@functools.cache
 def _frequency(lit: str) -> float:
     """A rough chance that ``lit`` occurs in a chat message: common words almost always do."""
     words = lit.split()
     if not words or (len(words) == 1 and words[0] in _COMMON):
         return 1.0
-    letters = sum(ch.isalnum() for ch in lit)
+    letters = len(_NON_ALNUM.sub("", lit))
+    if not letters:  # punctuation ("?", ":("): in some texts, not most
+        return 0.3 if lit.strip() else 1.0
     return float(0.55 ** max(letters - 1, 0))
 
 
@@ -164,12 +181,17 @@ def _cost(lits: Lits) -> float:
     return 0.002 * len(lits) + sum(_frequency(s) for s in lits)
 
 
+def _long_enough(lit: str) -> bool:
+    """Two characters at least, or one punctuation mark (a "?" is rare enough to test for)."""
+    return len(lit) >= _MIN_LEN or (len(lit) == 1 and not lit.isalnum() and not lit.isspace())
+
+
 def _usable(lits: Lits | None) -> bool:
     """Worth a prefilter: not too many strings, none too short, no very common word."""
     return (
         lits is not None
         and 0 < len(lits) <= _MAX_SET
-        and min(map(len, lits)) >= _MIN_LEN
+        and all(map(_long_enough, lits))
         and all(_frequency(s) < 1.0 for s in lits)
     )
 
@@ -194,10 +216,43 @@ def _necessary_seq(seq: Any) -> Lits | None:
             if acc is None or len(acc) > _MAX_SET:
                 break
             candidates.append(acc)
+            if min(map(len, acc)) >= _LONG_ENOUGH:  # rare enough: longer windows gain little
+                break
     usable = [c for c in candidates if _usable(c)]
     return min(usable, key=_cost) if usable else None
 
 
+_WORD_RUN = re.compile(r"\w+")
+
+
+def phrase_literal(key: str) -> str | None:
+    """The rarest run of word characters of one phrase (None: every run is short or common)."""
+    if " " not in key and "-" not in key and len(key) >= _MIN_LEN and key.isascii():
+        return key  # one token ("a&e", "988"): the trie matches it exactly, as it is
+    runs = [r for r in _WORD_RUN.findall(key) if len(r) >= _MIN_LEN and r.isascii()]
+    if not runs:
+        return None
+    best = min(runs, key=lambda r: (_frequency(r), -len(r)))
+    return best if _frequency(best) < 1.0 else None
+
+
+def phrase_literals(keys: Iterable[str]) -> tuple[str, ...] | None:
+    """A prefilter for a phrase trie (``detectors.phrase_pattern``), read off the phrases
+    themselves: the rarest run of word characters of each phrase, which every match of that
+    phrase contains as it is (only the spaces and hyphens between runs are flexible). None when
+    some phrase has no usable run."""
+    chosen: set[str] = set()
+    for key in keys:
+        best = phrase_literal(key)
+        if best is None:
+            return None
+        chosen.add(best)
+    if not chosen or len(chosen) > _MAX_SET:
+        return None
+    return tuple(sorted(chosen))
+
+
+@functools.cache
 def necessary_literals(pattern: str, flags: int) -> tuple[str, ...] | None:
     """Strings one of which every match of ``pattern`` contains (lower-case), or None."""
     if _parser is None:

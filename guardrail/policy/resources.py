@@ -12,7 +12,9 @@ import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["NO_LOCALE", "Resources", "format_text", "template_fields"]
+from guardrail.policy.yamlsource import Fields, Src, YMap
+
+__all__ = ["NO_LOCALE", "Resources", "build_resources", "format_text", "template_fields"]
 
 NO_LOCALE = "und"  # the one locale of a policy set without resources
 
@@ -65,3 +67,46 @@ def template_fields(text: str) -> list[str]:
 def format_text(text: str, values: Mapping[str, str]) -> str:
     """Fill a template already checked by ``template_fields``."""
     return text.format_map(values)
+
+
+def build_resources(value: object, src: Src) -> Resources:
+    """The ``resources`` section read at ``src``, checked (see the module docstring)."""
+    f = Fields(value, src, "'resources'", ("locales", "default_locale", "aliases"))
+    locales_map = f.need("locales", YMap)
+    if not locales_map:
+        raise f.at("locales").error("'locales' must define at least one locale")
+    locales: dict[str, dict[str, str]] = {}
+    first_keys: tuple[str, frozenset[str]] | None = None
+    for locale, entries in locales_map.items():
+        where = f.src.at(locales_map.key_lines[locale])
+        raw = where.expect(entries, YMap, f"locale {locale!r}")
+        values: dict[str, str] = {}
+        for key, item in raw.items():
+            item_src = where.at(raw.key_lines[key])
+            if isinstance(item, (int, float)) and not isinstance(item, bool):
+                item = str(item)
+            values[key] = item_src.expect(item, str, f"{key!r} of locale {locale!r}")
+        if "source" not in values:
+            raise where.error(f"locale {locale!r} must cite a 'source' for its numbers")
+        keys = frozenset(values)
+        if first_keys is None:
+            first_keys = (locale, keys)
+        elif keys != first_keys[1]:
+            diff = sorted(keys.symmetric_difference(first_keys[1]))
+            raise where.error(
+                f"locale {locale!r} defines different keys than {first_keys[0]!r}: "
+                + ", ".join(diff)
+            )
+        locales[locale] = values
+    default = f.need("default_locale", str)
+    if default not in locales:
+        raise f.at("default_locale").error(f"default_locale {default!r} is not a defined locale")
+    aliases: dict[str, str] = {}
+    if f.has("aliases"):
+        amap = f.need("aliases", YMap)
+        for alias, target in amap.items():
+            asrc = f.src.at(amap.key_lines[alias])
+            if asrc.expect(target, str, f"alias {alias!r}") not in locales:
+                raise asrc.error(f"alias {alias!r} points at undefined locale {target!r}")
+            aliases[alias] = target
+    return Resources(locales=locales, default_locale=default, aliases=aliases)

@@ -29,14 +29,19 @@ SEPARATOR = "\n\n"
 
 
 def choose_variant(
-    variants: Sequence[str], policy_id: str, turns: int, earlier: Sequence[str]
+    variants: Sequence[str], policy_id: str, turns: int, earlier: Sequence[str], salt: str = ""
 ) -> str:
-    """Pick a variant: from offset ``(turns + crc32(policy_id)) % n``, the first whose text
-    (normalised) does not occur in any of the ``earlier`` normalised assistant turns."""
+    """Pick a variant: from offset ``(turns + crc32(policy_id, salt)) % n``, the first whose
+    text (normalised) does not occur in any of the ``earlier`` normalised assistant turns.
+
+    ``salt`` is the latest user message (normalised): the choice then changes from turn to turn
+    of one conversation with what the person wrote, not only with the conversation's length,
+    while the same input still always gives the same text.
+    """
     n = len(variants)
     if n == 1:
         return variants[0]
-    start = (turns + zlib.crc32(policy_id.encode("utf-8"))) % n
+    start = (turns + zlib.crc32(f"{policy_id}\0{salt}".encode())) % n
     for k in range(n):
         candidate = variants[(start + k) % n]
         key = " ".join(normalise(candidate).split())

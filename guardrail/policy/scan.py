@@ -12,7 +12,11 @@ Stages, each with its guarantee:
    (later sentences it matches are dropped).
 3. ``finish()`` -> ``Verdict``: the other policies are checked once, with the whole reply's
    signals; then a block (the most severe) replaces everything, else prepends and appends are
-   added, most severe first.
+   added, most severe first. A prepend or append whose ``unless`` condition holds is left out
+   (the hit stays). Appends never stack within a category: of several appending hits of one
+   category only the most severe one's text is added (so one reply gets at most one nudge toward
+   people, plus at most one check-in, and so on). Enforce-mode hits of policies with a
+   ``regenerate`` key are listed in ``Verdict.regenerate`` (none when the reply is blocked).
 
 Shadow-mode hits are recorded and change nothing. An exception while evaluating a policy never
 loses the reply: ``on_error: open`` records the error on the hit and changes nothing; ``closed``
@@ -25,7 +29,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
-from guardrail.policy.detectors import TextView
+from guardrail.policy.context import scan_context
+from guardrail.policy.detectors import Composite, TextView
 from guardrail.policy.model import (
     ACTION_ORDER,
     Conversation,
@@ -33,6 +38,7 @@ from guardrail.policy.model import (
     Evidence,
     Hit,
     Policy,
+    Regenerate,
     Verdict,
 )
 from guardrail.policy.rewrite import (
@@ -88,6 +94,8 @@ class Scan:
         self._evidence: dict[str, list[Evidence]] = {}
         self._failed: dict[str, str] = {}
         self._reply_keys: dict[str, set[str]] = {}
+        self._counts: dict[str, set[str]] = {name: set() for name in ps.counted}
+        """Distinct matches of the leaves counting composites read (at most what they need)."""
         self._sentence_hits: dict[str, list[Evidence]] = {}
         self._placed: set[str] = set()
         self._errors: dict[str, str] = {}
@@ -95,58 +103,47 @@ class Scan:
         self._original: list[str] = []  # kept only with keep_text
         self._released: list[str] = []  # kept only with keep_text
         self._sentences = 0
+        self._content = 0  # sentences with something besides whitespace (for first_sentences)
         self._last_out = ""  # the last non-empty released text
         self._rewritten = False
         self._offset = 0
         self._in_quote = False
         self._earlier: list[str] | None = None
+        self._salt = ""
         self._verdict: Verdict | None = None
         self.end_texts = EndTexts()
         """The verdict's end-of-reply texts, separately; set by ``finish``."""
         self._run_context()
-        # Knowing the whole reply up front (evaluate) only lets the scan skip reply detectors
-        # that can match nowhere in it; the outcome is the same as feeding blind.
+        # ``whole_reply`` (evaluate knows the reply up front) is accepted for callers but not
+        # needed: each sentence's literals already rule out the reply detectors it cannot match.
         self._reply_leaves = ps.reply_leaves
-        if whole_reply is not None:
-            view = TextView(whole_reply, ps.scanners["reply"])
-            self._reply_leaves = tuple(leaf for leaf in ps.reply_leaves if leaf.may_match(view))
         for leaf in ps.reply_leaves:
             self._values[leaf.name] = False
             self._reply_keys[leaf.name] = set()
 
     # -------------------------------------------------------------- stage 1: context
     def _run_context(self) -> None:
-        messages = self._conv.messages
-        by_role: dict[str, list[int]] = {"user": [], "assistant": [], "system": []}
-        for i, message in enumerate(messages):
-            if message.role in by_role:
-                by_role[message.role].append(i)
-        views: dict[int, TextView] = {}
-        for leaf in self._ps.context_leaves:
-            if leaf.scope == "system":
-                turns = by_role["system"]
-            elif leaf.scope == "assistant_turns":
-                turns = by_role["assistant"][-leaf.turns :]
-            else:
-                turns = by_role["user"][-(1 if leaf.scope == "last_user" else leaf.turns) :]
-            keys: set[str] = set()
-            evidence: list[Evidence] = []
-            try:
-                for i in turns:
-                    view = views.get(i)
-                    if view is None:
-                        view = views[i] = TextView(
-                            messages[i].content, self._ps.scanners.get(messages[i].role)
-                        )
-                    for start, end, key in leaf.find(view):
-                        keys.add(key)
-                        evidence.append(Evidence(leaf.name, leaf.scope, (start, end), i, None))
-            except Exception as exc:  # noqa: BLE001 -- a detector failure must not lose the reply
-                self._failed[leaf.name] = type(exc).__name__
-                continue
-            self._values[leaf.name] = len(keys) >= leaf.min_matches
-            if evidence:
-                self._evidence[leaf.name] = evidence
+        found = scan_context(self._ps, self._conv)
+        self._values.update(found.values)
+        self._evidence.update(found.evidence)
+        self._failed.update(found.failed)
+        for name, keys in found.keys.items():
+            self._count(name, keys)
+
+    def _count(self, name: str, keys: set[str]) -> None:
+        acc = self._counts.get(name)
+        if acc is not None and len(acc) < self._ps.counted[name]:
+            acc.update(keys)
+
+    def _signals(
+        self, values: dict[str, bool], composites: tuple[Composite, ...] | None = None
+    ) -> dict[str, bool]:
+        """Leaf values, the counting composites' values, then every (or the given) composite."""
+        counts = {name: len(keys) for name, keys in self._counts.items()}
+        for comp in self._ps.counting:
+            if not any(part in self._failed for part in comp.parts):
+                values[comp.name] = comp.count_value(counts)
+        return self._ps.resolve_signals(values, composites)
 
     # -------------------------------------------------------------- stage 2: sentences
     def feed_sentence(self, sentence: str) -> str:
@@ -155,13 +152,21 @@ class Scan:
             raise RuntimeError("feed_sentence() after finish()")
         index = self._sentences
         self._sentences += 1
+        position = self._content
+        if sentence.strip():
+            self._content += 1
         view = TextView(sentence, self._ps.scanners["reply"], in_quote=self._in_quote)
         self._in_quote = view.ends_in_quote
         local: dict[str, bool] = dict.fromkeys(self._ps.sentence_leaves, False)
         here: dict[str, list[Evidence]] = {}
+        active = self._ps.indexes["reply"].active(view)
         for leaf in self._reply_leaves:
             name = leaf.name
-            if name in self._failed:
+            if (
+                (active is not None and name not in active)
+                or name in self._failed
+                or (leaf.first_sentences is not None and position >= leaf.first_sentences)
+            ):
                 continue
             try:
                 found = leaf.find(view)
@@ -180,6 +185,7 @@ class Scan:
                 for s, e, _ in found
             ]
             here[name] = evidence
+            self._count(name, keys)
             kept = self._evidence.setdefault(name, [])
             kept.extend(evidence[: MAX_EVIDENCE - len(kept)])
             if leaf.scope == "reply":
@@ -205,7 +211,10 @@ class Scan:
     def _sentence_actions(
         self, sentence: str, local: dict[str, bool], here: dict[str, list[Evidence]]
     ) -> str:
-        signals = self._ps.resolve_signals({**self._values, **local})
+        ps = self._ps
+        if not self._failed and ps.sentence_locators.isdisjoint(here):
+            return sentence  # no sentence policy can act where none of its locators matched
+        signals = self._signals({**self._values, **local}, ps.sentence_composites)
         remove = False
         winner: Policy | None = None
         for policy in self._ps.sentence_policies:
@@ -256,18 +265,25 @@ class Scan:
         if not variants:
             raise LookupError(f"no {kind} text")
         if self._earlier is None:
+            messages = self._conv.messages
             self._earlier = [
-                " ".join(normalise(m.content).split())
-                for m in self._conv.messages
-                if m.role == "assistant"
+                " ".join(normalise(m.content).split()) for m in messages if m.role == "assistant"
             ]
-        return choose_variant(variants, policy.id, len(self._conv.messages), self._earlier)
+            last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+            self._salt = " ".join(normalise(last_user).split())
+        return choose_variant(
+            variants, policy.id, len(self._conv.messages), self._earlier, salt=self._salt
+        )
 
     # -------------------------------------------------------------- stage 3: finish
     def _evidence_of(self, policy: Policy, signals: Mapping[str, bool]) -> tuple[Evidence, ...]:
+        """The evidence of a hit: matches of the leaves that made its condition true (a leaf
+        read under ``not``, or inside a ``none_of``, supports nothing); for a sentence-level
+        policy, its locator matches are those in the sentences it acted on."""
+        leaves = self._ps.support_leaves(policy.condition.supporting(signals), signals)
         out: list[Evidence] = []
-        for name in sorted(self._ps.policy_leaves[policy.id]):
-            if signals.get(name) and not (policy.sentence_level and name in policy.locators):
+        for name in sorted(leaves):
+            if not (policy.sentence_level and name in policy.locators):
                 out.extend(self._evidence.get(name, ()))
         if policy.sentence_level:
             out.extend(self._sentence_hits.get(policy.id, ()))
@@ -280,7 +296,13 @@ class Scan:
             return None
         texts = {}
         if p.mode == "enforce":
-            texts = {k: self._variant(p, k) for k in _END_ACTIONS if p.action(k) is not None}
+            for kind in _END_ACTIONS:
+                action = p.action(kind)
+                if action is None or (
+                    action.unless is not None and action.unless.evaluate(signals)
+                ):
+                    continue
+                texts[kind] = self._variant(p, kind)
         evidence = self._evidence_of(p, signals)
         return Hit(p.id, p.category, p.severity, p.mode, p.strongest_action, evidence), texts
 
@@ -301,10 +323,12 @@ class Scan:
         if self._verdict is not None:
             return self._verdict
         ps = self._ps
-        signals = ps.resolve_signals(self._values)
+        signals = self._signals(dict(self._values))
         hits: list[Hit] = []
         blocks: list[str] = []
-        texts: dict[str, list[str]] = {"prepend": [], "append": []}
+        prepends: list[str] = []
+        appends: dict[str, str] = {}  # category -> the text of its most severe appending hit
+        regenerate: list[Regenerate] = []
         strongest = 0
         for p in ps.policies:
             error = self._errors.get(p.id)
@@ -319,24 +343,31 @@ class Scan:
                         hits.append(hit)
                         if p.mode == "enforce":
                             strongest = max(strongest, ACTION_ORDER.index(p.strongest_action))
-                        blocks.extend(t for k, t in end_texts.items() if k == "block")
-                        for kind in ("prepend", "append"):
-                            if kind in end_texts:
-                                texts[kind].append(end_texts[kind])
+                            if p.regenerate is not None:
+                                instruction = p.regenerate.get(self.locale, "")
+                                regenerate.append(Regenerate(p.id, instruction, p.fallback))
+                        if "block" in end_texts:
+                            blocks.append(end_texts["block"])
+                        if "prepend" in end_texts:
+                            prepends.append(end_texts["prepend"])
+                        if "append" in end_texts:
+                            appends.setdefault(p.category, end_texts["append"])
                     continue
             failed, block_text = self._failed_hit(p, error)
             hits.append(failed)
             if block_text is not None:
                 blocks.append(block_text)
         body = "".join(self._released)  # "" without keep_text: only the end texts
+        ends = list(appends.values())
         if blocks:  # policies are in (severity desc, id) order: the first is the most severe
             reply, strongest = blocks[0], ACTION_ORDER.index("block")
+            regenerate = []
         else:
-            reply = assemble(body, texts["prepend"], texts["append"])
+            reply = assemble(body, prepends, ends)
         if self._keep_text:
             changed = reply != "".join(self._original)
         else:
-            changed = self._rewritten or bool(blocks or texts["prepend"] or texts["append"])
+            changed = self._rewritten or bool(blocks or prepends or ends)
         self._verdict = Verdict(
             reply=reply,
             hits=tuple(hits),
@@ -345,8 +376,9 @@ class Scan:
             blocked=bool(blocks),
             strongest_action=ACTION_ORDER[strongest],
             locale=self.locale,
+            regenerate=tuple(regenerate),
         )
         self.end_texts = EndTexts(
-            tuple(texts["prepend"]), tuple(texts["append"]), blocks[0] if blocks else None
+            tuple(prepends), tuple(ends), blocks[0] if blocks else None, tuple(regenerate)
         )
         return self._verdict

@@ -75,7 +75,7 @@ def test_check_contract_with_a_malformed_line() -> None:
     assert all(isinstance(v, bool) for v in first["signals"].values())
     assert first["reply"].startswith("Ok.\n\nIf you need to talk")
     assert "evidence" not in first["hits"][0]  # no text unless --explain
-    assert out[3]["reply"] == "I'm here for this conversation. Bye."
+    assert out[3]["reply"] == "I'm glad to keep talking. Bye."
     assert out[4]["reply"] == "no id here" and out[4]["hits"] == []
 
 
@@ -128,6 +128,18 @@ def test_policy_test_command_reports_failures() -> None:
     assert "FIXED demo.cheer todo_hit case #1" in out and "promote it" in out
     assert f"{where}:27: TODO demo.cheer:todo_hit[0] (known gap)" in out
     assert "8 cases of 1/1 policy: 2 passed, 3 failed, 2 known gaps (todo), 1 fixed" in out
+    assert "  demo.cheer  2 passed, 3 failed, 2 known gaps, 1 fixed: promote them" in out
+
+
+def test_policy_test_command_reports_each_policy() -> None:
+    proc = _run("test", str(BASIC))
+    lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
+    assert sorted(line[0] for line in lines) == [
+        "dependency.always",
+        "referral.missing",
+        "validation.praise",
+    ]
+    assert all(line[2:4] == ["passed,", "0"] for line in lines)
 
 
 def test_policy_test_command_load_error_exits_2(tmp_path: Path) -> None:
@@ -135,3 +147,51 @@ def test_policy_test_command_load_error_exits_2(tmp_path: Path) -> None:
     proc = _run("test", str(tmp_path))
     assert proc.returncode == 2
     assert f"{tmp_path / 'bad.yaml'}:3: policy 'x': unknown key 'bogus'" in proc.stderr
+
+
+def test_check_explain_covers_sentence_hits_conditions_and_regenerate(tmp_path: Path) -> None:
+    (tmp_path / "p.yaml").write_text(
+        "detectors:\n"
+        "  user.low: {scope: last_user, phrases: [low]}\n"
+        "  reply.odd: {scope: sentence, phrases: [oddword]}\n"
+        "  reply.help: {scope: reply, phrases: [counsellor]}\n"
+        "policies:\n"
+        "  - id: s.swap\n"
+        "    category: containment\n"
+        "    description: swaps a sentence\n"
+        "    severity: high\n"
+        "    condition: reply.odd and user.low\n"
+        "    actions: [{replace: {text: '[swapped]'}}]\n"
+        "  - id: r.refer\n"
+        "    category: referral\n"
+        "    description: refers\n"
+        "    severity: medium\n"
+        "    condition: user.low and not reply.help\n"
+        "    actions: [{append: {text: Talk to someone.}}]\n"
+        "    regenerate: {instruction: Suggest someone to talk to.}\n",
+        encoding="utf-8",
+    )
+    case = {
+        "id": "e",
+        "messages": [{"role": "user", "content": "feeling low"}],
+        "reply": "Fine. An oddword here.",
+    }
+    proc = _run(
+        "check", "--jsonl", "-", "--explain", "--policies", str(tmp_path), stdin=json.dumps(case)
+    )
+    assert proc.returncode == 0, proc.stderr
+    (result,) = [json.loads(line) for line in proc.stdout.splitlines()]
+    swap, refer = result["hits"]
+    assert swap["condition"] == "reply.odd and user.low"
+    assert [(e["detector"], e["sentence"], e["excerpt"]) for e in swap["evidence"]] == [
+        ("user.low", None, "low"),
+        ("reply.odd", 1, "oddword"),
+    ]
+    assert refer["condition"] == "user.low and not reply.help"
+    assert [e["detector"] for e in refer["evidence"]] == ["user.low"]  # "not" supports nothing
+    assert refer["regenerate"] == {
+        "instruction": "Suggest someone to talk to.",
+        "fallback": "append",
+    }
+    assert result["reply"] == "Fine. [swapped]\n\nTalk to someone."
+    assert "regenerate" not in swap

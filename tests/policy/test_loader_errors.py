@@ -157,6 +157,67 @@ CASES = [
         "policy id defined twice",
         "p.one",
     ),
+    (
+        "two composite modes",
+        "detectors:\n  c.a:\n    any_of: [user.word]\n    none_of: [reply.word]  # <-\n",
+        "pick one",
+        None,
+    ),
+    (
+        "at_least too high",
+        "detectors:\n  c.a:\n    any_of: [user.word, reply.word]\n    at_least: 3  # <-\n",
+        "'at_least' must be between 1 and the number of parts (2)",
+        None,
+    ),
+    (
+        "at_least without any_of",
+        "detectors:\n  c.a:\n    all_of: [user.word]\n    at_least: 1  # <-\n",
+        "'at_least' goes with any_of only",
+        None,
+    ),
+    (
+        "first_sentences on a context scope",
+        "detectors:\n  user.f:\n    scope: last_user\n    first_sentences: 2  # <-\n    phrases: [x]\n",
+        "'first_sentences' applies only to scope reply or sentence",
+        None,
+    ),
+    (
+        "unless reads the conversation",
+        POLICY + "    actions:\n      - append: {text: hi, unless: user.word}  # <-\n",
+        "'unless' may read only reply detectors, not user.word",
+        "p.one",
+    ),
+    (
+        "unless holds for an empty reply",
+        POLICY + "    actions:\n      - append: {text: hi, unless: not reply.word}  # <-\n",
+        "must not hold for an empty reply",
+        "p.one",
+    ),
+    (
+        "unless on a replace",
+        POLICY + "    actions:\n      - replace: {text: hi, unless: reply.word}  # <-\n",
+        "unknown key 'unless'",
+        "p.one",
+    ),
+    (
+        "regenerate without instruction",
+        POLICY + "    actions: [annotate]\n    regenerate: {fallback: annotate}  # <-\n",
+        "lacks required key 'instruction'",
+        "p.one",
+    ),
+    (
+        "regenerate with an undeclared fallback",
+        POLICY + "    actions: [annotate]\n    regenerate:\n      instruction: reflect first\n"
+        "      fallback: block  # <-\n",
+        "fallback 'block' is not one of this policy's actions (annotate)",
+        "p.one",
+    ),
+    (
+        "regenerate with an unknown resource key",
+        POLICY + "    regenerate:\n      instruction: 'give {hotline} first'  # <-\n",
+        "unknown resource key {hotline}",
+        "p.one",
+    ),
 ]
 
 

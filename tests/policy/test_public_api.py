@@ -62,4 +62,5 @@ def test_spec_interface_is_present() -> None:
         "blocked",
         "strongest_action",
         "locale",
+        "regenerate",
     ]
