@@ -3,10 +3,12 @@
 :func:`build_app` wires settings, the policy set and the upstream client into a Starlette app.
 Every method on every path goes to :class:`ProxyEndpoint`, which creates the per-request
 :class:`~guardrail.observe.logs.Exchange`, runs the pipeline, sends its response, and writes the one
-canonical log line. ``app.state`` holds ``settings``, ``policies`` (a
-:class:`~guardrail.pipeline.PolicyHolder`: a reload calls ``app.state.policies.swap(new_set)``),
-``pipeline``, ``client`` and ``recorder`` (the :class:`~guardrail.observe.record.Recorder` that
-turns requests and verdicts into metrics and audit events).
+canonical log line. ``app.state`` holds ``settings``, ``policies`` (the main
+:class:`~guardrail.policysets.PolicyHolder`: a reload calls ``app.state.policies.swap(new_set)``),
+``policy_sets`` (:class:`~guardrail.policysets.PolicySets`: the main holder and each route's own,
+with the reload hooks), ``pipeline``, ``client`` and ``recorder`` (the
+:class:`~guardrail.observe.record.Recorder` that turns requests and verdicts into metrics and
+audit events).
 
 The app has no admin route: ``/metrics``, ``/-/reload`` and the dashboard live on the separate
 admin listener (``guardrail.admin``), and every path sent here goes upstream like any other.
@@ -18,6 +20,7 @@ Errors reach the client as OpenAI-format bodies ``{"error": {"message", "type", 
 status   code                         when
 =======  ===========================  =====================================================
 400      ``invalid_request_target``   the target could leave the upstream (see upstream.py)
+404      ``no_route``                 no configured route matches the path (see routes.py)
 502      ``upstream_unavailable``     connection refused or reset, DNS failure
 504      ``upstream_timeout``         no reply within the configured timeouts
 500      ``internal_error``           a bug in guardrail (logged by type and stack, no text)
@@ -30,9 +33,10 @@ through unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from email.utils import formatdate
+from pathlib import Path
 
 import httpx
 import structlog
@@ -43,9 +47,12 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail.errors import UpstreamTimeout, UpstreamUnavailable
+from guardrail.inspect import PolicyEngine, guardrail_headers
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
 from guardrail.observe.record import Recorder, recorder_for
-from guardrail.pipeline import Pipeline, PolicyEngine, PolicyHolder, guardrail_headers
+from guardrail.pipeline import Pipeline
+from guardrail.policysets import PolicySets
+from guardrail.routes import NoRoute
 from guardrail.settings import Settings
 from guardrail.upstream import RelayAborted, UnsafeTarget, build_client
 
@@ -83,6 +90,10 @@ def error_response(exc: BaseException, ex: Exchange) -> ErrorResponse:
     if isinstance(exc, UnsafeTarget):
         ex.error = "unsafe_target"
         return ErrorResponse(400, "invalid_request_error", "invalid_request_target", f"{exc}.", ex)
+    if isinstance(exc, NoRoute):
+        ex.error = "no_route"
+        message = "No route is configured for this path."
+        return ErrorResponse(404, "invalid_request_error", "no_route", message, ex)
     if isinstance(exc, UpstreamTimeout):
         ex.error = "upstream_timeout"
         message = f"The upstream API did not answer in time (guardrail request {rid})."
@@ -121,6 +132,7 @@ class ProxyEndpoint:
         request = Request(scope, receive)
         path: str = scope.get("path", "")
         ex = Exchange(new_request_id(request.headers), request.method, path[:300])
+        ex.route = self.pipeline.route_label(scope)  # the in-flight gauge: same label both ends
         tokens = structlog.contextvars.bind_contextvars(request_id=ex.request_id)
         self.recorder.started(ex.route)
         try:
@@ -169,13 +181,18 @@ def build_app(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     recorder: Recorder | None = None,
+    route_policies: Mapping[Path, PolicyEngine] | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests);
-    ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink)."""
+    ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink);
+    ``route_policies`` are the routes' own policy sets by source, already loaded (any missing
+    one is loaded here: a set that does not load raises PolicyError)."""
     recorder = recorder_for(settings) if recorder is None else recorder
-    recorder.install(policies)
+    sets = PolicySets.for_routes(policies, settings.routes, route_policies)
+    for engine in sets.current():
+        recorder.install(engine)
     client = build_client(settings, transport)
-    pipeline = Pipeline(settings, client, PolicyHolder(policies), recorder)
+    pipeline = Pipeline(settings, client, sets, recorder)
     endpoint = ProxyEndpoint(pipeline, recorder)
 
     @asynccontextmanager
@@ -193,7 +210,8 @@ def build_app(
     app.router.redirect_slashes = False
     app.router.default = endpoint  # targets that are not paths (absolute-form, '*') get a 400
     app.state.settings = settings
-    app.state.policies = pipeline.holder
+    app.state.policies = sets.main
+    app.state.policy_sets = sets
     app.state.pipeline = pipeline
     app.state.client = client
     app.state.recorder = recorder

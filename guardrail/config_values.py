@@ -14,9 +14,13 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 __all__ = [
+    "API_NAMES",
+    "HOLDBACK_MODES",
+    "api",
     "boolean",
     "choice",
     "header_name",
+    "holdback",
     "int_in",
     "locale",
     "nonempty",
@@ -66,7 +70,10 @@ def seconds(raw: object) -> float:
 
 
 def optional_seconds(raw: object) -> float | None:
-    if raw is None or (isinstance(raw, str) and raw.strip().lower() in ("none", "off", "")):
+    """Seconds, or None for ``none``/``off`` (YAML reads a bare ``off`` as false)."""
+    if raw is None or raw is False:
+        return None
+    if isinstance(raw, str) and raw.strip().lower() in ("none", "off", ""):
         return None
     return seconds(raw)
 
@@ -155,3 +162,12 @@ def secret(raw: object) -> str:
     if not isinstance(raw, str) or len(raw.strip()) < 16 or any(c.isspace() for c in raw.strip()):
         raise ValueError("must be a secret of at least 16 characters without spaces")
     return raw.strip()
+
+
+API_NAMES = ("openai.chat", "openai.responses", "anthropic.messages", "ollama.chat")
+"""The wire formats guardrail inspects (``guardrail.inspect.APIS``; a test keeps them equal)."""
+HOLDBACK_MODES = ("sentence", "none", "full")
+
+api = choice(("auto", *API_NAMES))
+"""``auto`` (recognise the API from the path) or one API name."""
+holdback = choice(HOLDBACK_MODES)

@@ -37,7 +37,9 @@ Guarantees, by holdback mode (``released`` is everything ``feed``/``release`` re
     ``released + tail + append`` equals ``evaluate(...).reply`` whenever (a) no sentence grew past
     ``max_holdback_chars`` (a longer "sentence" is cut at its last space before the cap and each
     part judged as a sentence, which can change a sentence-scoped match only across that cut),
-    (b) every enforced prepend was decided before the first token, and (c) no policy that reads
+    (b) every enforced prepend was decided before the first token, and no such early prepend has
+    an ``unless`` that the whole reply makes true (it is released before the reply is known: a
+    crisis line leads even a reply that turns out to open with one), and (c) no policy that reads
     the reply blocked it; apart from that, leading whitespace of a reply is kept when end texts
     are added (it was already released, where ``evaluate`` strips it). The verdict is the one
     ``evaluate`` gives, except ``reply``, which holds only the end-of-reply texts (the scan keeps
@@ -313,6 +315,7 @@ class TextGuard:
             return GuardResult(verdict.reply, "", "", verdict)
         if self._early is not None:
             return GuardResult(self._early_block(), "", "", self._early[0])
+        released = self._body or bool(self._led)  # before the tail: a block suppresses it
         tail = self.release()
         scan = self._scan
         verdict = (
@@ -321,14 +324,16 @@ class TextGuard:
         if verdict is None:
             return GuardResult(tail + self._spill_ws(force=True), "", "", None, self._error)
         assert scan is not None
-        return self._end_texts(tail, verdict, scan.end_texts)
+        return self._end_texts(tail, verdict, scan.end_texts, released)
 
-    def _end_texts(self, tail: str, verdict: Verdict, texts: EndTexts) -> GuardResult:
+    def _end_texts(
+        self, tail: str, verdict: Verdict, texts: EndTexts, released: bool
+    ) -> GuardResult:
         sent = self._body or bool(self._led)
         if verdict.blocked:  # too late to hold anything back but the tail
             self._ws = ""
             block = texts.block or ""
-            return GuardResult("", (SEPARATOR if sent else "") + block, "", verdict)
+            return GuardResult("", (SEPARATOR if released else "") + block, "", verdict)
         late = [t for t in _unique(texts.prepends) if t not in self._led]
         ends = late + _unique(texts.appends)
         if not ends and not self._led:

@@ -1,59 +1,70 @@
-"""The request pipeline: parse -> forward -> evaluate -> act -> respond.
+"""The request pipeline: route -> parse -> forward -> evaluate -> act -> respond.
 
-:meth:`Pipeline.handle` turns one client request into an ASGI response. Every request goes to the
-configured upstream (:func:`guardrail.upstream.target_url` decides where and refuses targets that
-could leave it). Two paths:
+:meth:`Pipeline.handle` turns one client request into an ASGI response. The request's path picks
+its route (``guardrail.routes``: longest prefix; the prefix is stripped; no match is a 404 and
+nothing is forwarded), and the route's upstream gets it (:func:`guardrail.upstream.target_url`
+refuses targets that could leave it). Policies are applied in one place, ``guardrail.inspect``;
+this module does the HTTP around it. Three paths:
 
-* **Inspected**: ``POST`` to a path whose last two segments are ``chat/completions``
-  (``/v1/chat/completions``, ``/chat/completions``, Azure's ``/openai/deployments/x/chat/
-  completions``; case, percent-encoding, empty segments and a trailing slash do not matter, so
-  spelling the path differently cannot dodge inspection). The request goes upstream byte for
-  byte, except that a non-streamed one asks for ``Accept-Encoding: identity`` (the proxy must read
-  the reply, and re-serialises it anyway). The reply is read (at most ``max_inspect_bytes``),
-  every choice is evaluated with the request's messages as context, rewritten and annotated.
-* **Pass-through**: every other request, and inspected-endpoint replies that cannot be inspected
-  (``stream``, ``upstream-error``, ``not-json``, ``too-large``, ``unparseable``,
-  ``engine-error``): status, headers (hop-by-hop removed) and body unchanged, the body relayed
-  chunk by chunk as it arrives unless it was already read.
+* **Whole reply**: ``POST`` to a chat endpoint (:func:`guardrail.inspect.detect_api`, or the
+  route's pinned ``api``) whose upstream reply is not a stream. The request goes upstream byte
+  for byte, except ``Accept-Encoding: identity`` (the proxy reads the reply). The reply is read
+  (at most ``max_inspect_bytes``), evaluated per choice with the request's messages as context,
+  rewritten, annotated (``guardrail`` body key and ``x-guardrail-*`` headers).
+* **Stream**: the same, with a 2xx reply in the API's stream media type (whatever the request's
+  ``stream`` flag said): pumped through a stream guard with the route's holdback, as it arrives
+  (``guardrail.streamrelay``). Upstream faults end the client's stream cleanly, and are logged
+  and counted; a client that leaves cancels the upstream request.
+* **Pass-through**: every other request, and chat replies that cannot be inspected (reasons:
+  ``stream`` for a stream of another media type, ``upstream-error``, ``not-json``,
+  ``too-large``, ``unparseable``, ``engine-error``): status, headers (hop-by-hop removed) and
+  body unchanged, relayed chunk by chunk unless it was already read.
 
 Guarantees: the client never gets a traceback; an exception inside the policy engine never loses
-the reply (it is returned with its text unchanged, marked ``engine-error``: fail open); a reply is
-marked inspected only when every choice was evaluated. Per-request state lives in
+the reply (fail open, marked ``engine-error``). Per-request state lives in
 :class:`~guardrail.observe.logs.Exchange`, logged once at the end.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import re
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Protocol
-from urllib.parse import unquote
+from typing import Any
 
 import anyio
 import httpx
 from starlette.requests import Request
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Scope
 
-from guardrail import __version__
 from guardrail.errors import UpstreamTimeout
-from guardrail.formats import ChatRequest, FormatError
-from guardrail.formats import openai_chat as chat_format
-from guardrail.observe.logs import Exchange, safe_stack
+from guardrail.formats import ChatRequest
+from guardrail.inspect import (
+    Outcome,
+    PolicyEngine,
+    annotation,
+    detect_api,
+    guardrail_headers,
+    inspect_body,
+    open_stream_guard,
+    parse_chat_request,
+    stream_outcome,
+)
+from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder
-from guardrail.policy import Conversation, Verdict
+from guardrail.policysets import PolicyHolder, PolicySets
+from guardrail.routes import NoRoute, Route, RouteTable
 from guardrail.settings import Settings
+from guardrail.streaming import StreamGuard, StreamReport
+from guardrail.streamrelay import GuardedStream
 from guardrail.upstream import (
     Buffered,
     Headers,
     Relay,
-    TooLarge,
-    Undecodable,
-    decode_body,
+    check_path,
     read_capped,
     request_headers,
     send,
@@ -67,237 +78,89 @@ __all__ = [
     "PolicyHolder",
     "annotation",
     "guardrail_headers",
-    "inspect_reply",
     "is_inspected_endpoint",
 ]
 
-ACTION_ORDER = ("none", "annotate", "append", "prepend", "replace", "remove", "block")
 _OFFLOAD_BYTES = 64 * 1024  # replies bigger than this are evaluated in a worker thread
 _LOCALE = re.compile(r"^(?:[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}|intl)$")
-
-
-class PolicyEngine(Protocol):
-    """What the pipeline needs of a policy set (``guardrail.policy.PolicySet`` provides it)."""
-
-    @property
-    def digest(self) -> str: ...
-
-    def evaluate(self, conv: Conversation, reply: str, *, locale: str | None = None) -> Verdict: ...
-
-
-class PolicyHolder:
-    """Holds the current policy set; a reload swaps it in one assignment.
-
-    A request takes :attr:`current` once when it starts and keeps that set to its end, so a swap
-    never changes the rules under a request in flight.
-    """
-
-    def __init__(self, policies: PolicyEngine) -> None:
-        self._current = policies
-
-    @property
-    def current(self) -> PolicyEngine:
-        return self._current
-
-    def swap(self, policies: PolicyEngine) -> PolicyEngine:
-        """Install ``policies`` for requests that start from now on; returns the previous set."""
-        previous, self._current = self._current, policies
-        return previous
+_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/ndjson")
 
 
 def is_inspected_endpoint(method: str, raw_path: bytes) -> bool:
-    """True for ``POST .../chat/completions`` however the path is spelled.
-
-    Matching ignores case, percent-encoding, empty segments, a trailing slash, backslashes used as
-    separators and ``;params``, so no spelling a lenient upstream accepts can dodge inspection.
-    """
-    if method.upper() != "POST":
-        return False
-    path = unquote(raw_path.decode("latin-1")).lower().replace("\\", "/")
-    segments = [s.split(";", 1)[0] for s in path.split("/")]
-    return [s for s in segments if s][-2:] == ["chat", "completions"]
+    """True for a ``POST`` to any chat endpoint guardrail inspects, however the path is spelled."""
+    return detect_api(method, raw_path) is not None
 
 
-def guardrail_headers(
-    inspected: bool,
-    *,
-    reason: str | None = None,
-    policies: Sequence[str] = (),
-    action: str | None = None,
-) -> Headers:
-    """The ``x-guardrail-*`` response headers (see the README's annotation section)."""
-    out: Headers = [(b"x-guardrail-inspected", b"true" if inspected else b"false")]
-    if reason is not None:
-        out.append((b"x-guardrail-reason", reason.encode("ascii")))
-    if policies:
-        out.append((b"x-guardrail-policies", ",".join(policies).encode("ascii", "replace")))
-    if action is not None:
-        out.append((b"x-guardrail-action", action.encode("ascii")))
-    return out
+@dataclass
+class _Chat:
+    """One inspected request in flight: its route, API, parsed request and policy set."""
 
-
-# --------------------------------------------------------------------------- evaluate + act
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What inspecting one reply body decided. ``body`` None: return the upstream bytes as they are."""
-
-    body: bytes | None
-    inspected: bool
-    reason: str | None = None
-    policies: tuple[str, ...] = ()
-    action: str = "none"
-    changed: bool = False
-    blocked: bool = False
-    choices: int = 0
-    error_stack: list[str] | None = None
-    verdicts: tuple[Verdict | None, ...] = ()  # per choice, for metrics and audit
-    texts: tuple[str | None, ...] = ()  # the upstream's reply texts, read only for audit excerpts
-
-    def headers(self) -> Headers:
-        if not self.inspected:
-            return guardrail_headers(False, reason=self.reason)
-        return guardrail_headers(True, policies=self.policies, action=self.action)
-
-
-def annotation(verdicts: Sequence[Verdict | None], locale: str) -> dict[str, Any]:
-    """The ``guardrail`` body object for inspected choices (``None`` = choice without text).
-
-    Hits carry the index of the choice they concern; a signal is true if it is true for any
-    choice; ``action`` is the strongest action enforced on any choice.
-    """
-    hits: list[dict[str, Any]] = []
-    signals: dict[str, bool] = {}
-    for index, verdict in enumerate(verdicts):
-        if verdict is None:
-            continue
-        hits.extend({**hit.to_dict(), "choice": index} for hit in verdict.hits)
-        for name, value in verdict.signals.items():
-            signals[name] = signals.get(name, False) or bool(value)
-    done = [v for v in verdicts if v is not None]
-    return {
-        "version": __version__,
-        "inspected": True,
-        "locale": done[0].locale if done else locale,
-        "action": _strongest([v.strongest_action for v in done]),
-        "changed": any(v.changed for v in done),
-        "blocked": any(v.blocked for v in done),
-        "hits": hits,
-        "signals": signals,
-    }
-
-
-def _strongest(actions: Sequence[str]) -> str:
-    rank = {name: i for i, name in enumerate(ACTION_ORDER)}
-    return max(actions, key=lambda a: rank.get(a, 0), default="none")
-
-
-def _serialise(body: object) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def inspect_reply(
-    raw: bytes, encoding: str, chat: ChatRequest, policies: PolicyEngine, locale: str, limit: int
-) -> Outcome:
-    """Decode, parse, evaluate and rewrite one upstream reply body.
-
-    Pure apart from calling the engine: safe to run in a worker thread. A failure while evaluating
-    or applying verdicts yields the reply with its texts unchanged, marked ``engine-error``.
-    """
-    try:
-        body = json.loads(decode_body(raw, encoding, limit))
-    except TooLarge:
-        return Outcome(None, False, "too-large")
-    except (Undecodable, ValueError, RecursionError):
-        return Outcome(None, False, "not-json")
-    try:
-        texts = chat_format.reply_texts(body)
-    except FormatError:
-        return Outcome(None, False, "unparseable")
-    try:
-        verdicts = [
-            None if text is None else policies.evaluate(chat.conversation, text, locale=locale)
-            for text in texts
-        ]
-        return _act(body, texts, verdicts, locale)
-    except Exception as exc:  # noqa: BLE001 - fail open: an engine bug never loses the reply
-        marked = {
-            "version": __version__,
-            "inspected": False,
-            "reason": "engine-error",
-            "locale": locale,
-        }
-        new = chat_format.apply(body, [None] * len(texts), marked)
-        return Outcome(_serialise(new), False, "engine-error", error_stack=safe_stack(exc))
-
-
-def _act(
-    body: object, texts: list[str | None], verdicts: list[Verdict | None], locale: str
-) -> Outcome:
-    new_texts = [
-        v.reply if v is not None and v.reply != text else None for text, v in zip(texts, verdicts)
-    ]
-    note = annotation(verdicts, locale)
-    ids = list(dict.fromkeys(hit["policy"] for hit in note["hits"]))
-    return Outcome(
-        body=_serialise(chat_format.apply(body, new_texts, note)),
-        inspected=True,
-        policies=tuple(ids),
-        action=note["action"],
-        changed=note["changed"],
-        blocked=note["blocked"],
-        choices=len(texts),
-        verdicts=tuple(verdicts),
-        texts=tuple(texts),
-    )
-
-
-# --------------------------------------------------------------------------- the pipeline
+    route: Route
+    api: str
+    chat: ChatRequest
+    policies: PolicyEngine
+    locale: str
+    conversation_id: str | None
 
 
 class Pipeline:
-    """Per-process pipeline state: settings, the upstream client, the policy holder, and the
-    recorder that turns verdicts into metrics and audit events (None: neither)."""
+    """Per-process pipeline state: settings, the upstream client, the routes and their policy
+    sets, and the recorder that turns verdicts into metrics and audit events (None: neither)."""
 
     def __init__(
         self,
         settings: Settings,
         client: httpx.AsyncClient,
-        holder: PolicyHolder,
+        policies: PolicySets | PolicyHolder,
         recorder: Recorder | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
-        self.holder = holder
+        self.sets = policies if isinstance(policies, PolicySets) else PolicySets(policies)
+        self.holder = self.sets.main
         self.recorder = recorder
-        self.route = settings.routes[0]
-        self.base = httpx.URL(self.route.upstream)
+        self.table = RouteTable(settings.routes)
+        self.bases = {route.prefix: httpx.URL(route.upstream) for route in self.table.routes}
+
+    def route_label(self, scope: Scope) -> str:
+        """The prefix of the route a request will take (``/`` when none matches), known before
+        anything else happens, so metrics label the request the same from start to end."""
+        raw_path: bytes = scope.get("raw_path") or scope.get("path", "/").encode("utf-8")
+        try:
+            return self.table.match(raw_path.split(b"?", 1)[0])[0].prefix
+        except NoRoute:
+            return "/"
 
     async def handle(self, request: Request, ex: Exchange) -> ASGIApp:
         """Forward ``request``; return the response to send.
 
-        Raises UnsafeTarget (-> 400), UpstreamUnavailable (-> 502), UpstreamTimeout (-> 504).
+        Raises NoRoute (-> 404), UnsafeTarget (-> 400), UpstreamUnavailable (-> 502),
+        UpstreamTimeout (-> 504).
         """
         raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
         raw_path = raw_path.split(b"?", 1)[0]
-        url = target_url(self.base, raw_path, request.scope.get("query_string", b""))
+        check_path(raw_path)
+        route, rest = self.table.match(raw_path)
+        ex.route = route.prefix
+        url = target_url(self.bases[route.prefix], rest, request.scope.get("query_string", b""))
         drop = [self.settings.locale_header.encode("latin-1")]
         headers = request_headers(request.scope["headers"], drop=drop)
-        ex.route = self.route.prefix
-        if is_inspected_endpoint(request.method, raw_path):
-            return await self._chat(request, ex, url, headers)
-        return await self._pass_through(request, ex, url, headers)
+        api = detect_api(request.method, raw_path)
+        if api is None and route.api != "auto" and request.method.upper() == "POST":
+            api = route.api
+        if api is None:
+            return await self._pass_through(request, ex, url, headers)
+        return await self._chat(request, ex, route, api, url, headers)
 
     @asynccontextmanager
-    async def _deadline(self) -> AsyncIterator[None]:
-        """Apply ``timeouts.total`` (when set) to the enclosed upstream exchange."""
+    async def _deadline(self, spent: float = 0.0) -> AsyncIterator[None]:
+        """Apply ``timeouts.total`` (when set), less ``spent`` seconds, to the enclosed wait."""
         total = self.settings.timeouts.total
         if total is None:
             yield
             return
         try:
-            with anyio.fail_after(total):
+            with anyio.fail_after(max(0.0, total - spent)):
                 yield
         except TimeoutError:
             raise UpstreamTimeout("upstream exceeded timeouts.total") from None
@@ -306,7 +169,8 @@ class Pipeline:
         self, ex: Exchange, method: str, url: httpx.URL, headers: Headers, content: Any
     ) -> httpx.Response:
         started = time.perf_counter()
-        response = await send(self.client, method, url, headers, content)
+        async with self._deadline():
+            response = await send(self.client, method, url, headers, content)
         ex.upstream_s = time.perf_counter() - started
         ex.upstream_status = response.status_code
         ex.upstream_request_id = response.headers.get("x-request-id")
@@ -318,77 +182,122 @@ class Pipeline:
         sent = {name.lower() for name, _ in request.scope["headers"]}
         chunked = b"transfer-encoding" in sent
         has_body = chunked or request.headers.get("content-length", "0") not in ("", "0")
-        async with self._deadline():
-            response = await self._open(
-                ex, request.method, url, headers, request.stream() if has_body else None
-            )
+        content = request.stream() if has_body else None
+        response = await self._open(ex, request.method, url, headers, content)
         return Relay(response, response.aiter_raw(), ex)
 
     async def _chat(
-        self, request: Request, ex: Exchange, url: httpx.URL, headers: Headers
+        self,
+        request: Request,
+        ex: Exchange,
+        route: Route,
+        api: str,
+        url: httpx.URL,
+        headers: Headers,
     ) -> ASGIApp:
-        ex.api = chat_format.NAME
+        ex.api = api
         offered = request.headers.get(self.settings.locale_header, "").strip()
-        ex.locale = offered if _LOCALE.match(offered) else self.route.locale or self.settings.locale
-        policies = self.holder.current  # this request keeps this set, whatever a reload does
+        ex.locale = offered if _LOCALE.match(offered) else route.locale or self.settings.locale
+        policies = self.sets.holder(route).current  # kept to the end, whatever a reload does
         ex.policy_digest = policies.digest
         body = await request.body()
         started = time.perf_counter()
-        chat = self._parse_request(body, request.headers.get("content-encoding", ""), ex)
+        encoding = request.headers.get("content-encoding", "")
+        chat = parse_chat_request(api, body, encoding, self.settings.max_inspect_bytes)
         ex.guardrail_s = time.perf_counter() - started
-        if chat is None or chat.stream:
-            async with self._deadline():
-                response = await self._open(ex, "POST", url, headers, body)
-            reason = "unparseable" if chat is None else "stream"
-            return self._relay_uninspected(response, response.aiter_raw(), [], ex, reason)
+        if chat is None:
+            response = await self._open(ex, "POST", url, headers, body)
+            return self._uninspected(response, response.aiter_raw(), [], ex, "unparseable")
+        ex.model = chat.model[:200] if chat.model else None
+        ex.stream = chat.stream
         headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
         headers.append((b"accept-encoding", b"identity"))
         header = self.settings.audit.conversation_header
-        conversation_id = request.headers.get(header) if header else None
-        return await self._inspect(ex, url, headers, body, chat, policies, conversation_id)
+        state = _Chat(
+            route, api, chat, policies, ex.locale, request.headers.get(header) if header else None
+        )
+        response = await self._open(ex, "POST", url, headers, body)
+        kind = response.headers.get("content-type", "").lower()
+        if 200 <= response.status_code < 300 and _is_stream(kind, chat.stream):
+            return self._stream(response, state, ex, kind)
+        return await self._whole(response, state, ex)
 
-    def _parse_request(self, body: bytes, encoding: str, ex: Exchange) -> ChatRequest | None:
-        """The parsed request (a compressed body is decoded for reading, forwarded as sent)."""
-        try:
-            text = decode_body(body, encoding, self.settings.max_inspect_bytes)
-            chat = chat_format.parse_request(json.loads(text))
-        except (ValueError, RecursionError):  # JSON, Unicode, Format, Undecodable errors
-            return None
-        ex.model = chat.model[:200] if chat.model else None
-        ex.stream = chat.stream
-        return chat
+    # ------------------------------------------------------------------ streams
+    def _stream(self, response: httpx.Response, state: _Chat, ex: Exchange, kind: str) -> ASGIApp:
+        route = state.route
+        ex.holdback = route.holdback
+        guard = open_stream_guard(
+            state.api,
+            state.chat,
+            state.policies,
+            state.locale,
+            holdback=route.holdback,  # type: ignore[arg-type]  # validated by config_values
+            max_holdback_chars=route.max_holdback_chars,
+        )
+        if guard is None or (
+            kind.startswith(_STREAM_TYPES) and not kind.startswith(guard.media_type)
+        ):
+            ex.holdback = None
+            return self._uninspected(response, response.aiter_raw(), [], ex, "stream")
+        extra = guardrail_headers(True, holdback=route.holdback)
+        clock = self.recorder.holdback_clock(ex) if self.recorder is not None else None
+        return GuardedStream(
+            response,
+            guard,
+            ex,
+            extra=extra,
+            stall_timeout=route.stall_timeout,
+            clock=clock,
+            on_end=functools.partial(self._stream_ended, ex, state, guard),
+        )
 
-    async def _inspect(
-        self,
-        ex: Exchange,
-        url: httpx.URL,
-        headers: Headers,
-        body: bytes,
-        chat: ChatRequest,
-        policies: PolicyEngine,
-        conversation_id: str | None,
-    ) -> ASGIApp:
+    def _stream_ended(
+        self, ex: Exchange, state: _Chat, guard: StreamGuard, report: StreamReport
+    ) -> None:
+        """The stream is over (however it ended): fill in the log line, metrics and audit."""
+        ex.stream_fault = report.fault
+        ex.guardrail_s = (ex.guardrail_s or 0.0) + report.guard_seconds
+        self._record(ex, state, stream_outcome(report, guard), stream=True)
+
+    # ------------------------------------------------------------------ whole replies
+    async def _whole(self, response: httpx.Response, state: _Chat, ex: Exchange) -> ASGIApp:
         limit = self.settings.max_inspect_bytes
-        async with self._deadline():
-            response = await self._open(ex, "POST", url, headers, body)
-            chunks = response.aiter_raw()
-            reason = _early_reason(response, limit)
-            if reason is not None:
-                return self._relay_uninspected(response, chunks, [], ex, reason)
-            started = time.perf_counter()
-            try:
+        chunks = response.aiter_raw()
+        reason = _early_reason(response, limit)
+        if reason is not None:
+            return self._uninspected(response, chunks, [], ex, reason)
+        started = time.perf_counter()
+        try:
+            async with self._deadline(spent=ex.upstream_s or 0.0):  # one deadline, both waits
                 read, complete = await read_capped(chunks, limit)
-            except BaseException:
-                with anyio.CancelScope(shield=True):
-                    await response.aclose()
-                raise
-            ex.upstream_s = (ex.upstream_s or 0.0) + time.perf_counter() - started
+        except BaseException:
+            with anyio.CancelScope(shield=True):
+                await response.aclose()
+            raise
+        ex.upstream_s = (ex.upstream_s or 0.0) + time.perf_counter() - started
         if not complete:
-            return self._relay_uninspected(response, chunks, read, ex, "too-large")
+            return self._uninspected(response, chunks, read, ex, "too-large")
         await response.aclose()
-        return await self._evaluate(response, b"".join(read), chat, policies, ex, conversation_id)
+        raw = b"".join(read)
+        started = time.perf_counter()
+        run = functools.partial(
+            inspect_body,
+            state.api,
+            state.chat,
+            raw,
+            response.headers.get("content-encoding", ""),
+            state.policies,
+            state.locale,
+            limit,
+        )
+        outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
+        ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
+        self._record(ex, state, outcome, stream=False)
+        rewritten = outcome.body is not None
+        body = outcome.body if outcome.body is not None else raw
+        return Buffered(response, body, ex, rewritten=rewritten, extra=outcome.headers())
 
-    def _relay_uninspected(
+    def _uninspected(
         self,
         response: httpx.Response,
         chunks: AsyncIterator[bytes],
@@ -403,45 +312,35 @@ class Pipeline:
             response, chunks, ex, prefix=prefix, extra=guardrail_headers(False, reason=reason)
         )
 
-    async def _evaluate(
-        self,
-        response: httpx.Response,
-        raw: bytes,
-        chat: ChatRequest,
-        policies: PolicyEngine,
-        ex: Exchange,
-        conversation_id: str | None = None,
-    ) -> ASGIApp:
-        started = time.perf_counter()
-        run = functools.partial(
-            inspect_reply,
-            raw,
-            response.headers.get("content-encoding", ""),
-            chat,
-            policies,
-            ex.locale or self.settings.locale,
-            self.settings.max_inspect_bytes,
-        )
-        outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
-        ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
+    def _record(self, ex: Exchange, state: _Chat, outcome: Outcome, *, stream: bool) -> None:
+        """An outcome into the request's log line, and (inspected) into metrics and audit."""
         ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
-        if outcome.inspected:
-            ex.policies, ex.action = list(outcome.policies), outcome.action
-            ex.changed, ex.blocked = outcome.changed, outcome.blocked
-            if self.recorder is not None:
-                self.recorder.evaluated(
-                    ex,
-                    policies,
-                    chat.conversation,
-                    outcome.verdicts,
-                    replies=outcome.texts,
-                    conversation_id=conversation_id,
-                )
-        if outcome.error_stack is not None:
-            ex.error, ex.error_stack = "engine_error", outcome.error_stack
-        if outcome.body is None:
-            return Buffered(response, raw, ex, rewritten=False, extra=outcome.headers())
-        return Buffered(response, outcome.body, ex, rewritten=True, extra=outcome.headers())
+        if outcome.error is not None:
+            ex.error = ex.error or "engine_error"
+            ex.error_stack = outcome.error_stack
+        if not outcome.inspected:
+            return
+        ex.policies, ex.action = list(outcome.policies), outcome.action
+        ex.changed, ex.blocked = outcome.changed, outcome.blocked
+        if self.recorder is not None:
+            self.recorder.evaluated(
+                ex,
+                state.policies,
+                state.chat.conversation,
+                outcome.verdicts,
+                replies=outcome.texts,
+                conversation_id=state.conversation_id,
+                stream=stream,
+            )
+
+
+def _is_stream(content_type: str, asked: bool) -> bool:
+    """A reply to guard as a stream: a stream media type, or anything but JSON when the client
+    asked for a stream (some servers label their event streams ``text/plain``)."""
+    if content_type.startswith(_STREAM_TYPES):
+        return True
+    media = content_type.split(";", 1)[0].strip()
+    return asked and not (media == "application/json" or media.endswith("+json"))
 
 
 def _early_reason(response: httpx.Response, limit: int) -> str | None:
@@ -450,7 +349,7 @@ def _early_reason(response: httpx.Response, limit: int) -> str | None:
         return "upstream-error"
     if response.status_code in (204, 205):
         return "not-json"
-    if response.headers.get("content-type", "").lower().startswith("text/event-stream"):
+    if response.headers.get("content-type", "").lower().startswith(_STREAM_TYPES):
         return "stream"
     length = response.headers.get("content-length", "")
     if length.isdigit() and int(length) > limit:

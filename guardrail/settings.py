@@ -12,9 +12,14 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 |---|---|---|---|
 | ``host`` | ``GUARDRAIL_HOST`` | ``127.0.0.1`` | address to listen on (``--host``) |
 | ``port`` | ``GUARDRAIL_PORT`` | ``8787`` | port to listen on; 0 picks a free one (``--port``) |
-| ``upstream`` | ``GUARDRAIL_UPSTREAM`` | none: required unless ``demo`` | base URL of the OpenAI-compatible API, ``http``/``https``, may carry a base path: ``https://api.openai.com``, ``https://host/openai/v1`` (``--upstream``) |
+| ``upstream`` | ``GUARDRAIL_UPSTREAM`` | none: required unless ``demo`` or ``routes`` give every upstream | base URL of the upstream API, ``http``/``https``, may carry a base path: ``https://api.openai.com``, ``https://host/openai/v1`` (``--upstream``); the catch-all route ``/`` and every route without its own |
 | ``policies`` | ``GUARDRAIL_POLICIES`` | the bundled ``policies/`` | policy folder or single YAML file (``--policies``); relative paths in the config file are relative to that file |
 | ``locale`` | ``GUARDRAIL_LOCALE`` | ``en-US`` | locale of referral resources when a request names none (``--locale``) |
+| ``api`` | ``GUARDRAIL_API`` | ``auto`` | wire format of ``POST`` paths that are not a known chat endpoint: ``auto`` (pass them through) or ``openai.chat``, ``openai.responses``, ``anthropic.messages``, ``ollama.chat``; known endpoints are always read as their own API |
+| ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
+| ``max_holdback_chars`` | ``GUARDRAIL_MAX_HOLDBACK_CHARS`` | ``1000`` | most characters of an unfinished sentence held back (``sentence`` mode) |
+| ``stall_timeout`` | ``GUARDRAIL_STALL_TIMEOUT`` | ``none`` (off) | seconds a stream may go without an upstream chunk before it is ended cleanly and counted as stalled |
+| ``routes`` | ``GUARDRAIL_ROUTES`` (YAML text) | none | list of routes: path prefix -> upstream, API, policy set, locale, holdback (see below) |
 | ``locale_header`` | ``GUARDRAIL_LOCALE_HEADER`` | ``x-guardrail-locale`` | request header that sets the locale per request (not forwarded upstream) |
 | ``timeouts.connect`` | ``GUARDRAIL_TIMEOUTS_CONNECT`` | ``10`` | seconds to open a connection to the upstream |
 | ``timeouts.read`` | ``GUARDRAIL_TIMEOUTS_READ`` | ``600`` | seconds to wait for each read; a non-streamed reply only starts after the whole generation |
@@ -52,10 +57,30 @@ of the keys above, with ``timeouts`` as a nested mapping::
 Booleans in the environment accept ``1/true/yes/on`` and ``0/false/no/off``. Unknown keys in the
 config file and unknown ``GUARDRAIL_*`` variables are errors, so a typo never goes unnoticed.
 
-Routes: today there is one implicit route, ``/`` -> ``upstream`` speaking ``openai.chat`` with the
-global policy set and locale (:attr:`Settings.routes`). A later ``routes:`` key will list several
-(path prefix -> upstream, API format, policy set, locale); the top-level keys above stay valid as
-the defaults every route inherits.
+Routes (``guardrail.routes``): each entry of ``routes`` has a ``prefix`` and any of ``upstream``,
+``api``, ``policies``, ``locale``, ``holdback``, ``max_holdback_chars``, ``stall_timeout``; the
+keys it leaves out take the top-level value. The longest matching prefix wins, and the prefix is
+stripped before the rest of the path is joined onto the route's upstream. A route with its own
+``policies`` gets its own policy set, loaded at start-up and reloaded (SIGHUP, ``/-/reload``, the
+watcher) together with the main one: if any set fails to load, none is swapped. A path that no
+route matches gets 404; with a top-level ``upstream`` the catch-all ``/`` route takes it::
+
+    upstream: https://api.openai.com          # the catch-all route "/"
+    holdback: sentence
+    routes:
+      - prefix: /anthropic                     # /anthropic/v1/messages -> .../v1/messages
+        upstream: https://api.anthropic.com
+      - prefix: /ollama
+        upstream: http://127.0.0.1:11434
+        policies: ./policies-strict            # its own set, reloaded with the main one
+        locale: en-GB
+        holdback: full
+
+The API is recognised from the path (``guardrail.inspect``): ``.../chat/completions`` ->
+``openai.chat``, ``.../responses`` -> ``openai.responses``, ``.../messages`` ->
+``anthropic.messages``, ``.../api/chat`` -> ``ollama.chat``; other paths pass through untouched
+unless the route names an ``api`` for them. Route prefixes and API names are the only route and
+API label values in the metrics.
 """
 
 from __future__ import annotations
@@ -66,14 +91,14 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 import guardrail
 from guardrail import config_values as cv
+from guardrail.configfile import read_config_file
 from guardrail.errors import ConfigError
 from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
+from guardrail.routes import Route, RouteError, RouteSpec, parse_routes
 
-__all__ = ["ENV_PREFIX", "KEYS", "Route", "Settings", "Timeouts", "load_settings"]
+__all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "load_settings"]
 
 ENV_PREFIX = "GUARDRAIL_"
 CONFIG_ENV = "GUARDRAIL_CONFIG"
@@ -95,27 +120,19 @@ class Timeouts:
 
 
 @dataclass(frozen=True)
-class Route:
-    """Where requests under ``prefix`` go, which wire format they speak, and how they are guarded.
-
-    ``locale`` None means the global default. Today :attr:`Settings.routes` holds exactly one.
-    """
-
-    prefix: str
-    upstream: str
-    api: str = "openai.chat"
-    locale: str | None = None
-
-
-@dataclass(frozen=True)
 class Settings:
     """Everything configurable, resolved and validated. Build it with :func:`load_settings`."""
 
-    upstream: str
+    upstream: str | None = None
     host: str = "127.0.0.1"
     port: int = 8787
     policies: Path = DEFAULT_POLICIES
     locale: str = "en-US"
+    api: str = "auto"
+    holdback: str = "sentence"
+    max_holdback_chars: int = 1000
+    stall_timeout: float | None = None
+    route_specs: tuple[RouteSpec, ...] = ()
     locale_header: str = "x-guardrail-locale"
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_inspect_bytes: int = 4 * 1024 * 1024
@@ -134,8 +151,22 @@ class Settings:
 
     @property
     def routes(self) -> tuple[Route, ...]:
-        """The routing table, longest prefix first. Today: one implicit route for every path."""
-        return (Route(prefix="/", upstream=self.upstream),)
+        """The routing table, longest prefix first: the configured routes, resolved against the
+        top-level keys, then the catch-all ``/`` (the top-level upstream) unless one is set."""
+        defaults = {
+            "upstream": self.upstream,
+            "api": self.api,
+            "policies": self.policies,
+            "locale": self.locale,
+            "holdback": self.holdback,
+            "max_holdback_chars": self.max_holdback_chars,
+            "stall_timeout": self.stall_timeout,
+        }
+        specs = list(self.route_specs)
+        if self.upstream is not None and all(spec.prefix != "/" for spec in specs):
+            specs.append(RouteSpec("/"))
+        routes = [spec.resolve(defaults) for spec in specs]
+        return tuple(sorted(routes, key=lambda r: -len([s for s in r.prefix.split("/") if s])))
 
     def with_demo_port(self, port: int) -> Settings:
         """The same settings pointed at a demo upstream that was bound on ``port``."""
@@ -168,6 +199,11 @@ KEYS: tuple[Key, ...] = (
     Key("policies", cv.path, DEFAULT_POLICIES, "--policies"),
     Key("locale", cv.locale, "en-US", "--locale"),
     Key("locale_header", cv.header_name, "x-guardrail-locale"),
+    Key("api", cv.api, "auto"),
+    Key("holdback", cv.holdback, "sentence"),
+    Key("max_holdback_chars", cv.int_in(1, 1_000_000), 1000),
+    Key("stall_timeout", cv.optional_seconds, None),
+    Key("routes", parse_routes, ()),
     Key("timeouts.connect", cv.seconds, Timeouts.connect),
     Key("timeouts.read", cv.seconds, Timeouts.read),
     Key("timeouts.write", cv.seconds, Timeouts.write),
@@ -218,6 +254,9 @@ def _from_env(env: Mapping[str, str]) -> _Layer:
             known = ", ".join(sorted([*_BY_ENV, CONFIG_ENV]))
             raise ConfigError(f"environment {name}: unknown setting (known: {known})")
         source = f"environment {name}"
+        if key.name == "routes":
+            layer[key.name] = (_parsed_routes(raw, None, source), source)
+            continue
         layer[key.name] = (_parsed(key, raw, source), source)
     return layer
 
@@ -235,65 +274,28 @@ def _from_cli(cli: Mapping[str, object]) -> _Layer:
     return layer
 
 
-def _yaml_error(path: Path, exc: yaml.YAMLError) -> ConfigError:
-    mark = getattr(exc, "problem_mark", None)
-    where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
-    problem = getattr(exc, "problem", None) or "malformed YAML"
-    return ConfigError(f"config file {where}: invalid YAML: {problem}")
-
-
-def _read_config_file(path: Path) -> dict[str, tuple[object, int]]:
-    """Read the config file into ``{dotted key: (raw value, line)}``; unknown keys are errors."""
-    try:
-        text = path.read_text(encoding="utf-8")
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
-    except OSError as exc:
-        raise ConfigError(f"config file {path}: cannot read it: {exc.strerror}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path}: is not UTF-8 text") from None
-    except yaml.YAMLError as exc:
-        raise _yaml_error(path, exc) from None
-    if node is None:
-        return {}
-    out: dict[str, tuple[object, int]] = {}
-    _flatten(path, node, data, "", out)
-    return out
-
-
-def _flatten(
-    path: Path, node: yaml.Node, data: object, prefix: str, out: dict[str, tuple[object, int]]
-) -> None:
-    where = f"config file {path}:{node.start_mark.line + 1}"
-    if not isinstance(node, yaml.MappingNode) or not isinstance(data, dict):
-        what = f"{prefix.rstrip('.')!r}" if prefix else "the file"
-        raise ConfigError(f"{where}: {what} must be a mapping of settings")
-    for key_node, value_node in node.value:
-        line = key_node.start_mark.line + 1
-        name = prefix + str(key_node.value)
-        if name in out:
-            raise ConfigError(f"config file {path}:{line}: duplicate key {name!r}")
-        if name in _SECTIONS:
-            _flatten(path, value_node, data.get(key_node.value), name + ".", out)
-        elif name in _BY_NAME and isinstance(key_node.value, str):
-            out[name] = (data.get(key_node.value), line)
-        else:
-            known = ", ".join(sorted(_BY_NAME))
-            raise ConfigError(f"config file {path}:{line}: unknown key {name!r} (known: {known})")
-
-
 _RELATIVE = ("policies", "audit.path")  # paths in the config file are relative to it
 
 
 def _from_file(path: Path) -> _Layer:
     layer: _Layer = {}
-    for name, (raw, line) in _read_config_file(path).items():
+    for name, (raw, line) in read_config_file(path, _BY_NAME, _SECTIONS).items():
         source = f"config file {path}:{line}"
+        if name == "routes":  # relative route policies: relative to the config file too
+            layer[name] = (_parsed_routes(raw, path.parent, source), source)
+            continue
         value = _parsed(_BY_NAME[name], raw, source)
         if name in _RELATIVE and isinstance(value, Path) and not value.is_absolute():
             value = path.parent / value
         layer[name] = (value, source)
     return layer
+
+
+def _parsed_routes(raw: object, base: Path | None, source: str) -> tuple[RouteSpec, ...]:
+    try:
+        return parse_routes(raw, base)
+    except ValueError as exc:
+        raise ConfigError(f"{source}: {'' if isinstance(exc, RouteError) else 'routes: '}{exc}")
 
 
 def _config_path(cli_config: str | Path | None, env: Mapping[str, str]) -> Path | None:
@@ -339,11 +341,18 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
     if demo and demo_port == port and port != 0:
         raise ConfigError(f"{values['demo_port'][1]}: demo_port: must differ from port {port}")
     upstream: str | None = demo_upstream(demo_port) if demo else get("upstream")
-    if upstream is None:
+    specs: tuple[RouteSpec, ...] = get("routes")
+    if upstream is None and not specs:
         raise ConfigError(
             "upstream: no upstream configured; pass --upstream URL, set GUARDRAIL_UPSTREAM, "
             "put `upstream:` in the config file, or try --demo"
         )
+    for index, spec in enumerate(specs):
+        if upstream is None and "upstream" not in dict(spec.given):
+            raise ConfigError(
+                f"{values['routes'][1]}: routes[{index}].upstream: missing; give the route an "
+                "upstream or set the top-level upstream"
+            )
     admin_port: int | None = get("admin_port")
     if admin_port is None:  # default: 9787, or any free port when the proxy's is picked too
         admin_port = DEFAULT_ADMIN_PORT if port != 0 else 0
@@ -364,6 +373,11 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         port=port,
         policies=get("policies"),
         locale=get("locale"),
+        api=get("api"),
+        holdback=get("holdback"),
+        max_holdback_chars=get("max_holdback_chars"),
+        stall_timeout=get("stall_timeout"),
+        route_specs=specs,
         locale_header=get("locale_header"),
         timeouts=timeouts,
         max_inspect_bytes=get("max_inspect_bytes"),

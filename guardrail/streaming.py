@@ -3,7 +3,8 @@
 One :class:`StreamGuard` per streamed response. It decodes the upstream bytes with the API's
 stream codec (``guardrail.formats.streams``), feeds each reply's text into its own
 :class:`~guardrail.guard.TextGuard` (one per choice, so ``n > 1`` works; a reply cut into several
-text blocks shares one guard), and re-encodes what the guards release in the upstream's own
+text blocks shares one guard, and a sentence cut across two Anthropic text blocks is judged whole,
+released into the second), and re-encodes what the guards release in the upstream's own
 event format. Everything that is not assistant text passes through untouched.
 
 Stages, when they run and what they guarantee:
@@ -80,6 +81,7 @@ UPSTREAM_UNTERMINATED = "upstream-unterminated"
 
 Slot = Hashable
 _CLOSE_SECONDS = 5.0
+_OFFLOAD_BYTES = 64 * 1024  # chunks bigger than this are fed in a worker thread
 AClose = Callable[[], Awaitable[object]]
 
 
@@ -267,6 +269,9 @@ class StreamGuard:
                 self._put(lambda: self.codec.text(item.slot, state.final.pop(item.slot, "")))
             return
         if state.segment == item.slot and not ending:
+            if item.into is not None:  # the text goes on in the next slot: keep the sentence
+                state.segment = item.into
+                return
             self._put(self.codec.text, item.slot, state.guard.release())
             state.segment = None
 
@@ -341,7 +346,8 @@ class StreamGuard:
         recorded in ``report``; they are never raised. On exit, however it happens (the end, a
         fault, the consumer's ``aclose()`` or a cancellation), the upstream iterator is closed
         and ``aclose`` awaited, shielded from cancellation, so the upstream request stops at
-        once. Consumers must close this generator when they stop early (``aclosing``).
+        once. Consumers must close this generator when they stop early (``aclosing``). A chunk
+        over 64 KiB is fed in a worker thread, so a big burst never stalls other streams.
         """
         iterator = aiter(chunks)
         finished = False
@@ -360,7 +366,10 @@ class StreamGuard:
                 if scope.cancelled_caught:
                     fault = UPSTREAM_STALLED
                     break
-                out = self.feed(chunk)
+                if len(chunk) > _OFFLOAD_BYTES:  # a big chunk: judge it off the event loop
+                    out = await anyio.to_thread.run_sync(self.feed, chunk)
+                else:
+                    out = self.feed(chunk)
                 if out:
                     yield out
             out = self.close(fault)

@@ -25,7 +25,6 @@ Headers (RFC 9110 section 7.6.1)
 from __future__ import annotations
 
 import re
-import zlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol
@@ -35,6 +34,7 @@ import anyio
 import httpx
 from starlette.types import Receive, Scope, Send
 
+from guardrail.codings import TooLarge, Undecodable, decode_body
 from guardrail.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from guardrail.settings import Settings
 
@@ -47,6 +47,7 @@ __all__ = [
     "Undecodable",
     "UnsafeTarget",
     "build_client",
+    "check_path",
     "client_headers",
     "decode_body",
     "join_path",
@@ -104,7 +105,8 @@ class _RefuseCookies(DefaultCookiePolicy):
 _CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
-def _check_path(raw_path: bytes) -> None:
+def check_path(raw_path: bytes) -> None:
+    """Raise UnsafeTarget for a request path that could leave the upstream (see module doc)."""
     if not raw_path.startswith(b"/"):
         raise UnsafeTarget("request target must be a path starting with '/'")
     if raw_path.startswith(b"//"):
@@ -135,7 +137,7 @@ def join_path(base_path: str, request_path: str) -> str:
 
 def target_url(base: httpx.URL, raw_path: bytes, query: bytes = b"") -> httpx.URL:
     """The upstream URL for a client request target; raises UnsafeTarget for refused targets."""
-    _check_path(raw_path)
+    check_path(raw_path)
     path = join_path(base.raw_path.decode("ascii").split("?")[0], _escape(raw_path))
     raw = path + ("?" + _escape(query) if query else "")
     return base.copy_with(raw_path=raw.encode("ascii"))
@@ -218,47 +220,6 @@ async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[by
     except httpx.HTTPError as exc:
         raise upstream_error(exc) from exc
     return read, True
-
-
-class Undecodable(ValueError):
-    """A body whose Content-Encoding guardrail cannot undo (unknown coding, corrupt data)."""
-
-
-class TooLarge(Undecodable):
-    """A body that decodes to more than the inspection limit."""
-
-
-def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:
-    """Undo ``Content-Encoding`` (identity, gzip, deflate; stacked allowed), bounded by ``limit``.
-
-    Raises Undecodable for an unknown coding or corrupt data, TooLarge for a decoded size over
-    ``limit`` (so a small compressed body cannot expand without bound).
-    """
-    data = raw
-    codings = [c.strip().lower() for c in content_encoding.split(",") if c.strip()]
-    for coding in reversed(codings):
-        if coding == "identity":
-            continue
-        if coding not in ("gzip", "x-gzip", "deflate"):
-            raise Undecodable(f"unsupported content-encoding {coding!r}")
-        data = _inflate(data, coding, limit)
-    return data
-
-
-def _inflate(data: bytes, coding: str, limit: int) -> bytes:
-    gzip = coding in ("gzip", "x-gzip")
-    # "deflate" is meant to be zlib-wrapped, but some servers send a raw deflate stream.
-    for wbits in [16 + zlib.MAX_WBITS] if gzip else [zlib.MAX_WBITS, -zlib.MAX_WBITS]:
-        inflater = zlib.decompressobj(wbits)
-        try:
-            out = inflater.decompress(data, limit + 1)
-        except zlib.error:
-            continue
-        if len(out) > limit or inflater.unconsumed_tail:
-            raise TooLarge("decoded body larger than max_inspect_bytes")
-        if inflater.eof:
-            return out
-    raise Undecodable(f"corrupt or truncated {coding} body")
 
 
 # --------------------------------------------------------------------------- responses to the client

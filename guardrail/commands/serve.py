@@ -23,6 +23,7 @@ import signal
 import socket
 from collections.abc import Generator
 from dataclasses import replace
+from pathlib import Path
 
 import uvicorn
 from starlette.types import ASGIApp
@@ -35,7 +36,8 @@ from guardrail.errors import ConfigError
 from guardrail.observe.logs import configure_logging, get_logger
 from guardrail.observe.record import Recorder, recorder_for
 from guardrail.policy import PolicySet, load_policies
-from guardrail.reload import Reloader, reload_on_sighup, watch
+from guardrail.policysets import PolicySets
+from guardrail.reload import Reloader, fingerprint, reload_on_sighup, watch
 from guardrail.settings import Settings, load_settings
 
 __all__ = ["add_arguments", "run"]
@@ -97,6 +99,11 @@ def run(args: argparse.Namespace) -> int:
     settings = load_settings(cli=cli, config=args.config)
     configure_logging(settings.log_level, settings.log_format)
     policies = load_policies(settings.policies)
+    route_policies = {
+        route.policies: load_policies(route.policies)
+        for route in settings.routes
+        if route.policies is not None
+    }
     try:
         recorder = recorder_for(settings)
     except OSError as exc:
@@ -108,7 +115,8 @@ def run(args: argparse.Namespace) -> int:
     demo_sock = _bind("127.0.0.1", settings.demo_port, "demo_port") if settings.demo else None
     if demo_sock is not None:
         settings = settings.with_demo_port(demo_sock.getsockname()[1])
-    asyncio.run(_serve(settings, policies, recorder, (proxy_sock, admin_sock, demo_sock)))
+    sockets = (proxy_sock, admin_sock, demo_sock)
+    asyncio.run(_serve(settings, policies, route_policies, recorder, sockets))
     return 0
 
 
@@ -170,14 +178,21 @@ def _server(app: ASGIApp, host: str, port: int, demo: bool = False) -> uvicorn.S
 async def _serve(
     settings: Settings,
     policies: PolicySet,
+    route_policies: dict[Path, PolicySet],
     recorder: Recorder,
     listening: tuple[socket.socket, socket.socket, socket.socket | None],
 ) -> None:
     proxy_sock, admin_sock, demo_sock = listening
     port = proxy_sock.getsockname()[1]
-    app = build_app(settings, policies, recorder=recorder)
+    app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
     proxy = _server(app, settings.host, port)
-    reloader = Reloader(app.state.policies, settings.policies, on_install=recorder.install)
+    sets: PolicySets = app.state.policy_sets
+    reloader = Reloader(
+        app.state.policies,
+        settings.policies,
+        on_install=sets.installer(recorder.install),
+        load=sets.load,
+    )
     admin = build_admin_app(
         app.state.policies,
         reloader,
@@ -192,7 +207,10 @@ async def _serve(
     with _stop_on_signals(servers), reload_on_sighup(reloader):
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
         if settings.watch_policies:
-            tasks.append(asyncio.create_task(watch(reloader, settings.watch_interval)))
+            watcher = watch(reloader, settings.watch_interval)
+            if sets.sources:  # routes with their own sets: watch every source
+                watcher = watch_all(reloader, sets.sources, settings.watch_interval)
+            tasks.append(asyncio.create_task(watcher))
         while not all(server.started for server in servers):
             if any(task.done() for task in tasks):
                 break
@@ -207,6 +225,27 @@ async def _serve(
         await asyncio.gather(*tasks, return_exceptions=True)
 
 
+async def watch_all(reloader: Reloader, sources: tuple[Path, ...], interval: float) -> None:
+    """Like :func:`guardrail.reload.watch`, over the main policy source and the routes' own:
+    a change to any of them, once it has held still for one interval, reloads them all."""
+
+    def seen() -> tuple[object, ...]:
+        return tuple(fingerprint(path) for path in (reloader.source, *sources))
+
+    last = await asyncio.to_thread(seen)
+    pending: object = None
+    while True:
+        await asyncio.sleep(interval)
+        now = await asyncio.to_thread(seen)
+        if now == last:
+            pending = None
+        elif now == pending:
+            last, pending = now, None
+            await reloader.areload("watch")
+        else:
+            pending = now
+
+
 def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
     host = settings.host if ":" not in settings.host else f"[{settings.host}]"
     get_logger("guardrail.serve").info(
@@ -214,6 +253,7 @@ def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
         version=__version__,
         listen=f"{host}:{port}",
         upstream=settings.upstream,
+        routes=[f"{r.prefix} -> {r.upstream}" for r in settings.routes],
         policies=policies.source,
         policy_count=len(policies.policies),
         policy_digest=policies.digest,
@@ -235,7 +275,7 @@ def _announce(settings: Settings, policies: PolicySet, port: int) -> None:
         print(
             demo_banner(
                 f"http://{'127.0.0.1' if host in ('0.0.0.0', '[::]') else host}:{port}",
-                settings.upstream,
+                settings.upstream or "",
                 f"http://{_hostport(admin_host, settings.admin_port)}",
             ),
             flush=True,

@@ -172,11 +172,14 @@ class MessagesStream:
     * ``content_block_start`` of a text block with non-empty initial text: the start is forwarded
       with ``text: ""`` and the text becomes a TextDelta (so the block ends up holding exactly the
       released text). Other starts are forwarded untouched.
-    * ``content_block_stop`` of a text block: :class:`TextEnd`, and the stop event is **held**
-      until the next event shows whether more content follows. If the next event is
-      ``message_delta`` or ``message_stop``, a :class:`ReplyEnd` comes first, so appended text
-      goes into that last text block, before its stop. Otherwise the stop is released at once.
-      ``ping`` events and comments do not end the hold (they are forwarded straight away).
+    * ``content_block_stop`` of a text block: the stop event is **held** until the next event
+      shows what follows, and then comes its :class:`TextEnd`. If the next event is
+      ``message_delta`` or ``message_stop``, a :class:`ReplyEnd` follows the TextEnd, so
+      appended text goes into that last text block, before its stop. If it is the start of
+      another text block, the TextEnd names it (``into``): the text goes on there, and a
+      sentence cut across the two blocks is judged whole (its held start is released into the
+      next block). ``ping`` events and comments do not end the hold (they are forwarded
+      straight away).
     * ``message_delta`` (or ``message_stop`` if the delta never came) ends the reply and is the
       :class:`Terminator`: it carries the annotation. ``message_start``, ``ping``, ``error``,
       the ``message_stop`` after a ``message_delta``, unknown event types and malformed events
@@ -207,6 +210,7 @@ class MessagesStream:
         self._last_block = -1
         self._tail: int | None = None  # last block, when it is text and its stop is not out yet
         self._held: SSEEvent | None = None
+        self._held_block = 0  # the text block whose stop is held
         self._ended = False
         self._terminated = False
         self._stopped = False
@@ -222,11 +226,7 @@ class MessagesStream:
         kind = obj.get("type") if obj is not None else None
         items: list[StreamItem[SSEEvent]] = []
         if self._held is not None:
-            if kind in ("message_delta", "message_stop"):
-                items += self._end_reply()
-            items.append(Forward(self._held))
-            self._held = None
-            self._tail = None
+            items += self._release_held(obj, kind)
         if obj is None:
             return [*items, Forward(event)]
         if kind == "content_block_start":
@@ -235,8 +235,7 @@ class MessagesStream:
             items += self._delta(event, obj)
         elif kind == "content_block_stop" and obj.get("index") in self._open:
             self._open.pop(obj["index"], None)
-            self._held = event
-            items.append(TextEnd(0, obj["index"]))
+            self._held, self._held_block = event, obj["index"]
         elif kind in ("message_delta", "message_stop"):
             self._stopped = self._stopped or kind == "message_stop"
             if self._terminated:
@@ -247,6 +246,21 @@ class MessagesStream:
         else:
             items.append(Forward(event))
         return items
+
+    def _release_held(self, obj: dict[str, Any] | None, kind: object) -> list[StreamItem[SSEEvent]]:
+        """The held stop's TextEnd (continued into a text block that starts now, or followed by
+        the ReplyEnd when the message ends now), then the stop itself."""
+        assert self._held is not None
+        held, block = self._held, self._held_block
+        items: list[StreamItem[SSEEvent]] = []
+        if kind in ("message_delta", "message_stop"):
+            items += [TextEnd(0, block), *self._end_reply()]  # appends go into this block
+        elif kind == "content_block_start" and obj is not None and _starts_text(obj):
+            items.append(TextEnd(0, block, into=obj["index"]))
+        else:
+            items.append(TextEnd(0, block))
+        self._held, self._tail = None, None
+        return [*items, Forward(held)]
 
     def _start(self, event: SSEEvent, obj: dict[str, Any]) -> list[StreamItem[SSEEvent]]:
         index, block = obj.get("index"), obj.get("content_block")
@@ -295,10 +309,9 @@ class MessagesStream:
 
     def close(self) -> list[StreamItem[SSEEvent]]:
         items = [item for event in self._decoder.flush() for item in self.feed(event)]
-        items += self._end_reply()
         if self._held is not None:
-            items.append(Forward(self._held))
-            self._held = None
+            items += self._release_held(None, "message_stop")
+        items += self._end_reply()
         if self._terminated and not self._stopped:
             self._stopped = True
             items.append(Forward(sse_event({"type": "message_stop"}, "message_stop")))
@@ -339,3 +352,13 @@ class MessagesStream:
         if annotation is not None:
             obj = {**obj, "guardrail": dict(annotation)}
         return sse_event(obj, event.event if event is not None else "message_stop").raw
+
+
+def _starts_text(obj: Mapping[str, Any]) -> bool:
+    """True for a ``content_block_start`` event that opens a text block."""
+    block = obj.get("content_block")
+    return (
+        isinstance(obj.get("index"), int)
+        and isinstance(block, dict)
+        and block.get("type") == "text"
+    )

@@ -27,7 +27,8 @@ the stream guard (which holds text back, evaluates it and releases it). It does 
   the missing ones when the upstream breaks off); at most one Terminator, after which only
   Forward items follow. What the guard must do in turn: release text for a slot only between its
   first TextDelta and its TextEnd (at the TextEnd at the latest: the slot may be closed right
-  after), call ``append`` once, at the ReplyEnd, and handle items in the order given.
+  after, unless the TextEnd names an ``into`` slot: then held text may go there instead), call
+  ``append`` once, at the ReplyEnd, and handle items in the order given.
 
 * **build** events in the upstream's format: released text (:meth:`~StreamCodec.text`), appended
   text (:meth:`~StreamCodec.append`), the annotation plus terminator (:meth:`~StreamCodec.finish`,
@@ -98,10 +99,17 @@ class TextDelta:
 
 @dataclass(frozen=True)
 class TextEnd:
-    """No more upstream text for ``slot``: release everything held for it before what follows."""
+    """No more upstream text for ``slot``: release everything held for it before what follows.
+
+    ``into``: the reply's text goes on in that slot, which opens right after (Anthropic cuts one
+    text into several blocks, e.g. around citations). A guard may then keep the unfinished
+    sentence it holds and release it, whole, into ``into`` instead of judging the two halves
+    apart; nothing is lost either way.
+    """
 
     reply: int
     slot: Slot
+    into: Slot | None = None
 
 
 @dataclass(frozen=True)

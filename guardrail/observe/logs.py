@@ -62,6 +62,7 @@ class Exchange:
     model: str | None = None
     locale: str | None = None
     stream: bool | None = None
+    holdback: str | None = None  # a guarded stream's holdback mode
     stream_fault: str | None = None  # upstream-broken, -stalled, -unterminated (streaming.py)
     status: int | None = None
     upstream_status: int | None = None

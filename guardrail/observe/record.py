@@ -20,6 +20,7 @@ import time
 import weakref
 from collections.abc import Callable, Sequence
 
+from guardrail.config_values import API_NAMES
 from guardrail.observe import metrics as m
 from guardrail.observe.audit import Auditor
 from guardrail.observe.logs import Exchange
@@ -73,7 +74,7 @@ def _added_crisis(verdict: Verdict, crisis: frozenset[str]) -> bool:
 def outcome_of(ex: Exchange) -> str:
     """The ``outcome`` label of a finished request (one of ``metrics.OUTCOMES``)."""
     error = ex.error or ""
-    if error in ("unsafe_target", "client_disconnected"):
+    if error in ("unsafe_target", "client_disconnected", "no_route"):
         return "rejected"
     if error.startswith("upstream_"):
         return "upstream_error"
@@ -254,12 +255,13 @@ class Recorder:
 
 
 def recorder_for(settings: Settings) -> Recorder:
-    """The recorder of a proxy built from ``settings``: its routes, its audit sink.
+    """The recorder of a proxy built from ``settings``: its routes (each with every API: a
+    route recognises all of them from the path), its audit sink.
 
     Raises OSError when the audit file cannot be opened (a start-up error)."""
     audit = settings.audit
     return Recorder(
-        [(route.prefix, route.api) for route in settings.routes],
+        [(route.prefix, api) for route in settings.routes for api in API_NAMES],  # any, any
         Auditor(audit) if audit.sink != "off" else None,
         audit.conversation_header,
     )

@@ -288,3 +288,32 @@ def test_property_chunk_boundaries_never_change_the_output(cuts: list[int]) -> N
     driver = Driver(MessagesStream(), rewrite=rewrite, append=APPEND, annotation=ANNOTATION)
     out = driver.run(cut(upstream, cuts))
     assert out == guarded(anthropic_stream(tool_last=True), size=len(upstream))
+
+
+def test_a_text_block_followed_by_a_text_block_says_the_text_goes_on() -> None:
+    def start(index: int, kind: str) -> tuple[str, Any]:
+        block = {"type": kind, "text": ""} if kind == "text" else {
+            "type": kind, "id": "t", "name": "f", "input": {}}
+        return "content_block_start", {"type": "content_block_start", "index": index,
+                                       "content_block": block}
+
+    def stop(index: int) -> tuple[str, Any]:
+        return "content_block_stop", {"type": "content_block_stop", "index": index}
+
+    def delta(index: int, text: str) -> tuple[str, Any]:
+        return "content_block_delta", {"type": "content_block_delta", "index": index,
+                                       "delta": {"type": "text_delta", "text": text}}
+
+    upstream = sse([
+        start(0, "text"), delta(0, "I will al"), stop(0), ("ping", {"type": "ping"}),
+        start(1, "text"), delta(1, "ways stay."), stop(1),
+        start(2, "tool_use"), stop(2),
+        ("message_delta", {"type": "message_delta", "delta": {"stop_reason": "tool_use"}}),
+    ])
+    codec = MessagesStream()
+    items = [item for event in events(upstream) for item in codec.feed(event)]
+    ends = [item for item in items if isinstance(item, TextEnd)]
+    assert ends == [TextEnd(0, 0, into=1), TextEnd(0, 1)]  # block 1 is followed by a tool
+    first = items.index(TextEnd(0, 0, into=1))
+    assert isinstance(items[first - 1], Forward) and items[first - 1].event.event == "ping"
+    assert [type(i).__name__ for i in items[first + 1 : first + 3]] == ["Forward", "Forward"]

@@ -196,29 +196,63 @@ async def test_policy_swap_applies_to_new_requests(proxy: Proxy, tmp_path: Any) 
 # ------------------------------------------------------------------ not inspected
 
 
-async def test_stream_request_passes_through_byte_identical(proxy: Proxy) -> None:
+async def test_stream_request_is_guarded_and_forwarded_as_sent(proxy: Proxy) -> None:
     sse = (
         b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":"I will always"}}]}\n\n'
-        b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" be here."}}]}\n\n'
+        b'data: {"id":"c","object":"chat.completion.chunk","choices":[{"index":0,"delta":{"content":" be here. Bye."}}]}\n\n'
         b"data: [DONE]\n\n"
     )
-    proxy.upstream.handler = lambda r: reply(raw=sse, headers={"content-type": "text/event-stream"})
+    proxy.upstream.handler = lambda r: reply(
+        raw=sse, headers={"content-type": "text/event-stream", "content-length": str(len(sse))}
+    )
     sent = json.dumps(chat_request("Hi", stream=True)).encode()
     response = await proxy.client.post("/v1/chat/completions", content=sent)
-    assert response.content == sse
-    assert response.headers["x-guardrail-inspected"] == "false"
-    assert response.headers["x-guardrail-reason"] == "stream"
+    assert response.headers["x-guardrail-inspected"] == "true"
+    assert response.headers["x-guardrail-holdback"] == "sentence"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert "content-length" not in response.headers  # it described the upstream's bytes
+    assert b"will always" not in response.content and b"glad to talk now" in response.content
+    assert response.content.endswith(b"data: [DONE]\n\n")
     assert proxy.upstream.bodies[-1] == sent
+    assert proxy.upstream.last.headers["accept-encoding"] == "identity"
 
 
-async def test_event_stream_reply_is_never_buffered_for_inspection(proxy: Proxy) -> None:
-    """A reply that turns out to be SSE (a non-boolean stream flag, say) is relayed, not inspected."""
+async def test_a_compressed_stream_is_decoded_and_guarded(proxy: Proxy) -> None:
+    """An upstream that compresses anyway (identity was asked for): decoded, guarded, sent
+    without its Content-Encoding."""
+    chunk = 'data: {"id":"c","choices":[{"index":0,"delta":{"content":"%s"}}]}\n\n'
+    sse = (chunk % "I will always be here. " + chunk % "Bye." + "data: [DONE]\n\n").encode()
+    proxy.upstream.handler = lambda r: reply(
+        raw=gzip.compress(sse),
+        headers={"content-type": "text/event-stream", "content-encoding": "gzip"},
+    )
+    response = await post(proxy, chat_request("Hi", stream=True))
+    assert "content-encoding" not in response.headers
+    assert b"glad to talk now" in response.content and b"will always" not in response.content
+    assert response.content.endswith(b"data: [DONE]\n\n")
+
+
+async def test_event_stream_reply_is_guarded_whatever_the_stream_flag(proxy: Proxy) -> None:
+    """A reply that turns out to be SSE (a non-boolean stream flag, say) is guarded as a stream,
+    never buffered whole: an unknown event passes untouched, and a clean end is added."""
     proxy.upstream.handler = lambda r: reply(
         raw=b"data: {}\n\n", headers={"content-type": "text/event-stream"}
     )
     response = await post(proxy, chat_request("Hi", stream="yes"))
+    assert response.headers["x-guardrail-inspected"] == "true"
+    assert response.content.startswith(b"data: {}\n\n")
+    assert response.content.endswith(b"data: [DONE]\n\n")
+    assert b'"incomplete":"upstream-unterminated"' in response.content
+
+
+async def test_stream_of_another_media_type_passes_through(proxy: Proxy) -> None:
+    ndjson = b'{"message": {"content": "I will always be here."}}\n'
+    proxy.upstream.handler = lambda r: reply(
+        raw=ndjson, headers={"content-type": "application/x-ndjson"}
+    )
+    response = await post(proxy, chat_request("Hi", stream=True))
     assert response.headers["x-guardrail-reason"] == "stream"
-    assert response.content == b"data: {}\n\n"
+    assert response.content == ndjson
 
 
 @pytest.mark.parametrize(

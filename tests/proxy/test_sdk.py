@@ -52,8 +52,11 @@ async def test_sdk_streams_through_the_proxy(proxy: Proxy) -> None:
     stream = await client.chat.completions.create(
         model="m", messages=[{"role": "user", "content": "Hi"}], stream=True
     )
-    text = "".join([c.choices[0].delta.content or "" async for c in stream])
-    assert text == "Hello"
+    chunks = [c async for c in stream]
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == "Hello"  # guarded: released at the end of the sentence-less reply
+    notes = [c.model_extra["guardrail"] for c in chunks if c.model_extra]
+    assert [n["inspected"] for n in notes] == [True]  # the annotation chunk, choices: []
     await client.close()
 
 

@@ -151,13 +151,17 @@ def test_demo_end_to_end(demo_process: tuple[str, list[str]]) -> None:
     assert "dependency.always" in [hit["policy"] for hit in guardrail["hits"]]
     assert "always be here" not in (result.choices[0].message.content or "")
     assert raw.headers["x-guardrail-inspected"] == "true"
-    # streamed requests pass through, marked not inspected
+    # streamed requests are guarded too, sentence by sentence
     stream = client.chat.completions.with_raw_response.create(
-        model="guardrail-demo", messages=[{"role": "user", "content": "hello"}], stream=True
+        model="guardrail-demo",
+        messages=[{"role": "user", "content": "You are the only one I can talk to."}],
+        stream=True,
     )
-    assert stream.headers["x-guardrail-reason"] == "stream"
+    assert stream.headers["x-guardrail-inspected"] == "true"
+    assert stream.headers["x-guardrail-holdback"] == "sentence"
     chunks = list(stream.parse())
-    assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices).startswith(
-        "Thanks"
-    )
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == (result.choices[0].message.content or "")  # the same rewrite as buffered
+    notes = [c.model_extra["guardrail"] for c in chunks if c.model_extra]
+    assert "dependency.always" in [hit["policy"] for hit in notes[-1]["hits"]]
     assert [m.id for m in client.models.list()] == ["guardrail-demo"]

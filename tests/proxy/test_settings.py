@@ -26,8 +26,11 @@ def test_defaults() -> None:
     assert s.max_inspect_bytes == 4 * 1024 * 1024 and s.timeouts.total is None
     assert (s.log_level, s.log_format, s.demo, s.demo_port) == ("info", "auto", False, 8788)
     assert [(r.prefix, r.upstream, r.api) for r in s.routes] == [
-        ("/", "https://api.openai.com", "openai.chat")
+        ("/", "https://api.openai.com", "auto")
     ]
+    assert (s.holdback, s.max_holdback_chars, s.stall_timeout, s.api) == (
+        "sentence", 1000, None, "auto"
+    )
 
 
 def test_precedence_default_file_env_flag(tmp_path: Path) -> None:
@@ -128,7 +131,8 @@ def test_bad_values_name_key_and_source(kwargs: dict[str, Any], message: str) ->
         ("upstream: [unclosed\n", "invalid YAML"),
         ("- a\n- b\n", "must be a mapping of settings"),
         ("timeouts: 5\n", "'timeouts' must be a mapping"),
-        ("routes: []\n", "unknown key 'routes'"),
+        ("routes:\n  - {prefix: /a, upstrem: http://a.test}\n", ":1: routes[0].upstrem: unknown"),
+        ("upstream: https://x.test\nroutes: {prefix: /a}\n", ":2: routes: must be a list"),
     ],
 )
 def test_config_file_errors_name_file_and_line(tmp_path: Path, text: str, message: str) -> None:

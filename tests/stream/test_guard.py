@@ -102,6 +102,15 @@ def test_block_that_needs_the_reply_suppresses_the_held_tail() -> None:
     assert "forbiddenword" not in first + result.tail + result.append
 
 
+def test_block_of_a_reply_held_whole_is_the_block_text_alone() -> None:
+    """Nothing was released before the held tail: no blank line before the block text."""
+    guard = TextGuard(POLICIES, CALM)
+    assert guard.feed("A forbiddenword") + guard.feed(" here.") == ""
+    result = guard.finish()
+    assert (result.tail, result.append) == ("", "BLOCKED-REPLY")
+    assert result.tail + result.append == POLICIES.evaluate(CALM, "A forbiddenword here.").reply
+
+
 def test_block_decided_by_the_conversation_releases_nothing_of_the_reply() -> None:
     conv = Conversation.of(("user", "blockword please"))
     released, result = run(["Anything ", "at all. ", "More."], conv)

@@ -23,11 +23,13 @@ from ._upstream import (
     CRISIS,
     CRISIS_LINE,
     DISTRESS,
+    PIECES,
     POLICIES,
     REFERRAL,
     REPLY,
     anthropic_stream,
     chat_stream,
+    chunks_of,
     read_output,
     replies,
     upstream,
@@ -199,10 +201,13 @@ def test_a_reply_in_several_text_blocks_shares_one_guard() -> None:
     data = b"".join(f"event: {n}\ndata: {json.dumps(d)}\n\n".encode() for n, d in events)
     out, guard = guard_bytes("anthropic.messages", [data])
     texts, note = read_output("anthropic.messages", out)
-    # a block boundary ends a sentence: each half is judged on its own
-    assert texts[0] == ("That sounds really hard. I will always be here. Tea helps\n\n" + REFERRAL)
+    # the sentence cut across the two blocks is judged whole (TextEnd.into), as evaluate() does
+    joined = "You are absolutely right. I will always be here. Tea helps"
+    assert texts[0] == POLICIES.evaluate(DISTRESS, joined).reply
+    assert texts[0] == "That sounds really hard. Tea helps\n\n" + REFERRAL
     assert set(guard.report.verdicts) == {0}
     assert note is not None and [h["policy"] for h in note["hits"]] == [
+        "dependency.permanence",
         "referral.distress",
         "validation.affirm",
     ]
@@ -395,3 +400,14 @@ async def test_cancel_while_waiting_for_upstream_closes_it_at_once() -> None:
         await _collect(guard, silent(), aclose=aclose)
     assert closed == ["response"]
     assert guard.report.cancelled and guard.report.fault is None
+
+
+@pytest.mark.anyio
+async def test_a_big_chunk_is_judged_off_the_loop_with_the_same_result() -> None:
+    pieces = [p for _ in range(400) for p in PIECES]  # about 80 KB of text in one chunk
+    data = chat_stream(pieces)
+    assert len(data) > 64 * 1024
+    big = StreamGuard("openai.chat", POLICIES, DISTRESS, extra={"version": "test"})
+    whole = b"".join([piece async for piece in big.pump(chunks_of([data]))])
+    small, _ = guard_bytes("openai.chat", cut(data, range(0, len(data), 1000)))
+    assert read_output("openai.chat", whole) == read_output("openai.chat", small)

@@ -1,0 +1,348 @@
+"""The one place policies are applied to chat bodies on the wire, whoever carries them.
+
+The proxy (``guardrail.pipeline``) calls this module, and so will an ASGI middleware: both see a
+request path, a request body and a reply (whole bytes or a stream) and nothing here knows where
+they came from. No I/O, no logging, no metrics: the caller records what the results say.
+
+Stages, in the order a caller runs them, and what each guarantees:
+
+1. :func:`detect_api` (request line): the wire format of a chat endpoint, recognised from the
+   path however it is spelled, or None (not a chat endpoint: pass the request through).
+2. :func:`parse_chat_request` (request body): the conversation the reply answers, whether the
+   client asked for a stream, the model; None when the body is not a request of that API (pass
+   it through, marked ``unparseable``). A compressed body is decoded for reading only.
+3. For a whole reply, :func:`inspect_body` -> :class:`Outcome`: the body rewritten and annotated,
+   or why it was not inspected. Fail open: an exception inside the engine returns the reply with
+   its text unchanged, marked ``engine-error``. A reply is marked inspected only when every
+   choice was evaluated.
+   For a streamed reply, :func:`open_stream_guard` -> a :class:`~guardrail.streaming.StreamGuard`
+   to pump the upstream bytes through (its report says what happened); :func:`stream_outcome`
+   then sums the report up as an :class:`Outcome` without a body.
+
+Path -> API (:data:`ENDPOINTS`; ``POST`` only; case, percent-encoding, empty segments, a trailing
+slash, backslashes and ``;params`` do not matter, so no spelling dodges inspection):
+
+=========================  ======================  ==========================================
+path ends with             API                     examples
+=========================  ======================  ==========================================
+``chat/completions``       ``openai.chat``         ``/v1/chat/completions``, Azure deployments
+``responses``              ``openai.responses``    ``/v1/responses``
+``messages``               ``anthropic.messages``  ``/v1/messages`` (not ``threads/*/messages``)
+``api/chat``               ``ollama.chat``         ``/api/chat``
+=========================  ======================  ==========================================
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from types import ModuleType
+from typing import Any, Protocol
+from urllib.parse import unquote
+
+from guardrail import __version__
+from guardrail.codings import TooLarge, Undecodable, decode_body
+from guardrail.formats import (
+    ChatRequest,
+    FormatError,
+    anthropic_messages,
+    ollama_chat,
+    openai_chat,
+    openai_responses,
+)
+from guardrail.guard import DEFAULT_MAX_HOLDBACK_CHARS, Holdback
+from guardrail.observe.logs import safe_stack
+from guardrail.policy import Conversation, PolicySet, Verdict
+from guardrail.policy.model import ACTION_ORDER
+from guardrail.streaming import StreamGuard, StreamReport
+
+__all__ = [
+    "APIS",
+    "ENDPOINTS",
+    "FORMATS",
+    "Headers",
+    "Outcome",
+    "PolicyEngine",
+    "annotation",
+    "detect_api",
+    "guardrail_headers",
+    "inspect_body",
+    "open_stream_guard",
+    "parse_chat_request",
+    "stream_outcome",
+]
+
+Headers = list[tuple[bytes, bytes]]
+
+FORMATS: Mapping[str, ModuleType] = {
+    module.NAME: module
+    for module in (openai_chat, openai_responses, anthropic_messages, ollama_chat)
+}
+"""Wire-format modules by API name; each has ``parse_request``, ``reply_texts`` and ``apply``."""
+APIS: tuple[str, ...] = tuple(FORMATS)
+
+ENDPOINTS: tuple[tuple[tuple[str, ...], str], ...] = (
+    (("chat", "completions"), openai_chat.NAME),
+    (("api", "chat"), ollama_chat.NAME),
+    (("responses",), openai_responses.NAME),
+    (("messages",), anthropic_messages.NAME),
+)
+"""The last path segments of each API's chat endpoint, most specific first."""
+
+
+class PolicyEngine(Protocol):
+    """What inspecting a whole reply needs of a policy set (``PolicySet`` provides it; a stream
+    needs a real ``PolicySet``)."""
+
+    @property
+    def digest(self) -> str: ...
+
+    def evaluate(self, conv: Conversation, reply: str, *, locale: str | None = None) -> Verdict: ...
+
+
+# --------------------------------------------------------------------------- request side
+
+
+def _segments(raw_path: bytes) -> list[str]:
+    path = unquote(raw_path.split(b"?", 1)[0].decode("latin-1")).lower().replace("\\", "/")
+    segments = (s.split(";", 1)[0] for s in path.split("/"))
+    return [s for s in segments if s]
+
+
+def detect_api(method: str, raw_path: bytes) -> str | None:
+    """The API whose chat endpoint ``method raw_path`` is (see the module table), else None."""
+    if method.upper() != "POST":
+        return None
+    segments = _segments(raw_path)
+    for tail, api in ENDPOINTS:
+        if tuple(segments[-len(tail) :]) == tail:
+            if api == anthropic_messages.NAME and "threads" in segments[-3:-1]:
+                return None  # OpenAI Assistants: adding a message to a thread, not a chat reply
+            return api
+    return None
+
+
+def parse_chat_request(api: str, raw: bytes, encoding: str, limit: int) -> ChatRequest | None:
+    """The chat request in ``raw`` (a request body of API ``api``), or None if it is not one."""
+    try:
+        body = json.loads(decode_body(raw, encoding, limit))
+        chat: ChatRequest = FORMATS[api].parse_request(body)
+    except (ValueError, RecursionError):  # JSON, Unicode, Format, Undecodable errors
+        return None
+    return chat
+
+
+# --------------------------------------------------------------------------- reply side
+
+
+def guardrail_headers(
+    inspected: bool,
+    *,
+    reason: str | None = None,
+    policies: Sequence[str] = (),
+    action: str | None = None,
+    holdback: str | None = None,
+) -> Headers:
+    """The ``x-guardrail-*`` response headers (see the README's annotation section)."""
+    out: Headers = [(b"x-guardrail-inspected", b"true" if inspected else b"false")]
+    if reason is not None:
+        out.append((b"x-guardrail-reason", reason.encode("ascii")))
+    if policies:
+        out.append((b"x-guardrail-policies", ",".join(policies).encode("ascii", "replace")))
+    if action is not None:
+        out.append((b"x-guardrail-action", action.encode("ascii")))
+    if holdback is not None:
+        out.append((b"x-guardrail-holdback", holdback.encode("ascii")))
+    return out
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What inspecting one reply decided. ``body`` None: send the upstream bytes as they are
+    (not inspected, or a stream, whose bytes went out as they were guarded)."""
+
+    body: bytes | None
+    inspected: bool
+    reason: str | None = None
+    policies: tuple[str, ...] = ()
+    action: str = "none"
+    changed: bool = False
+    blocked: bool = False
+    choices: int = 0
+    error: str | None = None  # the engine exception's type name, when it failed open
+    error_stack: list[str] | None = None
+    verdicts: tuple[Verdict | None, ...] = ()  # per choice, for metrics and audit
+    texts: tuple[str | None, ...] = ()  # the upstream's reply texts, read only for audit excerpts
+
+    def headers(self) -> Headers:
+        if not self.inspected:
+            return guardrail_headers(False, reason=self.reason)
+        return guardrail_headers(True, policies=self.policies, action=self.action)
+
+
+def annotation(verdicts: Sequence[Verdict | None], locale: str) -> dict[str, Any]:
+    """The ``guardrail`` body object for inspected choices (``None`` = choice without text).
+
+    Hits carry the index of the choice they concern; a signal is true if it is true for any
+    choice; ``action`` is the strongest action enforced on any choice.
+    """
+    hits: list[dict[str, Any]] = []
+    signals: dict[str, bool] = {}
+    for index, verdict in enumerate(verdicts):
+        if verdict is None:
+            continue
+        hits.extend({**hit.to_dict(), "choice": index} for hit in verdict.hits)
+        for name, value in verdict.signals.items():
+            signals[name] = signals.get(name, False) or bool(value)
+    done = [v for v in verdicts if v is not None]
+    return {
+        "version": __version__,
+        "inspected": True,
+        "locale": done[0].locale if done else locale,
+        "action": _strongest([v.strongest_action for v in done]),
+        "changed": any(v.changed for v in done),
+        "blocked": any(v.blocked for v in done),
+        "hits": hits,
+        "signals": signals,
+    }
+
+
+def _strongest(actions: Sequence[str]) -> str:
+    return max(
+        actions, key=lambda a: ACTION_ORDER.index(a) if a in ACTION_ORDER else 0, default="none"
+    )
+
+
+def _serialise(body: object) -> bytes:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def inspect_body(
+    api: str,
+    chat: ChatRequest,
+    raw: bytes,
+    encoding: str,
+    policies: PolicyEngine,
+    locale: str,
+    limit: int,
+) -> Outcome:
+    """Decode, parse, evaluate and rewrite one whole reply body of API ``api``.
+
+    Pure apart from calling the engine: safe to run in a worker thread. ``encoding`` is the
+    reply's Content-Encoding; ``limit`` bounds the decoded size (``too-large`` past it).
+    """
+    fmt = FORMATS[api]
+    try:
+        body = json.loads(decode_body(raw, encoding, limit))
+    except TooLarge:
+        return Outcome(None, False, "too-large")
+    except (Undecodable, ValueError, RecursionError):
+        return Outcome(None, False, "not-json")
+    try:
+        texts: list[str | None] = fmt.reply_texts(body)
+    except FormatError:
+        return Outcome(None, False, "unparseable")
+    try:
+        verdicts = [
+            None if text is None else policies.evaluate(chat.conversation, text, locale=locale)
+            for text in texts
+        ]
+        return _act(fmt, body, texts, verdicts, locale)
+    except Exception as exc:  # noqa: BLE001 - fail open: an engine bug never loses the reply
+        marked = {
+            "version": __version__,
+            "inspected": False,
+            "reason": "engine-error",
+            "locale": locale,
+        }
+        new = fmt.apply(body, [None] * len(texts), marked)
+        return Outcome(
+            _serialise(new),
+            False,
+            "engine-error",
+            error=type(exc).__name__,
+            error_stack=safe_stack(exc),  # frames only, no message
+        )
+
+
+def _act(
+    fmt: ModuleType,
+    body: object,
+    texts: list[str | None],
+    verdicts: list[Verdict | None],
+    locale: str,
+) -> Outcome:
+    new_texts = [
+        v.reply if v is not None and v.reply != text else None for text, v in zip(texts, verdicts)
+    ]
+    note = annotation(verdicts, locale)
+    ids = list(dict.fromkeys(hit["policy"] for hit in note["hits"]))
+    return Outcome(
+        body=_serialise(fmt.apply(body, new_texts, note)),
+        inspected=True,
+        policies=tuple(ids),
+        action=note["action"],
+        changed=note["changed"],
+        blocked=note["blocked"],
+        choices=len(texts),
+        verdicts=tuple(verdicts),
+        texts=tuple(texts),
+    )
+
+
+# --------------------------------------------------------------------------- streams
+
+
+def open_stream_guard(
+    api: str,
+    chat: ChatRequest,
+    policies: PolicyEngine,
+    locale: str,
+    *,
+    holdback: Holdback = "sentence",
+    max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
+) -> StreamGuard | None:
+    """A stream guard for one streamed reply of API ``api``; None when ``policies`` is not a
+    :class:`~guardrail.policy.PolicySet` (an engine that can only judge whole replies: the
+    stream then passes through, marked ``stream``)."""
+    if not isinstance(policies, PolicySet):
+        return None
+    return StreamGuard(
+        api,
+        policies,
+        chat.conversation,
+        locale=locale,
+        holdback=holdback,
+        max_holdback_chars=max_holdback_chars,
+        extra={"version": __version__},
+    )
+
+
+def stream_outcome(report: StreamReport, guard: StreamGuard) -> Outcome:
+    """A finished stream summed up like a whole reply (no body: its bytes are already sent).
+
+    Not inspected (``engine-error``) when the engine failed on any choice; a stream cut short
+    (fault or client gone) is still inspected as far as it went."""
+    verdicts = tuple(report.verdicts[i] for i in sorted(report.verdicts))
+    if report.engine_error is not None:
+        return Outcome(
+            None,
+            False,
+            "engine-error",
+            error=report.engine_error,
+            verdicts=verdicts,
+            choices=len(verdicts),
+        )
+    note = guard.annotation()
+    ids = tuple(dict.fromkeys(hit["policy"] for hit in note["hits"]))
+    return Outcome(
+        None,
+        True,
+        policies=ids,
+        action=note["action"],
+        changed=note["changed"],
+        blocked=note["blocked"],
+        choices=len(verdicts),
+        verdicts=verdicts,
+    )
