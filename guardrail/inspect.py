@@ -1,8 +1,8 @@
 """The one place policies are applied to chat bodies on the wire, whoever carries them.
 
-The proxy (``guardrail.pipeline``) calls this module, and so will an ASGI middleware: both see a
-request path, a request body and a reply (whole bytes or a stream) and nothing here knows where
-they came from. No I/O, no logging, no metrics: the caller records what the results say.
+The proxy (``guardrail.pipeline``) and the ASGI middleware (``guardrail.middleware``) call it:
+both see a request path, a request body and a reply (whole bytes or a stream) and nothing here
+knows where they came from. No I/O, no logging, no metrics: the caller records what the results say.
 
 Stages, in the order a caller runs them, and what each guarantees:
 
@@ -11,7 +11,9 @@ Stages, in the order a caller runs them, and what each guarantees:
 2. :func:`parse_chat_request` (request body): the conversation the reply answers, whether the
    client asked for a stream, the model; None when the body is not a request of that API (pass
    it through, marked ``unparseable``). A compressed body is decoded for reading only.
-3. For a whole reply, :func:`inspect_body` -> :class:`Outcome`: the body rewritten and annotated,
+3. Which way a reply goes, from its status and headers alone: a stream (:func:`is_stream`,
+   :func:`stream_guardable`) or a whole reply (:func:`early_reason`: None, or why not).
+   For a whole reply, :func:`inspect_body` -> :class:`Outcome`: the body rewritten and annotated,
    or why it was not inspected. Fail open: an exception inside the engine returns the reply with
    its text unchanged, marked ``engine-error``. A reply is marked inspected only when every
    choice was evaluated.
@@ -35,6 +37,7 @@ path ends with             API                     examples
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import ModuleType
@@ -61,15 +64,21 @@ __all__ = [
     "APIS",
     "ENDPOINTS",
     "FORMATS",
+    "OFFLOAD_BYTES",
+    "STREAM_TYPES",
     "Headers",
     "Outcome",
     "PolicyEngine",
     "annotation",
     "detect_api",
+    "early_reason",
     "guardrail_headers",
     "inspect_body",
+    "is_stream",
     "open_stream_guard",
     "parse_chat_request",
+    "request_locale",
+    "stream_guardable",
     "stream_outcome",
 ]
 
@@ -89,6 +98,13 @@ ENDPOINTS: tuple[tuple[tuple[str, ...], str], ...] = (
     (("messages",), anthropic_messages.NAME),
 )
 """The last path segments of each API's chat endpoint, most specific first."""
+
+STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/ndjson")
+"""Content types of streamed replies (SSE; NDJSON for Ollama)."""
+OFFLOAD_BYTES = 64 * 1024
+"""Whole replies bigger than this are best inspected in a worker thread (``inspect_body`` is
+pure, so either works); smaller ones cost less than the thread hop."""
+_LOCALE = re.compile(r"^(?:[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}|intl)$")
 
 
 class PolicyEngine(Protocol):
@@ -133,7 +149,47 @@ def parse_chat_request(api: str, raw: bytes, encoding: str, limit: int) -> ChatR
     return chat
 
 
+def request_locale(offered: str, default: str) -> str:
+    """The locale a request asks for (its locale header, ``offered``) if it looks like a locale
+    tag, else ``default``: a header value never reaches the engine or a label unchecked."""
+    offered = offered.strip()
+    return offered if _LOCALE.match(offered) else default
+
+
 # --------------------------------------------------------------------------- reply side
+
+
+def is_stream(content_type: str, asked: bool) -> bool:
+    """A 2xx reply to guard as a stream: a stream media type, or anything but JSON when the
+    client asked for a stream (some servers label their event streams ``text/plain``)."""
+    content_type = content_type.lower()
+    if content_type.startswith(STREAM_TYPES):
+        return True
+    media = content_type.split(";", 1)[0].strip()
+    return asked and not (media == "application/json" or media.endswith("+json"))
+
+
+def stream_guardable(content_type: str, guard: StreamGuard | None) -> bool:
+    """Whether ``guard`` can read a stream of ``content_type``: not one of another API's stream
+    media types (an unlabelled stream is read in the API's own)."""
+    content_type = content_type.lower()
+    if guard is None:
+        return False
+    return not content_type.startswith(STREAM_TYPES) or content_type.startswith(guard.media_type)
+
+
+def early_reason(status: int, content_type: str, content_length: str, limit: int) -> str | None:
+    """Why a whole reply cannot be inspected, known from its status and headers alone; else
+    None (read it and call :func:`inspect_body`)."""
+    if not 200 <= status < 300:
+        return "upstream-error"
+    if status in (204, 205):
+        return "not-json"
+    if content_type.lower().startswith(STREAM_TYPES):
+        return "stream"
+    if content_length.isdigit() and int(content_length) > limit:
+        return "too-large"
+    return None
 
 
 def guardrail_headers(

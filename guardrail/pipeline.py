@@ -10,7 +10,9 @@ this module does the HTTP around it. Three paths:
   route's pinned ``api``) whose upstream reply is not a stream. The request goes upstream byte
   for byte, except ``Accept-Encoding: identity`` (the proxy reads the reply). The reply is read
   (at most ``max_inspect_bytes``), evaluated per choice with the request's messages as context,
-  rewritten, annotated (``guardrail`` body key and ``x-guardrail-*`` headers).
+  rewritten, annotated (``guardrail`` body key and ``x-guardrail-*`` headers). When a policy
+  asks to regenerate and the route has ``regenerate`` on, the upstream is asked once more
+  (``guardrail.regenerate``) and the better of the two replies is sent.
 * **Stream**: the same, with a 2xx reply in the API's stream media type (whatever the request's
   ``stream`` flag said): pumped through a stream guard with the route's holdback, as it arrives
   (``guardrail.streamrelay``). Upstream faults end the client's stream cleanly, and are logged
@@ -56,6 +58,7 @@ from guardrail.inspect import (
 from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder
 from guardrail.policysets import PolicyHolder, PolicySets
+from guardrail.regenerate import Second, regenerate
 from guardrail.routes import NoRoute, Route, RouteTable
 from guardrail.settings import Settings
 from guardrail.streaming import StreamGuard, StreamReport
@@ -93,7 +96,8 @@ def is_inspected_endpoint(method: str, raw_path: bytes) -> bool:
 
 @dataclass
 class _Chat:
-    """One inspected request in flight: its route, API, parsed request and policy set."""
+    """One inspected request in flight: its route, API, parsed request and policy set, and
+    where it went (to send it once more when a policy asks to regenerate)."""
 
     route: Route
     api: str
@@ -101,6 +105,10 @@ class _Chat:
     policies: PolicyEngine
     locale: str
     conversation_id: str | None
+    url: httpx.URL
+    headers: Headers
+    body: bytes
+    encoding: str
 
 
 class Pipeline:
@@ -213,8 +221,9 @@ class Pipeline:
         headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
         headers.append((b"accept-encoding", b"identity"))
         header = self.settings.audit.conversation_header
+        conversation_id = request.headers.get(header) if header else None
         state = _Chat(
-            route, api, chat, policies, ex.locale, request.headers.get(header) if header else None
+            route, api, chat, policies, ex.locale, conversation_id, url, headers, body, encoding
         )
         response = await self._open(ex, "POST", url, headers, body)
         kind = response.headers.get("content-type", "").lower()
@@ -292,10 +301,34 @@ class Pipeline:
         )
         outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
         ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
+        if outcome.inspected and state.route.regenerate and not state.chat.stream:
+            outcome = await self._regenerate(state, ex, outcome)
         self._record(ex, state, outcome, stream=False)
         rewritten = outcome.body is not None
         body = outcome.body if outcome.body is not None else raw
         return Buffered(response, body, ex, rewritten=rewritten, extra=outcome.headers())
+
+    async def _regenerate(self, state: _Chat, ex: Exchange, first: Outcome) -> Outcome:
+        """``first``, or the reply to the request sent once more if a policy asks for it."""
+        second = Second(
+            self.client,
+            state.url,
+            state.headers,
+            state.api,
+            state.body,
+            state.encoding,
+            state.chat,
+            state.policies,
+            state.locale,
+            self.settings.max_inspect_bytes,
+            state.route.regenerate_budget,
+        )
+        attempt = await regenerate(second, first)
+        if attempt is None:
+            return first
+        ex.regenerate, ex.regenerate_policies = attempt.result, list(attempt.policies)
+        ex.upstream_s = (ex.upstream_s or 0.0) + attempt.upstream_s
+        return attempt.outcome
 
     def _uninspected(
         self,

@@ -47,6 +47,8 @@ ROUTE_KEYS = (
     "holdback",
     "max_holdback_chars",
     "stall_timeout",
+    "regenerate",
+    "regenerate_budget",
 )
 """The keys of one ``routes:`` entry; all but ``prefix`` default to the top-level key."""
 
@@ -58,7 +60,8 @@ class Route:
     ``api``: ``auto`` (the API recognised from the path, see ``guardrail.inspect``) or an API
     name, used for ``POST`` paths that are not a known chat endpoint. ``policies``: this route's
     own policy set (a folder or file), None for the main one. ``stall_timeout``: seconds a stream
-    may go without an upstream chunk (None: only ``timeouts.read`` applies).
+    may go without an upstream chunk (None: only ``timeouts.read`` applies). ``regenerate``:
+    ask the upstream once more when a policy requests it, within ``regenerate_budget`` seconds.
     """
 
     prefix: str
@@ -69,6 +72,8 @@ class Route:
     holdback: str = "sentence"
     max_holdback_chars: int = 1000
     stall_timeout: float | None = None
+    regenerate: bool = False
+    regenerate_budget: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,8 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "holdback": cv.holdback,
     "max_holdback_chars": cv.int_in(1, 1_000_000),
     "stall_timeout": cv.optional_seconds,
+    "regenerate": cv.boolean,
+    "regenerate_budget": cv.seconds,
 }
 
 

@@ -19,6 +19,8 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
 | ``max_holdback_chars`` | ``GUARDRAIL_MAX_HOLDBACK_CHARS`` | ``1000`` | most characters of an unfinished sentence held back (``sentence`` mode) |
 | ``stall_timeout`` | ``GUARDRAIL_STALL_TIMEOUT`` | ``none`` (off) | seconds a stream may go without an upstream chunk before it is ended cleanly and counted as stalled |
+| ``regenerate`` | ``GUARDRAIL_REGENERATE`` | ``false`` | ask the upstream once more when a policy with a ``regenerate`` key hits a non-streamed reply, with that policy's corrective instruction added to the request (a second upstream call: opt in); the second reply is sent when it passes those policies within ``regenerate_budget``, else the policy's template action |
+| ``regenerate_budget`` | ``GUARDRAIL_REGENERATE_BUDGET`` | ``10`` | seconds the second upstream call may take, reply read, before the template action is sent instead |
 | ``routes`` | ``GUARDRAIL_ROUTES`` (YAML text) | none | list of routes: path prefix -> upstream, API, policy set, locale, holdback (see below) |
 | ``locale_header`` | ``GUARDRAIL_LOCALE_HEADER`` | ``x-guardrail-locale`` | request header that sets the locale per request (not forwarded upstream) |
 | ``timeouts.connect`` | ``GUARDRAIL_TIMEOUTS_CONNECT`` | ``10`` | seconds to open a connection to the upstream |
@@ -58,7 +60,8 @@ Booleans in the environment accept ``1/true/yes/on`` and ``0/false/no/off``. Unk
 config file and unknown ``GUARDRAIL_*`` variables are errors, so a typo never goes unnoticed.
 
 Routes (``guardrail.routes``): each entry of ``routes`` has a ``prefix`` and any of ``upstream``,
-``api``, ``policies``, ``locale``, ``holdback``, ``max_holdback_chars``, ``stall_timeout``; the
+``api``, ``policies``, ``locale``, ``holdback``, ``max_holdback_chars``, ``stall_timeout``,
+``regenerate``, ``regenerate_budget``; the
 keys it leaves out take the top-level value. The longest matching prefix wins, and the prefix is
 stripped before the rest of the path is joined onto the route's upstream. A route with its own
 ``policies`` gets its own policy set, loaded at start-up and reloaded (SIGHUP, ``/-/reload``, the
@@ -132,6 +135,8 @@ class Settings:
     holdback: str = "sentence"
     max_holdback_chars: int = 1000
     stall_timeout: float | None = None
+    regenerate: bool = False
+    regenerate_budget: float = 10.0
     route_specs: tuple[RouteSpec, ...] = ()
     locale_header: str = "x-guardrail-locale"
     timeouts: Timeouts = field(default_factory=Timeouts)
@@ -161,6 +166,8 @@ class Settings:
             "holdback": self.holdback,
             "max_holdback_chars": self.max_holdback_chars,
             "stall_timeout": self.stall_timeout,
+            "regenerate": self.regenerate,
+            "regenerate_budget": self.regenerate_budget,
         }
         specs = list(self.route_specs)
         if self.upstream is not None and all(spec.prefix != "/" for spec in specs):
@@ -203,6 +210,8 @@ KEYS: tuple[Key, ...] = (
     Key("holdback", cv.holdback, "sentence"),
     Key("max_holdback_chars", cv.int_in(1, 1_000_000), 1000),
     Key("stall_timeout", cv.optional_seconds, None),
+    Key("regenerate", cv.boolean, False),
+    Key("regenerate_budget", cv.seconds, 10.0),
     Key("routes", parse_routes, ()),
     Key("timeouts.connect", cv.seconds, Timeouts.connect),
     Key("timeouts.read", cv.seconds, Timeouts.read),
@@ -377,6 +386,8 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         holdback=get("holdback"),
         max_holdback_chars=get("max_holdback_chars"),
         stall_timeout=get("stall_timeout"),
+        regenerate=get("regenerate"),
+        regenerate_budget=get("regenerate_budget"),
         route_specs=specs,
         locale_header=get("locale_header"),
         timeouts=timeouts,

@@ -7,6 +7,7 @@ same shape and imports no I/O, logging or metrics:
     parse_request(body: object) -> ChatRequest
     reply_texts(body: object) -> list[str | None]     # one entry per choice; None = nothing to inspect
     apply(body: object, texts: list[str | None], annotation: dict) -> dict
+    with_instruction(body: object, text: str) -> dict   # the request once more, told ``text``
 
 Anything a format module cannot make sense of raises :class:`FormatError`; the pipeline turns that
 into a pass-through annotated as not inspected, never into a failed request.
@@ -14,11 +15,13 @@ into a pass-through annotated as not inspected, never into a failed request.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from guardrail.policy import Conversation
 
-__all__ = ["ChatRequest", "FormatError"]
+__all__ = ["ChatRequest", "FormatError", "with_system_message"]
 
 
 class FormatError(ValueError):
@@ -41,3 +44,22 @@ class ChatRequest:
     conversation: Conversation
     stream: bool
     model: str | None
+
+
+_SYSTEM_ROLES = frozenset({"system", "developer"})
+
+
+def with_system_message(body: object, text: str) -> dict[str, Any]:
+    """A copy of a ``messages`` request body with a system message ``text`` inserted after the
+    leading system (or developer) messages, so it reads as the operator's last word before the
+    conversation. The input is not modified; raises FormatError without a ``messages`` list."""
+    if not isinstance(body, Mapping) or not isinstance(body.get("messages"), list):
+        raise FormatError("request has no 'messages' list")
+    messages: list[Any] = list(body["messages"])
+    at = 0
+    while at < len(messages) and isinstance(messages[at], Mapping):
+        if messages[at].get("role") not in _SYSTEM_ROLES:
+            break
+        at += 1
+    messages.insert(at, {"role": "system", "content": text})
+    return {**body, "messages": messages}

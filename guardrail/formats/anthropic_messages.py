@@ -43,7 +43,7 @@ from guardrail.formats.streams import (
 )
 from guardrail.policy import Conversation, Message
 
-__all__ = ["NAME", "MessagesStream", "apply", "parse_request", "reply_texts"]
+__all__ = ["NAME", "MessagesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "anthropic.messages"
 
@@ -362,3 +362,19 @@ def _starts_text(obj: Mapping[str, Any]) -> bool:
         and isinstance(block, dict)
         and block.get("type") == "text"
     )
+
+
+def with_instruction(body: object, text: str) -> dict[str, Any]:
+    """The request ``body`` once more, with ``text`` appended to ``system`` after
+    a blank line (a string), as a last text block (a list of blocks), or as ``system`` itself."""
+    if not isinstance(body, dict):
+        raise FormatError("request body is not a JSON object")
+    system = body.get("system")
+    new_system: object
+    if isinstance(system, list):
+        new_system = [*system, {"type": "text", "text": text}]
+    elif isinstance(system, str) and system:
+        new_system = f"{system}\n\n{text}"
+    else:
+        new_system = text
+    return {**body, "system": new_system}

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError
+from guardrail.formats import ChatRequest, FormatError, with_system_message
 from guardrail.formats.ndjson import NDJSONDecoder, NDJSONLine, encode_line
 from guardrail.formats.streams import (
     Forward,
@@ -29,7 +29,7 @@ from guardrail.formats.streams import (
 )
 from guardrail.policy import Conversation, Message
 
-__all__ = ["NAME", "ChatStream", "apply", "parse_request", "reply_texts"]
+__all__ = ["NAME", "ChatStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "ollama.chat"
 
@@ -191,3 +191,9 @@ class ChatStream:
         if event is not None and new == obj:
             return event.raw
         return encode_line(new)
+
+
+def with_instruction(body: object, text: str) -> dict[str, Any]:
+    """The request ``body`` once more, with ``text`` as a system message after the leading
+    system messages (see :func:`guardrail.formats.with_system_message`)."""
+    return with_system_message(body, text)

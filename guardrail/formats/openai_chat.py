@@ -18,10 +18,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError
+from guardrail.formats import ChatRequest, FormatError, with_system_message
 from guardrail.policy import Conversation, Message
 
-__all__ = ["NAME", "apply", "content_text", "parse_request", "reply_texts"]
+__all__ = ["NAME", "apply", "content_text", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "openai.chat"
 
@@ -122,3 +122,9 @@ def apply(
         else:
             new_choices.append({**choice, "message": {**message, "content": text}})
     return {**body, "choices": new_choices, "guardrail": dict(annotation)}
+
+
+def with_instruction(body: object, text: str) -> dict[str, Any]:
+    """The request ``body`` once more, with ``text`` as a system message after the leading
+    system messages (see :func:`guardrail.formats.with_system_message`)."""
+    return with_system_message(body, text)

@@ -43,7 +43,7 @@ from guardrail.formats.streams import (
 )
 from guardrail.policy import Conversation, Message
 
-__all__ = ["NAME", "ResponsesStream", "apply", "parse_request", "reply_texts"]
+__all__ = ["NAME", "ResponsesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "openai.responses"
 
@@ -414,3 +414,13 @@ class ResponsesStream:
 
     def _event(self, obj: dict[str, Any]) -> SSEEvent:
         return sse_event(obj, obj["type"] if self._event_lines else None)
+
+
+def with_instruction(body: object, text: str) -> dict[str, Any]:
+    """The request ``body`` once more, with ``text`` appended to ``instructions``
+    after a blank line (or as ``instructions`` when it has none)."""
+    if not isinstance(body, dict):
+        raise FormatError("request body is not a JSON object")
+    instructions = body.get("instructions")
+    joined = f"{instructions}\n\n{text}" if isinstance(instructions, str) and instructions else text
+    return {**body, "instructions": joined}

@@ -78,6 +78,8 @@ class Exchange:
     changed: bool | None = None
     blocked: bool | None = None
     choices: int | None = None
+    regenerate: str | None = None  # how asking the upstream once more ended (guardrail.regenerate)
+    regenerate_policies: list[str] | None = None  # the policies that asked for it
     policy_digest: str | None = None
     error: str | None = None
     error_stack: list[str] | None = None

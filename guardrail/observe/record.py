@@ -5,7 +5,8 @@ The pipeline calls a :class:`Recorder` at three edges of a request and nowhere e
 * :meth:`Recorder.started` when a request arrives (in-flight gauge);
 * :meth:`Recorder.evaluated` once the reply of an inspected request was judged (buffered: right
   after evaluation; streamed: when the stream ended), with the verdict of each choice: policy
-  hits, rewrites, blocks, crisis resources, and one audit event per hit;
+  hits, rewrites, blocks, crisis resources, and one audit event per hit (:meth:`Recorder.outcome`
+  does this from an :class:`~guardrail.inspect.Outcome`, filling in the request record too);
 * :meth:`Recorder.finished` after the response was sent (or broke off): the request's outcome,
   upstream latency and errors, guardrail's own time, the reason a reply was not inspected.
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from guardrail.config_values import API_NAMES
 from guardrail.observe import metrics as m
@@ -27,6 +29,9 @@ from guardrail.observe.logs import Exchange
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
 from guardrail.settings import Settings
+
+if TYPE_CHECKING:
+    from guardrail.inspect import Outcome
 
 __all__ = [
     "CRISIS_KEYS",
@@ -230,6 +235,36 @@ class Recorder:
                 policy_digest=getattr(policies, "digest", None),
                 stream=stream,
             )
+
+    def outcome(
+        self,
+        ex: Exchange,
+        outcome: Outcome,
+        policies: object,
+        conversation: Conversation,
+        *,
+        conversation_id: str | None = None,
+        stream: bool = False,
+    ) -> None:
+        """What inspecting a reply decided, into the request record and, when it was
+        inspected, into the metrics and the audit trail (:meth:`evaluated`)."""
+        ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
+        if outcome.error is not None:
+            ex.error = ex.error or "engine_error"
+            ex.error_stack = outcome.error_stack
+        if not outcome.inspected:
+            return
+        ex.policies, ex.action = list(outcome.policies), outcome.action
+        ex.changed, ex.blocked = outcome.changed, outcome.blocked
+        self.evaluated(
+            ex,
+            policies,
+            conversation,
+            outcome.verdicts,
+            replies=outcome.texts,
+            conversation_id=conversation_id,
+            stream=stream,
+        )
 
     def finished(self, ex: Exchange) -> None:
         """The response was sent (or broke off): outcome, latencies, errors."""
