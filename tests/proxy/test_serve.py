@@ -165,3 +165,28 @@ def test_demo_end_to_end(demo_process: tuple[str, list[str]]) -> None:
     notes = [c.model_extra["guardrail"] for c in chunks if c.model_extra]
     assert "dependency.always" in [hit["policy"] for hit in notes[-1]["hits"]]
     assert [m.id for m in client.models.list()] == ["guardrail-demo"]
+
+
+def test_listener_turns_nagle_off_on_accepted_connections() -> None:
+    """Accepted connections get TCP_NODELAY, or each response body waits for a delayed ACK."""
+    import asyncio
+
+    from guardrail.commands.serve import _bind
+
+    async def accepted_nodelay() -> int:
+        sock = _bind("127.0.0.1", 0, "port")
+        seen: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+        async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            conn = writer.get_extra_info("socket")
+            seen.set_result(conn.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            writer.close()
+
+        server = await asyncio.start_server(on_client, sock=sock)
+        async with server:
+            _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+            value = await asyncio.wait_for(seen, 5)
+            writer.close()
+        return value
+
+    assert asyncio.run(accepted_nodelay()) != 0
