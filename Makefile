@@ -31,3 +31,10 @@ policy-test: $(STAMP)
 
 clean:
 	rm -rf $(VENV) build *.egg-info
+
+## Benchmarks (bench/README.md): direct vs through guardrail side by side, then the engine alone.
+## Needs wrk (apt-get install -y wrk). QUICK=1 for a ~1 minute run; BENCH_ARGS for bench.run flags.
+.PHONY: bench
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(BENCH_ARGS)
+	$(BIN)/python -m bench.engine_bench $(if $(QUICK),--quick)
