@@ -30,7 +30,6 @@ the reply (fail open, marked ``engine-error``). Per-request state lives in
 from __future__ import annotations
 
 import functools
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -45,14 +44,19 @@ from starlette.types import ASGIApp, Scope
 from guardrail.errors import UpstreamTimeout
 from guardrail.formats import ChatRequest
 from guardrail.inspect import (
+    OFFLOAD_BYTES,
     Outcome,
     PolicyEngine,
     annotation,
     detect_api,
+    early_reason,
     guardrail_headers,
     inspect_body,
+    is_stream,
     open_stream_guard,
     parse_chat_request,
+    request_locale,
+    stream_guardable,
     stream_outcome,
 )
 from guardrail.observe.logs import Exchange
@@ -84,9 +88,6 @@ __all__ = [
     "is_inspected_endpoint",
 ]
 
-_OFFLOAD_BYTES = 64 * 1024  # replies bigger than this are evaluated in a worker thread
-_LOCALE = re.compile(r"^(?:[A-Za-z]{2,3}(?:[-_][A-Za-z0-9]{2,8}){0,3}|intl)$")
-_STREAM_TYPES = ("text/event-stream", "application/x-ndjson", "application/ndjson")
 
 
 def is_inspected_endpoint(method: str, raw_path: bytes) -> bool:
@@ -204,8 +205,8 @@ class Pipeline:
         headers: Headers,
     ) -> ASGIApp:
         ex.api = api
-        offered = request.headers.get(self.settings.locale_header, "").strip()
-        ex.locale = offered if _LOCALE.match(offered) else route.locale or self.settings.locale
+        offered = request.headers.get(self.settings.locale_header, "")
+        ex.locale = request_locale(offered, route.locale or self.settings.locale)
         policies = self.sets.holder(route).current  # kept to the end, whatever a reload does
         ex.policy_digest = policies.digest
         body = await request.body()
@@ -227,7 +228,7 @@ class Pipeline:
         )
         response = await self._open(ex, "POST", url, headers, body)
         kind = response.headers.get("content-type", "").lower()
-        if 200 <= response.status_code < 300 and _is_stream(kind, chat.stream):
+        if 200 <= response.status_code < 300 and is_stream(kind, chat.stream):
             return self._stream(response, state, ex, kind)
         return await self._whole(response, state, ex)
 
@@ -243,9 +244,7 @@ class Pipeline:
             holdback=route.holdback,  # type: ignore[arg-type]  # validated by config_values
             max_holdback_chars=route.max_holdback_chars,
         )
-        if guard is None or (
-            kind.startswith(_STREAM_TYPES) and not kind.startswith(guard.media_type)
-        ):
+        if guard is None or not stream_guardable(kind, guard):
             ex.holdback = None
             return self._uninspected(response, response.aiter_raw(), [], ex, "stream")
         extra = guardrail_headers(True, holdback=route.holdback)
@@ -272,7 +271,12 @@ class Pipeline:
     async def _whole(self, response: httpx.Response, state: _Chat, ex: Exchange) -> ASGIApp:
         limit = self.settings.max_inspect_bytes
         chunks = response.aiter_raw()
-        reason = _early_reason(response, limit)
+        reason = early_reason(
+            response.status_code,
+            response.headers.get("content-type", ""),
+            response.headers.get("content-length", ""),
+            limit,
+        )
         if reason is not None:
             return self._uninspected(response, chunks, [], ex, reason)
         started = time.perf_counter()
@@ -299,7 +303,7 @@ class Pipeline:
             state.locale,
             limit,
         )
-        outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
+        outcome = run() if len(raw) <= OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
         ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
         if outcome.inspected and state.route.regenerate and not state.chat.stream:
             outcome = await self._regenerate(state, ex, outcome)
@@ -366,25 +370,3 @@ class Pipeline:
                 stream=stream,
             )
 
-
-def _is_stream(content_type: str, asked: bool) -> bool:
-    """A reply to guard as a stream: a stream media type, or anything but JSON when the client
-    asked for a stream (some servers label their event streams ``text/plain``)."""
-    if content_type.startswith(_STREAM_TYPES):
-        return True
-    media = content_type.split(";", 1)[0].strip()
-    return asked and not (media == "application/json" or media.endswith("+json"))
-
-
-def _early_reason(response: httpx.Response, limit: int) -> str | None:
-    """Why a reply cannot be inspected, known from its status and headers alone; else None."""
-    if not 200 <= response.status_code < 300:
-        return "upstream-error"
-    if response.status_code in (204, 205):
-        return "not-json"
-    if response.headers.get("content-type", "").lower().startswith(_STREAM_TYPES):
-        return "stream"
-    length = response.headers.get("content-length", "")
-    if length.isdigit() and int(length) > limit:
-        return "too-large"
-    return None
