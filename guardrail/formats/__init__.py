@@ -1,7 +1,7 @@
 """Wire formats: one pure module per API format, plus what they share.
 
-Every format module (``openai_chat`` today; Responses, Anthropic Messages and Ollama later) has the
-same shape and imports no I/O, logging or metrics:
+Every format module (``openai_chat``, ``openai_responses``, ``anthropic_messages``, ``ollama_chat``)
+has the same shape and imports no I/O, logging or metrics:
 
     NAME = "openai.chat"
     parse_request(body: object) -> ChatRequest
@@ -19,9 +19,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from guardrail.policy import Conversation
+from guardrail.policy import Conversation, Message
 
-__all__ = ["ChatRequest", "FormatError", "with_system_message"]
+__all__ = ["ChatRequest", "FormatError", "chat_request", "reply_list", "with_system_message"]
 
 
 class FormatError(ValueError):
@@ -44,6 +44,34 @@ class ChatRequest:
     conversation: Conversation
     stream: bool
     model: str | None
+
+
+def chat_request(
+    body: Mapping[str, Any], messages: list[Message], *, stream_default: bool = False
+) -> ChatRequest:
+    """The :class:`ChatRequest` of a request ``body`` whose conversation is ``messages``.
+
+    ``stream`` is the body's ``"stream"`` flag when it is a boolean, else ``stream_default``
+    (Ollama streams unless told not to); ``model`` is kept only when it is a string.
+    """
+    flag = body.get("stream")
+    model = body.get("model")
+    return ChatRequest(
+        conversation=Conversation(messages=tuple(messages)),
+        stream=flag if isinstance(flag, bool) else stream_default,
+        model=model if isinstance(model, str) else None,
+    )
+
+
+def reply_list(body: object, key: str) -> list[Any]:
+    """The list under ``key`` of a reply body (``choices``, ``content``, ``output``), or
+    FormatError naming what is missing."""
+    if not isinstance(body, dict):
+        raise FormatError("response body is not a JSON object")
+    value = body.get(key)
+    if not isinstance(value, list):
+        raise FormatError(f"response has no {key!r} list")
+    return value
 
 
 _SYSTEM_ROLES = frozenset({"system", "developer"})

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError
+from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
     Forward,
@@ -41,7 +41,7 @@ from guardrail.formats.streams import (
     spread_text,
     sse_event,
 )
-from guardrail.policy import Conversation, Message
+from guardrail.policy import Message
 
 __all__ = ["NAME", "MessagesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
@@ -99,21 +99,11 @@ def parse_request(body: object) -> ChatRequest:
         messages.append(Message(role="system", content=_blocks_text(system)))
     for index, raw in enumerate(raw_messages):
         messages.extend(_message(raw, index))
-    model = body.get("model")
-    return ChatRequest(
-        conversation=Conversation(messages=tuple(messages)),
-        stream=body.get("stream") is True,
-        model=model if isinstance(model, str) else None,
-    )
+    return chat_request(body, messages)
 
 
 def _content(body: object) -> list[Any]:
-    if not isinstance(body, dict):
-        raise FormatError("response body is not a JSON object")
-    content = body.get("content")
-    if not isinstance(content, list):
-        raise FormatError("response has no 'content' list")
-    return content
+    return reply_list(body, "content")
 
 
 def _text_positions(content: list[Any]) -> list[int]:

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, with_system_message
+from guardrail.formats import ChatRequest, FormatError, chat_request, with_system_message
 from guardrail.formats.ndjson import NDJSONDecoder, NDJSONLine, encode_line
 from guardrail.formats.streams import (
     Forward,
@@ -27,7 +27,7 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
 )
-from guardrail.policy import Conversation, Message
+from guardrail.policy import Message
 
 __all__ = ["NAME", "ChatStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
@@ -56,12 +56,7 @@ def parse_request(body: object) -> ChatRequest:
             raise FormatError(f"messages[{index}].content is not a string")
         if role in _ROLES:
             messages.append(Message(role=role, content=content))
-    model = body.get("model")
-    return ChatRequest(
-        conversation=Conversation(messages=tuple(messages)),
-        stream=body.get("stream") is not False,
-        model=model if isinstance(model, str) else None,
-    )
+    return chat_request(body, messages, stream_default=True)
 
 
 def _message(body: object) -> dict[str, Any]:

@@ -18,8 +18,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, with_system_message
-from guardrail.policy import Conversation, Message
+from guardrail.formats import (
+    ChatRequest,
+    FormatError,
+    chat_request,
+    reply_list,
+    with_system_message,
+)
+from guardrail.policy import Message
 
 __all__ = ["NAME", "apply", "content_text", "parse_request", "reply_texts", "with_instruction"]
 
@@ -68,21 +74,11 @@ def parse_request(body: object) -> ChatRequest:
             raise FormatError(f"messages[{index}].role is not a string")
         if role in _ROLES:
             messages.append(Message(role=_ROLES[role], content=content_text(raw.get("content"))))
-    model = body.get("model")
-    return ChatRequest(
-        conversation=Conversation(messages=tuple(messages)),
-        stream=body.get("stream") is True,
-        model=model if isinstance(model, str) else None,
-    )
+    return chat_request(body, messages)
 
 
 def _choices(body: object) -> list[Any]:
-    if not isinstance(body, dict):
-        raise FormatError("response body is not a JSON object")
-    choices = body.get("choices")
-    if not isinstance(choices, list):
-        raise FormatError("response has no 'choices' list")
-    return choices
+    return reply_list(body, "choices")
 
 
 def _message(choice: object, index: int) -> Mapping[str, Any]:

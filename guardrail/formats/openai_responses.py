@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError
+from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list
 from guardrail.formats.openai_chat import content_text
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
@@ -41,7 +41,7 @@ from guardrail.formats.streams import (
     spread_text,
     sse_event,
 )
-from guardrail.policy import Conversation, Message
+from guardrail.policy import Message
 
 __all__ = ["NAME", "ResponsesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
@@ -84,21 +84,11 @@ def parse_request(body: object) -> ChatRequest:
                 messages.append(message)
     elif raw_input is not None:
         raise FormatError("'input' is neither a string nor a list of items")
-    model = body.get("model")
-    return ChatRequest(
-        conversation=Conversation(messages=tuple(messages)),
-        stream=body.get("stream") is True,
-        model=model if isinstance(model, str) else None,
-    )
+    return chat_request(body, messages)
 
 
 def _output(body: object) -> list[Any]:
-    if not isinstance(body, dict):
-        raise FormatError("response body is not a JSON object")
-    output = body.get("output")
-    if not isinstance(output, list):
-        raise FormatError("response has no 'output' list")
-    return output
+    return reply_list(body, "output")
 
 
 def _text_parts(output: list[Any]) -> list[tuple[int, int]]:
