@@ -67,7 +67,7 @@ BUCKETS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("policy engine (guardrail/policy)", ("guardrail/policy/",)),
     ("canonical log line (structlog, logging)", ("log_request (", "structlog/", "logging/")),
     ("metrics (prometheus_client)", ("prometheus_client/", "guardrail/observe/record")),
-    ("upstream HTTP client", ("httpx/", "httpcore/", "aiohttp/", "aiohttp_transport")),
+    ("upstream HTTP client", ("httpx/", "httpcore/", "aiohttp/", "guardrail/transport")),
     ("JSON (json)", ("json/",)),
     ("rest of guardrail (pipeline, formats, app)", ("guardrail/",)),
     ("ASGI server and Starlette", ("uvicorn/", "starlette/")),

@@ -1,16 +1,16 @@
 """guardrail's proxy with the knobs the benchmark compares: upstream transport and uvicorn options.
 
-    python -m bench.proxy_variant --upstream URL --port N [--transport httpx|httpx-aiohttp|aiohttp]
+    python -m bench.proxy_variant --upstream URL --port N [--transport aiohttp|httpx|httpx-aiohttp]
         [--http auto|h11|httptools] [--loop auto|asyncio|uvloop] [--log-level info]
         [--access-log] [--workers N] [--policies PATH] [--bind tcp|create_server]
         [--set KEY=VALUE ...]
 
 It builds the same app as ``guardrail serve`` (settings, policy set, ``build_app``), so the
 transport goes through ``guardrail.upstream.build_client`` exactly as it would in production;
-only the transport object and the uvicorn config differ. Transports: ``httpx`` (httpx's own,
-as shipped), ``httpx-aiohttp`` (that package's transport, its session set up to store no
-cookies, ignore proxy variables and add no headers), ``aiohttp`` (:mod:`bench.aiohttp_transport`,
-the small transport README.md recommends). With ``--workers N`` the
+only the transport object and the uvicorn config differ. Transports: ``aiohttp``
+(:mod:`guardrail.transport`, as shipped), ``httpx`` (httpx's own pool, shipped before the
+benchmark chose aiohttp's), ``httpx-aiohttp`` (that package's transport, its session set up to
+store no cookies, ignore proxy variables and add no headers). With ``--workers N`` the
 listening socket is bound once and N processes serve it.
 
 ``--bind``: ``tcp`` (default) creates the listening socket with ``proto=IPPROTO_TCP``, so
@@ -39,13 +39,16 @@ __all__ = ["httpx_aiohttp_transport", "listen", "main", "transport_for"]
 
 
 def transport_for(name: str, settings: Settings) -> httpx.AsyncBaseTransport | None:
-    """The transport called ``name`` (None: httpx's default, built by ``build_client``)."""
+    """The transport called ``name`` (None: the shipped one, built by ``build_client``)."""
     if name == "httpx-aiohttp":
         return httpx_aiohttp_transport(settings)
-    if name == "aiohttp":
-        from bench.aiohttp_transport import AiohttpTransport
-
-        return AiohttpTransport(max_connections=settings.max_connections)
+    if name == "httpx":
+        return httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(
+                max_connections=settings.max_connections,
+                max_keepalive_connections=min(64, settings.max_connections),
+            )
+        )
     return None
 
 
@@ -113,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     add("--upstream", required=True)
     add("--port", type=int, required=True)
     add("--policies", default=None)
-    add("--transport", choices=["httpx", "httpx-aiohttp", "aiohttp"], default="httpx")
+    add("--transport", choices=["httpx", "httpx-aiohttp", "aiohttp"], default="aiohttp")
     add("--http", choices=["auto", "h11", "httptools"], default="auto")
     add("--loop", choices=["auto", "asyncio", "uvloop"], default="auto")
     add("--log-level", choices=["debug", "info", "warning", "error"], default="info")

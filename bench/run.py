@@ -13,8 +13,8 @@ Prints the machine's details, Markdown tables of medians, and issue 6's targets 
 proxy target.
 
 Targets: ``direct`` (the mock itself), ``guardrail`` (``python -m guardrail serve``, exactly as
-shipped), ``guardrail-aiohttp`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
-the recommended aiohttp transport / the httpx-aiohttp package), and any ``--variant NAME=ARGS``
+shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
+httpx's own pool / the httpx-aiohttp package as the transport), and any ``--variant NAME=ARGS``
 (``bench.proxy_variant`` with ARGS). ``--ttft-targets`` (default ``guardrail-holdback-none``,
 served with ``GUARDRAIL_HOLDBACK=none``) are started too but timed for time to first token only.
 """
@@ -53,7 +53,7 @@ PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 KNOWN: dict[str, tuple[str, dict[str, str]]] = {
     "guardrail": ("guardrail", {}),
     "guardrail-holdback-none": ("guardrail", {"GUARDRAIL_HOLDBACK": "none"}),
-    "guardrail-aiohttp": ("--transport aiohttp", {}),
+    "guardrail-httpx": ("--transport httpx", {}),
     "guardrail-httpx-aiohttp": ("--transport httpx-aiohttp", {}),
 }
 """Proxy targets by name: (the shipped CLI or bench.proxy_variant arguments, environment)."""

@@ -1,7 +1,8 @@
 """The one seam to the upstream API: client construction, target URLs, headers, errors.
 
-Only :func:`build_client` creates an ``httpx.AsyncClient``; tests pass ``transport=`` (an
-``httpx.MockTransport``) and a later issue may choose the transport by measurement.
+Only :func:`build_client` creates an ``httpx.AsyncClient``; behind it sits aiohttp's connection
+pool (:mod:`guardrail.transport`, chosen by measurement), and tests pass ``transport=`` (an
+``httpx.MockTransport``).
 
 Target URL rule (no open proxy)
     The upstream scheme, host and port come only from settings. The request's path is joined onto
@@ -37,6 +38,7 @@ from starlette.types import Receive, Scope, Send
 from guardrail.codings import TooLarge, Undecodable, decode_body
 from guardrail.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from guardrail.settings import Settings
+from guardrail.transport import AiohttpTransport
 
 __all__ = [
     "HOP_BY_HOP",
@@ -75,18 +77,18 @@ def build_client(
 ) -> httpx.AsyncClient:
     """Build the shared upstream client: settings' timeouts and limits, nothing implicit.
 
-    No environment proxies or ``.netrc`` (``trust_env=False``), no redirects followed (a 3xx goes
+    The transport is :class:`guardrail.transport.AiohttpTransport` (aiohttp's connection pool,
+    chosen by measurement) unless one is given; tests give an ``httpx.MockTransport``. No
+    environment proxies or ``.netrc`` (``trust_env=False``), no redirects followed (a 3xx goes
     back to the client), and a cookie jar that stores nothing, so one user's cookies never reach
     another. Requests are sent with :func:`send`, which adds no default headers.
     """
     t = settings.timeouts
+    if transport is None:
+        transport = AiohttpTransport(max_connections=settings.max_connections)
     return httpx.AsyncClient(
-        transport=transport,
+        transport=transport,  # the connection limit lives in the transport
         timeout=httpx.Timeout(connect=t.connect, read=t.read, write=t.write, pool=t.pool),
-        limits=httpx.Limits(
-            max_connections=settings.max_connections,
-            max_keepalive_connections=min(64, settings.max_connections),
-        ),
         follow_redirects=False,
         trust_env=False,
         cookies=CookieJar(policy=_RefuseCookies()),

@@ -102,11 +102,21 @@ async def test_client_disconnect_stops_the_upstream_read(fixture_policies: Polic
                 await upstream.saw_disconnect.wait()
 
 
-async def test_absolute_form_target_is_refused_on_the_wire(fixture_policies: PolicySet) -> None:
-    calls: list[str] = []
+async def test_crafted_targets_never_leave_the_configured_upstream(
+    fixture_policies: PolicySet,
+) -> None:
+    """Absolute-form, scheme-relative and dot-segment targets, sent raw on the wire.
+
+    Dot segments and ``//host`` are refused with 400. For the absolute form, RFC 9112 (3.2.2)
+    lets a server accept it and ignore the authority: h11 hands the whole target to the app,
+    which refuses it; httptools (the parser installed with guardrail) hands over only the path,
+    which then goes to the configured upstream like any origin-form path. Either way
+    ``evil.test`` is never contacted and never named in what the upstream receives.
+    """
+    calls: list[tuple[str, bytes]] = []
 
     async def upstream(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        calls.append(scope["path"])
+        calls.append((scope["path"], dict(scope["headers"]).get(b"host", b"")))
         await send({"type": "http.response.start", "status": 200, "headers": []})
         await send({"type": "http.response.body", "body": b"upstream"})
 
@@ -116,9 +126,9 @@ async def test_absolute_form_target_is_refused_on_the_wire(fixture_policies: Pol
             host, port = proxy_url.removeprefix("http://").split(":")
             answers = []
             for target in (
-                b"http://evil.test/v1/models",
                 b"//evil.test/v1/models",
                 b"/v1/../admin",
+                b"http://evil.test/v1/models",
             ):
                 stream = await anyio.connect_tcp(host, int(port))
                 async with stream:
@@ -135,9 +145,16 @@ async def test_absolute_form_target_is_refused_on_the_wire(fixture_policies: Pol
                         except anyio.EndOfStream:
                             pass
                 answers.append(data)
-    for data in answers:
+    for data in answers[:2]:
         assert data.startswith(b"HTTP/1.1 400"), data[:80]
         assert (
             json.loads(data.split(b"\r\n\r\n", 1)[1])["error"]["code"] == "invalid_request_target"
         )
-    assert calls == []
+    absolute = answers[2]
+    if absolute.startswith(b"HTTP/1.1 400"):  # h11: the whole target reached the app
+        assert calls == []
+    else:  # httptools: only the path did, and it went where the configuration says
+        head, _, body = absolute.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 200") and b"upstream" in body
+        upstream_host = upstream_url.removeprefix("http://").encode()
+        assert calls == [("/v1/models", upstream_host)]
