@@ -14,7 +14,7 @@ README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
 def test_readme_opens_with_the_two_fresh_machine_commands() -> None:
-    first_block = re.search(r"```sh\n(.*?)```", README, re.S)
+    first_block = re.search(r"```sh\n(.*?)```", README, re.DOTALL)
     assert first_block is not None
     commands = [line.split("#")[0].strip() for line in first_block.group(1).splitlines()]
     assert [c for c in commands if c] == ["make demo", "make test"]
@@ -22,7 +22,7 @@ def test_readme_opens_with_the_two_fresh_machine_commands() -> None:
 
 def test_ci_runs_the_readme_test_command() -> None:
     script = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
-    assert re.search(r"^make test$", script, re.M)
+    assert re.search(r"^make test$", script, re.MULTILINE)
 
 
 @pytest.mark.parametrize("key", KEYS, ids=lambda k: k.name)

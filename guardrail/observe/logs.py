@@ -7,7 +7,9 @@ stack of ``file:line:function`` frames, never by message (an exception message c
 
 Output is JSON lines when stderr is not a terminal (or ``log_format: json``), a readable console
 format otherwise. Third-party loggers (uvicorn, httpx) go through the same renderer; httpx's own
-request lines are silenced because they would print full URLs, query strings included.
+request lines are silenced because they would print full URLs, query strings included. In JSON
+mode the canonical line, written once per request, skips the standard-library route and is
+rendered by its own structlog logger into the same stream (same fields, half the cost).
 """
 
 from __future__ import annotations
@@ -112,10 +114,9 @@ REQUEST_FIELDS = (
 
 
 def _renderer(fmt: str, stream: TextIO) -> structlog.types.Processor:
-    is_tty = hasattr(stream, "isatty") and stream.isatty()
-    if fmt == "json" or (fmt == "auto" and not is_tty):
+    if _is_json(fmt, stream):
         return structlog.processors.JSONRenderer(sort_keys=False)
-    return structlog.dev.ConsoleRenderer(colors=is_tty)
+    return structlog.dev.ConsoleRenderer(colors=hasattr(stream, "isatty") and stream.isatty())
 
 
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
@@ -123,7 +124,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
 
     Safe to call again (tests, reload): the previous guardrail handler is replaced.
     """
-    stream = sys.stderr if stream is None else stream
+    given, stream = stream, sys.stderr if stream is None else stream
     levelno = logging.getLevelNamesMapping()[level.upper()]
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
@@ -132,8 +133,9 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.TimeStamper(fmt="iso", utc=True),
         scrub_exc_info,
     ]
+    processors = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
     structlog.configure(
-        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        processors=processors,
         logger_factory=structlog.stdlib.LoggerFactory(),
         wrapper_class=structlog.make_filtering_bound_logger(levelno),
         cache_logger_on_first_use=False,
@@ -155,6 +157,64 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     root.setLevel(levelno)
     for name, quiet in _QUIET_LOGGERS.items():
         logging.getLogger(name).setLevel(max(quiet, levelno))
+    global _request_logger
+    json_out = _is_json(fmt, stream)
+    _request_logger = (list(processors), _direct_logger(given, levelno)) if json_out else None
+
+
+def _is_json(fmt: str, stream: TextIO) -> bool:
+    return fmt == "json" or (fmt == "auto" and not (hasattr(stream, "isatty") and stream.isatty()))
+
+
+class _LineWriter:
+    """Writes rendered lines to a stream (None: whatever ``sys.stderr`` is at the time).
+
+    Like a logging handler, it never raises into the request: a closed or broken stream loses
+    the line, not the response.
+    """
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+
+    def msg(self, message: str) -> None:
+        stream = sys.stderr if self._stream is None else self._stream
+        try:
+            stream.write(message + "\n")
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+
+    info = warning = error = critical = debug = msg
+
+
+def _direct_logger(stream: TextIO | None, levelno: int) -> Any:
+    """The canonical line's own JSON logger, writing straight to ``stream`` (None: stderr).
+
+    Same line as the standard-library route (fields, then ``event``, ``level``, ``logger``,
+    ``timestamp``), at about half the cost: measured 15 us against 28 us per line
+    (bench/README.md), paid on every request.
+    """
+
+    def name(logger: object, method: str, event: MutableMapping[str, Any]) -> Any:
+        event["logger"] = "guardrail.request"
+        return event
+
+    return structlog.wrap_logger(
+        _LineWriter(stream),
+        processors=[
+            structlog.processors.add_log_level,
+            name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.JSONRenderer(sort_keys=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(levelno),
+    )
+
+
+_request_logger: tuple[list[Any], Any] | None = None
+"""Set by :func:`configure_logging` for JSON output: a copy of the processors it configured and
+the direct logger. The direct logger is used only while structlog still has those processors, so
+anyone who reconfigures structlog (``structlog.testing.capture_logs`` in a test) sees the line."""
 
 
 def scrub_exc_info(
@@ -198,4 +258,9 @@ def log_request(ex: Exchange) -> None:
     line = {name: fields[name] for name in REQUEST_FIELDS if fields.get(name) is not None}
     status = fields.get("status")
     level = "error" if isinstance(status, int) and status >= 500 and "error" in line else "info"
-    getattr(get_logger("guardrail.request"), level)("request", **line)
+    direct = _request_logger
+    if direct is not None and structlog.get_config()["processors"] == direct[0]:
+        logger = direct[1]
+    else:
+        logger = get_logger("guardrail.request")
+    getattr(logger, level)("request", **line)
