@@ -99,7 +99,32 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk``; return the blocks it completes, in order."""
         self._buf += chunk
-        return self._lines(final=False)
+        if self._block or self._first_line or b"\r" in self._buf:
+            return self._lines(final=False)
+        out = self._data_blocks()
+        return out + self._lines(final=False) if self._buf else out
+
+    def _data_blocks(self) -> list[SSEEvent]:
+        """The common case, fast: leading blocks that are one ``data`` line and a blank line.
+
+        Called only between blocks, on a buffer without CR, so each such block decodes exactly
+        as :meth:`_lines` would decode it; the first other block ends the fast path.
+        """
+        out: list[SSEEvent] = []
+        buf = self._buf
+        start = 0
+        while buf.startswith(b"data:", start):
+            end = buf.find(b"\n", start)
+            if end < 0 or buf[end + 1 : end + 2] != b"\n":
+                break
+            value = buf[start + 6 if buf[start + 5 : start + 6] == b" " else start + 5 : end]
+            data = value.decode("utf-8", errors="replace")
+            out.append(SSEEvent(data=data, raw=bytes(buf[start : end + 2])))
+            start = end + 2
+        if start:
+            del buf[:start]
+            self._scan = 0
+        return out
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: complete blocks still buffered, then the unfinished rest (``data=None``)."""

@@ -53,7 +53,7 @@ SAMPLE = (
     "\ufeff: keep-alive\r\n\r\n"
     "event: greeting\r\ndata: héllo\r\ndata:  wörld 🙂\r\nid: 7\r\nretry: 1500\r\n\r\n"
     "data\rdata:\r\r"
-    "foo: bar\nnonsense line\ndata: {\"a\": 1}\n\n"
+    'foo: bar\nnonsense line\ndata: {"a": 1}\n\n'
     "event: only-a-type\n\n"
     "id: a\0b\nretry: 12x\ndata: x\n\n"
     "data: no end"
@@ -135,9 +135,32 @@ def test_encode_rejects_what_cannot_be_framed(bad: SSEEvent) -> None:
 
 
 FRAGMENTS = [
-    b"data: ", b"data:", b"event: ", b"id: ", b"retry: ", b":", b" ", b"x", b"42", b"{}",
-    b"\r\n", b"\r", b"\n", b"\n\n", b"\r\n\r\n", "é".encode(), "🙂".encode(), b"\xff", b"\0",
-    b"\xef\xbb\xbf", b"data: [DONE]\n\n",
+    b"data: ",
+    b"data:",
+    b"event: ",
+    b"id: ",
+    b"retry: ",
+    b":",
+    b" ",
+    b"x",
+    b"42",
+    b"{}",
+    b"\r\n",
+    b"\r",
+    b"\n",
+    b"\n\n",
+    b"\r\n\r\n",
+    "é".encode(),
+    "🙂".encode(),
+    b"\xff",
+    b"\0",
+    b"\xef\xbb\xbf",
+    b"data: [DONE]\n\n",
+    # whole one-line data blocks, the decoder's fast path (SSEDecoder._data_blocks)
+    b'data: {"delta": "h\xc3\xa9"}\n\n',
+    b"data:x\n\n",
+    b"data:  two spaces\n\n",
+    b"data: \n\n",
 ]
 
 
