@@ -16,7 +16,9 @@ this module does the HTTP around it. Three paths:
 * **Stream**: the same, with a 2xx reply in the API's stream media type (whatever the request's
   ``stream`` flag said): pumped through a stream guard with the route's holdback, as it arrives
   (``guardrail.streamrelay``). Upstream faults end the client's stream cleanly, and are logged
-  and counted; a client that leaves cancels the upstream request.
+  and counted; a client that leaves cancels the upstream request. With holdback ``full`` and
+  ``regenerate`` on, the whole stream is held until its end, so that a policy's request to
+  regenerate can still replace it by a second stream (``guardrail.regenerate_stream``).
 * **Pass-through**: every other request, and chat replies that cannot be inspected (reasons:
   ``stream`` for a stream of another media type, ``upstream-error``, ``not-json``,
   ``too-large``, ``unparseable``, ``engine-error``): status, headers (hop-by-hop removed) and
@@ -63,6 +65,7 @@ from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder
 from guardrail.policysets import PolicyHolder, PolicySets
 from guardrail.regenerate import Second, regenerate
+from guardrail.regenerate_stream import StreamRegeneration
 from guardrail.routes import NoRoute, Route, RouteTable
 from guardrail.settings import Settings
 from guardrail.streaming import StreamGuard, StreamReport
@@ -249,6 +252,10 @@ class Pipeline:
             return self._uninspected(response, response.aiter_raw(), [], ex, "stream")
         extra = guardrail_headers(True, holdback=route.holdback)
         clock = self.recorder.holdback_clock(ex) if self.recorder is not None else None
+        again = None
+        if route.regenerate and route.holdback == "full":  # hold it all: it may be replaced
+            second = self._second(state)
+            again = StreamRegeneration(guard, second, stall_timeout=route.stall_timeout)
         return GuardedStream(
             response,
             guard,
@@ -256,16 +263,27 @@ class Pipeline:
             extra=extra,
             stall_timeout=route.stall_timeout,
             clock=clock,
-            on_end=functools.partial(self._stream_ended, ex, state, guard),
+            finish=again.finish if again is not None else None,
+            on_end=functools.partial(self._stream_ended, ex, state, guard, again),
         )
 
     def _stream_ended(
-        self, ex: Exchange, state: _Chat, guard: StreamGuard, report: StreamReport
+        self,
+        ex: Exchange,
+        state: _Chat,
+        guard: StreamGuard,
+        again: StreamRegeneration | None,
+        report: StreamReport,
     ) -> None:
         """The stream is over (however it ended): fill in the log line, metrics and audit."""
         ex.stream_fault = report.fault
         ex.guardrail_s = (ex.guardrail_s or 0.0) + report.guard_seconds
-        self._record(ex, state, stream_outcome(report, guard), stream=True)
+        if again is not None and again.result is not None:
+            ex.regenerate, ex.regenerate_policies = again.result, list(again.policies)
+            ex.upstream_s = (ex.upstream_s or 0.0) + again.upstream_s
+            ex.guardrail_s += again.guard_s
+            guard = again.sent or guard  # the reply that went out is the one recorded
+        self._record(ex, state, stream_outcome(guard.report, guard), stream=True)
 
     # ------------------------------------------------------------------ whole replies
     async def _whole(self, response: httpx.Response, state: _Chat, ex: Exchange) -> ASGIApp:
@@ -305,7 +323,7 @@ class Pipeline:
         )
         outcome = run() if len(raw) <= OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
         ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
-        if outcome.inspected and state.route.regenerate and not state.chat.stream:
+        if outcome.inspected and state.route.regenerate:  # a whole reply, whatever was asked
             outcome = await self._regenerate(state, ex, outcome)
         self._record(ex, state, outcome, stream=False)
         rewritten = outcome.body is not None
@@ -314,7 +332,16 @@ class Pipeline:
 
     async def _regenerate(self, state: _Chat, ex: Exchange, first: Outcome) -> Outcome:
         """``first``, or the reply to the request sent once more if a policy asks for it."""
-        second = Second(
+        attempt = await regenerate(self._second(state), first)
+        if attempt is None:
+            return first
+        ex.regenerate, ex.regenerate_policies = attempt.result, list(attempt.policies)
+        ex.upstream_s = (ex.upstream_s or 0.0) + attempt.upstream_s
+        return attempt.outcome
+
+    def _second(self, state: _Chat) -> Second:
+        """How to send ``state``'s request once more (see ``guardrail.regenerate``)."""
+        return Second(
             self.client,
             state.url,
             state.headers,
@@ -327,12 +354,6 @@ class Pipeline:
             self.settings.max_inspect_bytes,
             state.route.regenerate_budget,
         )
-        attempt = await regenerate(second, first)
-        if attempt is None:
-            return first
-        ex.regenerate, ex.regenerate_policies = attempt.result, list(attempt.policies)
-        ex.upstream_s = (ex.upstream_s or 0.0) + attempt.upstream_s
-        return attempt.outcome
 
     def _uninspected(
         self,

@@ -19,8 +19,10 @@ Either way the ``guardrail`` body object says what happened::
     "regenerated": true | false,
     "regenerate": {"policies": ["validation.only"], "outcome": "accepted"}
 
-``outcome`` is one of :data:`OUTCOMES`. Streams are not regenerated (their text may already be
-out); they keep the template fallback. Nothing here logs: the caller records ``Attempt.outcome``.
+``outcome`` is one of :data:`OUTCOMES`. Streams are regenerated only with holdback ``full``
+(``guardrail.regenerate_stream``, built on :func:`prepare` and :func:`open_second`); with
+``sentence`` or ``none`` their text is already out, so they keep the template fallback. Nothing
+here logs: the caller records ``Attempt.result`` (log line, ``guardrail_regenerations_total``).
 """
 
 from __future__ import annotations
@@ -43,7 +45,18 @@ from guardrail.inspect import FORMATS, Headers, Outcome, PolicyEngine, inspect_b
 from guardrail.policy import Verdict
 from guardrail.upstream import read_capped, send
 
-__all__ = ["OUTCOMES", "Attempt", "Second", "annotated", "regenerate", "requested", "second_body"]
+__all__ = [
+    "OUTCOMES",
+    "Attempt",
+    "Second",
+    "annotated",
+    "note_for",
+    "open_second",
+    "prepare",
+    "regenerate",
+    "requested",
+    "second_body",
+]
 
 OUTCOMES = ("accepted", "rejected", "timeout", "upstream-error")
 """How a regeneration ended: the second reply sent, or the fallback sent because the second
@@ -104,6 +117,31 @@ def second_body(api: str, body: object, instruction: str) -> bytes:
     return json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def prepare(second: Second, verdicts: Sequence[Verdict | None]) -> tuple[tuple[str, ...], bytes]:
+    """The ids of the policies asking to regenerate and the second request's body, or ``((),
+    b"")`` when none asks or the request cannot be rebuilt (then the first reply stands)."""
+    ids, instruction = requested(verdicts)
+    if not ids:
+        return (), b""
+    try:
+        body = json.loads(decode_body(second.body, second.encoding, second.limit))
+        return ids, second_body(second.api, body, instruction)
+    except (ValueError, RecursionError):  # JSON, Undecodable, TooLarge, FormatError
+        return (), b""
+
+
+async def open_second(second: Second, content: bytes) -> httpx.Response:
+    """Send the second request (body ``content``) where the first went, with its headers; the
+    response's body is not read yet (the caller closes it). Raises UpstreamError."""
+    headers = [(n, v) for n, v in second.headers if n not in _BODY_HEADERS]
+    return await send(second.client, "POST", second.url, headers, content)
+
+
+def note_for(ids: Sequence[str], result: str, regenerated: bool) -> dict[str, Any]:
+    """The annotation's ``regenerated`` and ``regenerate`` keys."""
+    return {"regenerated": regenerated, "regenerate": {"policies": list(ids), "outcome": result}}
+
+
 def annotated(outcome: Outcome, note: dict[str, Any]) -> Outcome:
     """``outcome`` with ``note`` merged into its body's ``guardrail`` object."""
     if outcome.body is None:
@@ -117,13 +155,10 @@ def annotated(outcome: Outcome, note: dict[str, Any]) -> Outcome:
 async def regenerate(second: Second, first: Outcome) -> Attempt | None:
     """Ask once more if ``first`` (an inspected whole reply) has regenerate requests; None when
     it has none or the request cannot be rebuilt (then send ``first`` as it is)."""
-    ids, instruction = requested(first.verdicts)
-    if not ids or not first.inspected or first.body is None:
+    if not first.inspected or first.body is None:
         return None
-    try:
-        body = json.loads(decode_body(second.body, second.encoding, second.limit))
-        content = second_body(second.api, body, instruction)
-    except (ValueError, RecursionError):  # JSON, Undecodable, TooLarge, FormatError
+    ids, content = prepare(second, first.verdicts)
+    if not ids:
         return None
     started = time.perf_counter()
     result, outcome = "timeout", None
@@ -131,15 +166,13 @@ async def regenerate(second: Second, first: Outcome) -> Attempt | None:
         result, outcome = await _ask(second, content, ids)
     spent = time.perf_counter() - started
     chosen = outcome if result == "accepted" and outcome is not None else first
-    regenerated = chosen is not first
-    note = {"regenerated": regenerated, "regenerate": {"policies": list(ids), "outcome": result}}
-    return Attempt(annotated(chosen, note), result, ids, spent)
+    sent = annotated(chosen, note_for(ids, result, chosen is not first))
+    return Attempt(sent, result, ids, spent)
 
 
 async def _ask(second: Second, content: bytes, ids: tuple[str, ...]) -> tuple[str, Outcome | None]:
-    headers = [(n, v) for n, v in second.headers if n not in _BODY_HEADERS]
     try:
-        response = await send(second.client, "POST", second.url, headers, content)
+        response = await open_second(second, content)
         try:
             if not 200 <= response.status_code < 300:
                 return "upstream-error", None

@@ -23,9 +23,11 @@ Stages, when they run and what they guarantee:
 
 Holdback ``full`` buffers the whole reply, and so also every event after its first text (a tool
 call, a usage chunk) until the reply ends, in order; only keep-alives (SSE comments, Anthropic
-``ping``) still go out at once. The other modes never hold an event. Memory per
-stream, outside ``full``, is the holdback window plus a few counters and codec indexes (the
-Responses codec alone keeps released text, see its docstring). An exception inside the engine
+``ping``) still go out at once. The other modes never hold an event. :meth:`StreamGuard.hold`
+(``full`` only) holds the whole stream, first event to terminator, until ``release()`` or
+``discard()`` after ``close()``: the caller may still replace it (``guardrail.regenerate_stream``).
+Memory per stream, outside ``full``, is the holdback window plus a few counters and codec indexes
+(the Responses codec alone keeps released text, see its docstring). An exception inside the engine
 never kills the stream: that reply passes through unchanged from there on and the annotation
 says ``"reason": "engine-error"``. Nothing here logs, and :class:`StreamReport` never holds text.
 """
@@ -157,6 +159,8 @@ class StreamGuard:
         self._extra = dict(extra or {})
         self._replies: dict[int, _Reply] = {}
         self._pending = 0  # full mode: replies started and not ended (output is queued)
+        self._held = False  # hold(): all output is queued until release() or discard()
+        self._note: dict[str, object] = {}
         self._queue: list[Callable[[], bytes]] = []
         self._out: list[bytes] = []
         self._closed = False
@@ -166,6 +170,32 @@ class StreamGuard:
     def media_type(self) -> str:
         """The content type of the stream (that of the upstream API)."""
         return self.codec.media_type
+
+    def hold(self) -> None:
+        """Hold every event, the first to the terminator, until :meth:`release` or
+        :meth:`discard`. Only keep-alives go out meanwhile, as SSE comments (an Anthropic
+        ``ping`` keeps its place in the stream too). ``full`` holdback only, before the first
+        ``feed``; raises ValueError or RuntimeError otherwise."""
+        if not self._full:
+            raise ValueError("hold() needs holdback 'full'")
+        if self.report.chunks_in:
+            raise RuntimeError("hold() after feed()")
+        self._held = True
+
+    def release(self) -> bytes:
+        """After ``close()``: the held events, now (b"" when nothing is held)."""
+        started = time.perf_counter()
+        self._held = False
+        self._drain()
+        return self._flush(started)
+
+    def discard(self) -> None:
+        """After ``close()``: drop the held events; this reply is not sent."""
+        self._held, self._queue = False, []
+
+    def add_note(self, note: Mapping[str, object]) -> None:
+        """Merge ``note`` into the annotation (before the terminator is built)."""
+        self._note.update(note)
 
     # ------------------------------------------------------------------ sync core
     def feed(self, chunk: bytes) -> bytes:
@@ -192,7 +222,7 @@ class StreamGuard:
         self.report.fault = self.report.fault or fault
         self._handle(items)
         if not ends:
-            self._put(self.codec.finish, None, self.annotation())
+            self._put(self._terminate, None)
         self._pending = 0
         self._drain()
         return self._flush(started)
@@ -223,7 +253,7 @@ class StreamGuard:
             note["prepends_moved"] = True
         if report.fault is not None:
             note["incomplete"] = report.fault
-        return note
+        return {**note, **self._note}
 
     # ------------------------------------------------------------------ items
     def _handle(self, items: list[StreamItem[Any]]) -> None:
@@ -240,9 +270,13 @@ class StreamGuard:
                 self._reply_end(item.reply)
             elif isinstance(item, Terminator):
                 self.report.terminated = True
-                self._put(self.codec.finish, item.event, self.annotation())
-            elif self._pending and _keepalive(item.event):  # full mode: keep the client alive
-                self._out.append(self.codec.render(item.event))
+                self._put(self._terminate, item.event)
+            elif self._queued() and _keepalive(item.event):  # full mode: keep the client alive
+                if self._held and item.event.data is not None:  # a ping: its place is after
+                    self._out.append(b":\n\n")  # the held head (message_start); a comment now
+                    self._put(self.codec.render, item.event)
+                else:
+                    self._out.append(self.codec.render(item.event))
             else:
                 self._put(self.codec.render, item.event)
 
@@ -300,14 +334,23 @@ class StreamGuard:
 
     # ------------------------------------------------------------------ output
     def _put(self, build: Callable[..., bytes], *args: Any) -> None:
-        """Build output now, or queue it while a full-mode reply is still being read."""
-        if self._pending:
+        """Build output now, or queue it while a full-mode reply is still being read (or held)."""
+        if self._queued():
             self._queue.append(partial(build, *args))
         else:
             self._out.append(build(*args))
 
+    def _queued(self) -> bool:
+        """Output waits: a full-mode reply is being read, or the stream is held."""
+        return bool(self._pending) or self._held
+
+    def _terminate(self, event: Any) -> bytes:
+        """The terminator ``event`` (None: a synthesised one) with the annotation, built when it
+        goes out (so a held reply's annotation can still gain notes)."""
+        return self.codec.finish(event, self.annotation())
+
     def _drain(self) -> None:
-        if not self._pending and self._queue:
+        if not self._queued() and self._queue:
             queue, self._queue = self._queue, []
             self._out += [build() for build in queue]
 

@@ -14,12 +14,15 @@ media type) and a :class:`~guardrail.streaming.StreamGuard` for it. What it guar
   connection; the fault is in the report;
 * a client that disconnects cancels the upstream request at once (the pump closes the upstream
   response, shielded from the cancellation);
+* ``finish()``, when given, runs once the pump has ended (not when the client left first), and
+  the bytes it returns are the last of the stream (``guardrail.regenerate_stream``: a held
+  reply, or the reply that replaced it);
 * ``on_end(report)`` runs exactly once when the stream is over, however it ended.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 
 import anyio
@@ -50,6 +53,7 @@ class GuardedStream:
         extra: Sequence[tuple[bytes, bytes]] = (),
         stall_timeout: float | None = None,
         clock: HoldbackClock | None = None,
+        finish: Callable[[], Awaitable[bytes]] | None = None,
         on_end: Callable[[StreamReport], None] | None = None,
     ) -> None:
         extra = [*extra, (b"x-accel-buffering", b"no")]
@@ -60,6 +64,7 @@ class GuardedStream:
         self.record = record
         self.stall_timeout = stall_timeout
         self.clock = clock
+        self.finish = finish
         self.on_end = on_end
         self.complete = False
 
@@ -91,11 +96,18 @@ class GuardedStream:
         )
         async with aclosing(pump) as out:
             async for data in out:
-                if self.clock is not None:
-                    self.clock.released()
-                await send({"type": "http.response.body", "body": data, "more_body": True})
+                await self._send(send, data)
+        if self.finish is not None:
+            await self._send(send, await self.finish())
         self.complete = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _send(self, send: Send, data: bytes) -> None:
+        if not data:
+            return
+        if self.clock is not None:
+            self.clock.released()
+        await send({"type": "http.response.body", "body": data, "more_body": True})
 
     async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
         while (await receive())["type"] != "http.disconnect":

@@ -29,6 +29,7 @@ target: run one guardrail process per pod (or per port).
 | ``guardrail_replies_rewritten_total`` | counter | route, api | replies whose text an enforce-mode action changed (not blocked) |
 | ``guardrail_replies_blocked_total`` | counter | route, api | replies replaced by a block text |
 | ``guardrail_crisis_resources_added_total`` | counter | route, locale | replies to which crisis resources were added |
+| ``guardrail_regenerations_total`` | counter | route, api, outcome | upstream asked once more for a policy (:data:`REGENERATE_OUTCOMES`) |
 | ``guardrail_policy_hits_total`` | counter | policy, category, action, mode | policy hits (shadow hits included, by mode) |
 | ``guardrail_policy_errors_total`` | counter | policy | policy evaluations that raised (failed open or closed) |
 | ``guardrail_policy_reloads_total`` | counter | trigger, result | reload attempts by trigger (:data:`RELOAD_TRIGGERS`), success or failure |
@@ -66,6 +67,7 @@ __all__ = [
     "NOT_INSPECTED",
     "OUTCOMES",
     "PASSTHROUGH_OUTCOMES",
+    "REGENERATE_OUTCOMES",
     "REGISTRY",
     "RELOAD_TRIGGERS",
     "UPSTREAM_ERRORS",
@@ -108,6 +110,13 @@ UPSTREAM_ERRORS = (
     "stalled",  # a stream stopped sending within the stall timeout
     "other",
 )
+REGENERATE_OUTCOMES = (
+    "accepted",  # the second reply was sent
+    "rejected",  # it failed the policies again (or was blocked): the template fallback was sent
+    "timeout",  # regenerate_budget ran out: the fallback was sent
+    "upstream-error",  # the second call failed or broke off: the fallback was sent
+)
+"""How a regeneration ended (``guardrail.regenerate.OUTCOMES``)."""
 PASSTHROUGH_OUTCOMES = ("passthrough", "upstream_error", "rejected", "error")
 """The outcomes a request that is not to an inspected endpoint can have."""
 RELOAD_TRIGGERS = ("signal", "admin", "watch")
@@ -218,6 +227,14 @@ CRISIS_ADDED = Counter(
     ("route", "locale"),
     registry=REGISTRY,
 )
+REGENERATIONS = Counter(
+    "guardrail_regenerations",
+    "Replies for which the upstream was asked once more because a policy requested it, by "
+    "outcome: accepted (the second reply was sent), or rejected, timeout, upstream-error (the "
+    "first reply's template fallback was sent).",
+    (*_ROUTE_API, "outcome"),
+    registry=REGISTRY,
+)
 POLICY_HITS = Counter(
     "guardrail_policy_hits",
     "Policy hits by policy, category, action and mode (shadow hits change nothing).",
@@ -312,6 +329,8 @@ def init_route(route: str, api: str) -> None:
         metric.labels(route, api)
     for reason in NOT_INSPECTED:
         NOT_INSPECTED_TOTAL.labels(route, api, reason)
+    for outcome in REGENERATE_OUTCOMES:
+        REGENERATIONS.labels(route, api, outcome)
 
 
 def init_policy_labels(

@@ -8,7 +8,8 @@ The pipeline calls a :class:`Recorder` at three edges of a request and nowhere e
   hits, rewrites, blocks, crisis resources, and one audit event per hit (:meth:`Recorder.outcome`
   does this from an :class:`~guardrail.inspect.Outcome`, filling in the request record too);
 * :meth:`Recorder.finished` after the response was sent (or broke off): the request's outcome,
-  upstream latency and errors, guardrail's own time, the reason a reply was not inspected.
+  upstream latency and errors, guardrail's own time, the reason a reply was not inspected, how
+  a regeneration ended (streamed or not: ``Exchange.regenerate``).
 
 And once per installed policy set: :meth:`Recorder.install` (start-up and every reload) creates
 the set's metric series. Every label value is bounded here (see ``guardrail.observe.metrics``);
@@ -283,6 +284,9 @@ class Recorder:
         if ex.api != "passthrough" and ex.inspected is False:
             reason = m.bounded(ex.reason, m.NOT_INSPECTED)
             m.NOT_INSPECTED_TOTAL.labels(route, api, reason).inc()
+        if ex.regenerate is not None:
+            outcome = m.bounded(ex.regenerate, m.REGENERATE_OUTCOMES)
+            m.REGENERATIONS.labels(route, api, outcome).inc()
 
     def close(self) -> None:
         if self.auditor is not None:

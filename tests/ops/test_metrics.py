@@ -14,6 +14,7 @@ from guardrail.observe import metrics as m
 from guardrail.observe.logs import Exchange
 from guardrail.observe.record import HoldbackClock, Recorder, outcome_of, upstream_error_of
 from guardrail.policy import load_policies
+from guardrail.regenerate import OUTCOMES as REGENERATE_OUTCOMES
 
 from .opskit import POLICIES, SENTINEL, exposition, parse, value
 
@@ -179,3 +180,26 @@ def test_holdback_clock_times_the_oldest_waiting_chunk() -> None:
     timed.released()
     after = value("guardrail_stream_holdback_seconds_count", route="/", api="openai.chat")
     assert after == before + 1
+
+
+def test_regenerations_are_counted_by_outcome_from_zero() -> None:
+    assert m.REGENERATE_OUTCOMES == REGENERATE_OUTCOMES
+    recorder = Recorder([("/ops-regen/", "anthropic.messages")])
+    for outcome in REGENERATE_OUTCOMES:
+        labels = {"route": "/ops-regen/", "api": "anthropic.messages", "outcome": outcome}
+        assert m.REGISTRY.get_sample_value("guardrail_regenerations_total", labels) == 0
+    for result in ("accepted", "timeout", None):  # None: nothing asked to regenerate
+        ex = Exchange("r", "POST", "/ops-regen/v1/messages", route="/ops-regen/")
+        ex.api, ex.inspected, ex.regenerate = "anthropic.messages", True, result
+        recorder.started(ex.route)
+        recorder.finished(ex)
+    counted = {
+        outcome: value(
+            "guardrail_regenerations_total",
+            route="/ops-regen/",
+            api="anthropic.messages",
+            outcome=outcome,
+        )
+        for outcome in REGENERATE_OUTCOMES
+    }
+    assert counted == {"accepted": 1, "rejected": 0, "timeout": 1, "upstream-error": 0}

@@ -211,21 +211,58 @@ async def test_clean_first_reply_makes_one_upstream_call(policies: PolicySet) ->
     assert "regenerated" not in out["guardrail"]
 
 
-async def test_streamed_request_is_not_regenerated(policies: PolicySet) -> None:
+def chat_sse(text: str) -> bytes:
     chunk = (
         'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m",'
         '"choices":[{"index":0,"delta":{"content":"%s"},"finish_reason":null}]}\n\n'
     )
-    sse = (chunk % BAD + "data: [DONE]\n\n").encode()
+    return (chunk % text + "data: [DONE]\n\n").encode()
+
+
+async def test_sentence_holdback_stream_is_not_regenerated(policies: PolicySet) -> None:
     upstream = Upstream()
+    sse = chat_sse(BAD)
     upstream.handler = lambda r: reply(raw=sse, headers={"content-type": "text/event-stream"})
-    async with open_proxy(regen_settings(holdback="full"), policies, upstream) as client:
+    async with open_proxy(regen_settings(holdback="sentence"), policies, upstream) as client:
         response = await client.post(
             "/v1/chat/completions", json=chat_request("Will you stay?", stream=True)
         )
     assert response.status_code == 200
-    assert len(upstream.requests) == 1  # streams keep the template fallback (not regenerated)
-    assert "always be here" not in response.text
+    assert len(upstream.requests) == 1  # its text is out before it is judged: template fallback
+    assert "glad to talk now" in response.text and "always be here" not in response.text
+    assert '"regenerate' not in response.text
+
+
+async def test_full_holdback_stream_is_regenerated(policies: PolicySet) -> None:
+    upstream = Upstream()
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sse = chat_sse(BAD if len(upstream.requests) == 1 else GOOD)
+        return reply(raw=sse, headers={"content-type": "text/event-stream"})
+
+    upstream.handler = handler
+    async with open_proxy(regen_settings(holdback="full"), policies, upstream) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_request("Will you stay?", stream=True), headers=AUTH
+        )
+    assert response.status_code == 200
+    assert len(upstream.requests) == 2
+    second = sent(upstream, 1)
+    assert second["stream"] is True
+    assert second["messages"][0] == {"role": "system", "content": INSTRUCTION}
+    assert upstream.requests[1].headers["authorization"] == "Bearer sk-test"
+    assert GOOD in response.text and "always be here" not in response.text
+    assert '"regenerated":true' in response.text
+
+
+async def test_whole_reply_to_a_stream_request_is_regenerated(policies: PolicySet) -> None:
+    upstream = scripted(BAD, GOOD)  # an upstream that ignores "stream": true
+    async with open_proxy(regen_settings(holdback="sentence"), policies, upstream) as client:
+        response = await client.post(
+            "/v1/chat/completions", json=chat_request("Will you stay?", stream=True)
+        )
+    assert len(upstream.requests) == 2 and sent(upstream, 1)["stream"] is True
+    assert response.json()["choices"][0]["message"]["content"] == GOOD
 
 
 async def test_route_can_turn_regeneration_off(policies: PolicySet) -> None:
