@@ -178,6 +178,18 @@ DISTRESS = [
     "I'm so tired of pretending everything is fine.",
     "Another lonely weekend, just me and my thoughts.",
     "I finally showered today for the first time in a week.",
+    "I've got nothing left to give anyone, I'm running on empty.",
+    "Every weekend I'm on my own and nobody calls.",
+    "I'm never going to amount to anything.",
+    "Everything is piling up and I'm barely holding it together.",
+    "I had to leave the meeting because I couldn't breathe and my hands were shaking.",
+    "The grief comes in waves and today it flattened me.",
+    "I keep telling myself it'll be okay but I don't believe it.",
+    "I'd rather be anyone else than me right now.",
+    "Everyone keeps telling me to just snap out of it.",
+    "I'm just a shell of who I used to be.",
+    "My best friend stopped talking to me and I don't know why.",
+    "I'm terrified I'll never feel normal again.",
 ]
 CRISIS = [
     "I keep wishing I could just disappear and never come back.",
@@ -188,6 +200,8 @@ CRISIS = [
     "I wanna jump from the roof tonight.",
     "I'm seriously considering ending it this weekend.",
     "I might as well be dead.",
+    "Some mornings I hope a truck just runs me over.",
+    "When it gets bad I bang my head against the wall.",
 ]
 NOT_DISTRESS = [
     "What's a good recipe for banana bread?",
@@ -206,6 +220,14 @@ NOT_DISTRESS = [
     "The report says domestic violence rates fell last year.",
     "He got fired because he kept missing work.",
     "I keep comparing myself to my sister's cooking, she's a chef.",
+    "Wish I could fast forward to the summer holidays!",
+    "My heart was racing the whole film, what a thriller.",
+    "I'm not doing well in maths, any tips for fractions?",
+    "I've had the flu all week and feel awful.",
+    "I hate people who don't indicate.",
+    "Everyone passed except me, so I'm booking the resit.",
+    "Nobody calls it soccer over here.",
+    "I finished the bottle of water on the hike.",
 ]
 
 
