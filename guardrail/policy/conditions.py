@@ -9,7 +9,8 @@ Two spellings compile to the same tree, once, at load time:
 
 ``parse_condition`` raises ``ValueError`` with a readable message (the loader adds file, line and
 policy id); names are checked against the known detectors here, so a condition can never name a
-detector that does not exist. Evaluating a tree is a handful of dict lookups.
+detector that does not exist. Evaluating a tree is a handful of dict lookups; ``compile_condition``
+turns it, once at load, into one Python function that reads the same names in the same order.
 """
 
 from __future__ import annotations
@@ -18,9 +19,22 @@ import re
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass
 
-__all__ = ["All", "Any", "Condition", "Name", "Not", "parse_condition"]
+__all__ = [
+    "All",
+    "Any",
+    "Condition",
+    "Name",
+    "Not",
+    "Resolvers",
+    "compile_condition",
+    "compile_expression",
+    "parse_condition",
+    "resolve",
+]
 
 Signals = Mapping[str, bool]
+Resolvers = tuple[tuple[str, Callable[[Signals], bool]], ...]
+"""Composite detectors in dependency order, each with its value as one function."""
 
 
 class Condition:
@@ -40,6 +54,10 @@ class Condition:
         ``not`` never supports it, since what holds there is an absence."""
         raise NotImplementedError
 
+    def python(self) -> str:
+        """The condition as a Python expression over a mapping ``s`` (see ``compile_condition``)."""
+        raise NotImplementedError
+
 
 @dataclass(frozen=True, slots=True)
 class Name(Condition):
@@ -53,6 +71,9 @@ class Name(Condition):
 
     def supporting(self, signals: Signals) -> frozenset[str]:
         return frozenset((self.name,)) if signals.get(self.name) else frozenset()
+
+    def python(self) -> str:
+        return f"s[{self.name!r}]"
 
     def __str__(self) -> str:
         return self.name
@@ -71,6 +92,9 @@ class Not(Condition):
     def supporting(self, signals: Signals) -> frozenset[str]:
         return frozenset()
 
+    def python(self) -> str:
+        return f"(not {self.item.python()})"
+
     def __str__(self) -> str:
         return f"not {_wrap(self.item)}"
 
@@ -87,6 +111,9 @@ class All(Condition):
 
     def supporting(self, signals: Signals) -> frozenset[str]:
         return frozenset().union(*(item.supporting(signals) for item in self.items))
+
+    def python(self) -> str:
+        return "(" + " and ".join(item.python() for item in self.items) + ")"
 
     def __str__(self) -> str:
         return " and ".join(_wrap(item) for item in self.items)
@@ -107,8 +134,45 @@ class Any(Condition):
             *(item.supporting(signals) for item in self.items if item.evaluate(signals))
         )
 
+    def python(self) -> str:
+        return "(" + " or ".join(item.python() for item in self.items) + ")"
+
     def __str__(self) -> str:
         return " or ".join(_wrap(item) for item in self.items)
+
+
+def compile_expression(
+    expression: str, fallback: Callable[[Signals], bool]
+) -> Callable[[Signals], bool]:
+    """``lambda s: <expression>`` as a function, or ``fallback`` if Python cannot compile it
+    (nesting deeper than its parser allows)."""
+    try:
+        fn: Callable[[Signals], bool] = eval(f"lambda s: {expression}", {"__builtins__": {}})
+    except (SyntaxError, RecursionError, MemoryError):  # pragma: no cover -- absurd nesting
+        return fallback
+    return fn
+
+
+def compile_condition(cond: Condition) -> Callable[[Signals], bool]:
+    """``cond.evaluate`` as one Python function, built once at load.
+
+    Same value, and the same names read in the same order with the same short-circuits, so a
+    missing name (a failed detector) raises the same ``KeyError`` at the same point. Signal
+    values are booleans, so ``and``/``or`` give booleans, as ``all``/``any`` do.
+    """
+    return compile_expression(cond.python(), cond.evaluate)
+
+
+def resolve(values: Signals, resolvers: Resolvers) -> dict[str, bool]:
+    """``values`` plus the value of each composite of ``resolvers``, in order; a composite over
+    a failed detector (a missing value, so a ``KeyError``) stays absent."""
+    out = dict(values)
+    for name, value in resolvers:
+        try:
+            out[name] = value(out)
+        except KeyError:
+            pass
+    return out
 
 
 def _wrap(cond: Condition) -> str:

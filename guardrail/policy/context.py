@@ -7,13 +7,20 @@ conversation, or a repeated message) is not scanned again. The memo keeps no tex
 a digest of the message and holds spans and digests of the matched words only. A detector that
 raises is recorded by exception type in ``failed`` (its signal stays absent, so policies reading
 it follow their ``on_error``) and that message is not remembered; nothing else is lost.
+
+``ConversationMemo`` remembers the whole result for conversations still alive: the same
+``Conversation`` object is judged more than once (a stream guard's probe and its scan, every choice
+of a reply, a regenerated reply), and its context does not change. It holds conversations by weak
+reference and by identity, never their text, and at most ``size`` results.
 """
 
 from __future__ import annotations
 
 import hashlib
 import threading
+import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -23,20 +30,23 @@ from guardrail.policy.model import Conversation, Evidence
 if TYPE_CHECKING:
     from guardrail.policy.engine import PolicySet
 
-__all__ = ["ContextResult", "MessageMemo", "scan_context"]
+__all__ = ["ContextResult", "ConversationMemo", "MessageMemo", "scan_context"]
 
 Found = tuple[tuple[int, int, str], ...]
 """Per leaf: (start, end, digest of the matched text) for each match."""
 
 
-@dataclass
+@dataclass(frozen=True, slots=True)
 class ContextResult:
-    """Per context leaf: its value, evidence, distinct matches (digests), or its failure."""
+    """Per context leaf: its value, evidence, distinct matches (digests), or its failure.
 
-    values: dict[str, bool] = field(default_factory=dict)
-    evidence: dict[str, list[Evidence]] = field(default_factory=dict)
-    keys: dict[str, set[str]] = field(default_factory=dict)
-    failed: dict[str, str] = field(default_factory=dict)
+    Never changed once ``scan_context`` returns it, so scans of one conversation share it.
+    """
+
+    values: Mapping[str, bool] = field(default_factory=dict)
+    evidence: Mapping[str, tuple[Evidence, ...]] = field(default_factory=dict)
+    keys: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    failed: Mapping[str, str] = field(default_factory=dict)
 
 
 def _digest(text: str) -> str:
@@ -74,19 +84,57 @@ class MessageMemo:
                 self._entries.popitem(last=False)
 
 
-def _scan_message(ps: PolicySet, role: str, content: str, out: ContextResult) -> dict[str, Found]:
+class ConversationMemo:
+    """The ``ContextResult`` of recently judged conversations that are still alive.
+
+    Keyed by the conversation's identity and checked through a weak reference, so it keeps no
+    conversation (nor any text) alive and never confuses two conversations: an entry whose
+    conversation is gone simply no longer matches. At most ``size`` entries, least recently
+    used first out. Thread-safe.
+    """
+
+    __slots__ = ("_entries", "_lock", "size")
+
+    def __init__(self, size: int = 256) -> None:
+        self.size = size
+        self._entries: OrderedDict[int, tuple[weakref.ref[Conversation], ContextResult]] = (
+            OrderedDict()
+        )
+        self._lock = threading.Lock()
+
+    def get(self, conversation: Conversation) -> ContextResult | None:
+        key = id(conversation)
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0]() is not conversation:
+                return None
+            self._entries.move_to_end(key)
+            return entry[1]
+
+    def put(self, conversation: Conversation, result: ContextResult) -> None:
+        if self.size <= 0:
+            return
+        ref = weakref.ref(conversation)
+        key = id(conversation)
+        with self._lock:
+            self._entries[key] = (ref, result)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
+def _scan_message(
+    ps: PolicySet, role: str, content: str, failed: dict[str, str]
+) -> dict[str, Found]:
     """Every leaf of ``role`` on one message (those its literals allow); failures go to
-    ``out.failed`` and make the result unfit to remember (returned with a ``""`` marker)."""
+    ``failed`` and make the result unfit to remember (returned with a ``""`` marker)."""
     view = TextView(content, ps.scanners.get(role), message=True)
-    active = ps.indexes[role].active(view)
     found: dict[str, Found] = {}
-    for leaf in ps.context_by_role[role]:
-        if active is not None and leaf.name not in active:
-            continue
+    for leaf in ps.indexes[role].candidates(view):  # the role's leaves its literals allow
         try:
             matches = leaf.find(view)
         except Exception as exc:  # noqa: BLE001 -- a detector failure must not lose the reply
-            out.failed[leaf.name] = type(exc).__name__
+            failed[leaf.name] = type(exc).__name__
             found[""] = ()
             continue
         if matches:
@@ -99,39 +147,61 @@ def scan_context(ps: PolicySet, conversation: Conversation) -> ContextResult:
 
     Message by message, oldest first; a leaf counts a message only when its turn window
     (``last_user``: the latest user message, ``user_turns``/``assistant_turns``: the latest
-    ``turns`` of that role, ``system``: all) reaches it.
+    ``turns`` of that role, ``system``: all) reaches it. A conversation judged before and still
+    alive gets its earlier result (``ps.conversations``); one where a detector raised is not
+    remembered.
     """
+    known = ps.conversations.get(conversation)
+    if known is not None:
+        return known
     messages = conversation.messages
     depth = ps.context_depth
     seen: dict[str, int] = dict.fromkeys(depth, 0)
     chosen: list[tuple[int, int]] = []  # (message index, position from the end of its role)
+    unfilled = len(depth)  # roles still reading further back
     for i in range(len(messages) - 1, -1, -1):
         role = messages[i].role
         if role in depth and seen[role] < depth[role]:
             chosen.append((i, seen[role]))
             seen[role] += 1
-    out = ContextResult()
-    keys: dict[str, set[str]] = {leaf.name: set() for leaf in ps.context_leaves}
+            if seen[role] == depth[role]:
+                unfilled -= 1
+                if not unfilled:
+                    break
+    failed: dict[str, str] = {}
+    evidence: dict[str, list[Evidence]] = {}
+    keys: dict[str, set[str]] = {}  # only for the leaves that matched
+    reach = ps.context_reach
     for i, back in reversed(chosen):
         role = messages[i].role
         memo_key = (role, _digest(messages[i].content))
         found = ps.memo.get(memo_key)
         if found is None:
-            found = _scan_message(ps, role, messages[i].content, out)
+            found = _scan_message(ps, role, messages[i].content, failed)
             if "" not in found:
                 ps.memo.put(memo_key, found)
-        for leaf in ps.context_by_role[role]:
-            matches = found.get(leaf.name)
-            if not matches or back >= leaf.reach:
+        for name, matches in found.items():  # the leaves of this role that matched, in order
+            if not matches or back >= reach[name]:
                 continue
-            evidence = out.evidence.setdefault(leaf.name, [])
+            scope = ps.context_scope[name]
+            kept = evidence.setdefault(name, [])
+            distinct = keys.setdefault(name, set())
             for start, end, key in matches:
-                keys[leaf.name].add(key)
-                evidence.append(Evidence(leaf.name, leaf.scope, (start, end), i, None))
-    for leaf in ps.context_leaves:
-        if leaf.name in out.failed:
-            out.evidence.pop(leaf.name, None)
-            continue
-        out.values[leaf.name] = len(keys[leaf.name]) >= leaf.min_matches
-        out.keys[leaf.name] = keys[leaf.name]
-    return out
+                distinct.add(key)
+                kept.append(Evidence(name, scope, (start, end), i, None))
+    values = dict(ps.context_defaults)  # a leaf that matched nothing is false
+    for name, distinct in keys.items():
+        values[name] = len(distinct) >= ps.context_min[name]
+    for name in failed:  # absent, so that policies reading it follow their on_error
+        del values[name]
+        evidence.pop(name, None)
+        keys.pop(name, None)
+    result = ContextResult(
+        values=values,
+        evidence={name: tuple(kept) for name, kept in evidence.items()},
+        keys={name: frozenset(distinct) for name, distinct in keys.items()},
+        failed=failed,
+    )
+    if not failed:
+        ps.conversations.put(conversation, result)
+    return result

@@ -382,7 +382,7 @@ class Composite:
         """A counting composite's value from its parts' distinct-match counts."""
         return sum(counts[part] for part in self.parts) >= self.min_matches
 
-    def value(self, signals: dict[str, bool]) -> bool:
+    def value(self, signals: Mapping[str, bool]) -> bool:
         """Its value given its parts' (a KeyError when one is missing: a failed detector)."""
         count = 0
         for part in self.parts:
@@ -393,6 +393,15 @@ class Composite:
         if self.mode == "all":
             return count == len(self.parts)
         return count == 0
+
+    def python(self) -> str:
+        """``value`` as a Python expression over ``s``: like ``value`` it reads every part, so a
+        missing one raises ``KeyError`` just the same."""
+        reads = [f"s[{part!r}]" for part in self.parts]
+        if self.mode == "any" and self.at_least > 1:
+            return f"({' + '.join(reads)} >= {self.at_least})"
+        joined = "(" + (" & " if self.mode == "all" else " | ").join(reads) + ")"
+        return f"(not {joined})" if self.mode == "none" else joined
 
 
 Detector = Leaf | Composite

@@ -8,14 +8,18 @@ Stages of one evaluation (the stages themselves live in ``scan.Scan``):
 
 ``PolicySet.evaluate`` runs exactly these stages over the sentences of ``text.SentenceSplitter``,
 so a stream guard feeding the same text in any pieces reaches the same verdict. The engine does
-no I/O and logs nothing; all per-reply state lives in the ``Scan``.
+no I/O and logs nothing; all per-reply state lives in the ``Scan``. What a ``PolicySet`` keeps
+between evaluations holds no text: what its context detectors found in recent messages and
+conversations (``context.MessageMemo``, ``context.ConversationMemo``) and which leaves go with
+which literals (``LeafIndex``), all bounded.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from guardrail.policy.context import MessageMemo
+from guardrail.policy.conditions import Resolvers, compile_condition, compile_expression, resolve
+from guardrail.policy.context import ConversationMemo, MessageMemo
 from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
 from guardrail.policy.model import Conversation, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
@@ -41,37 +45,53 @@ def _scanner(leaves: Iterable[Leaf]) -> LiteralScanner | None:
     return LiteralScanner(literals) if len(literals) > DIRECT_LITERALS else None
 
 
+def _resolvers(composites: Iterable[Composite]) -> Resolvers:
+    """Each composite's value as one function; counting composites are left out (the scan,
+    which keeps the counts, puts their values in)."""
+    return tuple(
+        (c.name, compile_expression(c.python(), c.value)) for c in composites if not c.min_matches
+    )
+
+
 class LeafIndex:
     """Which leaves reading one kind of text can match a given text, from its literals alone.
 
     Built once per policy set and kind of text: each prefilter literal points at the leaves
-    needing it; leaves with a pattern that has no prefilter always run. ``active(view)`` is
-    then a few set unions instead of one call per leaf.
+    needing it (a bit mask); leaves with a pattern that has no prefilter always run.
+    ``candidates(view)`` ORs the masks of the literals present and hands back those leaves in
+    their order; each distinct choice is built once and remembered (at most ``_CHOICES``).
     """
 
-    __slots__ = ("_always", "_by_literal")
+    __slots__ = ("_always", "_chosen", "_leaves", "_mask_of")
+
+    _CHOICES = 4096
 
     def __init__(self, leaves: Iterable[Leaf]) -> None:
-        always: set[str] = set()
-        by_literal: dict[str, set[str]] = {}
-        for leaf in leaves:
+        self._leaves = tuple(leaves)
+        self._always = 0
+        self._mask_of: dict[str, int] = {}
+        for i, leaf in enumerate(self._leaves):
             if not leaf.literals or any(p is None for p in leaf.prefilters):
-                always.add(leaf.name)
+                self._always |= 1 << i
             for lit in leaf.literals:
-                by_literal.setdefault(lit, set()).add(leaf.name)
-        self._always = frozenset(always)
-        self._by_literal = {k: frozenset(v) for k, v in by_literal.items()}
+                self._mask_of[lit] = self._mask_of.get(lit, 0) | 1 << i
+        self._chosen: dict[int, tuple[Leaf, ...]] = {}
 
-    def active(self, view: TextView) -> frozenset[str] | None:
-        """The names of the leaves that may match ``view`` (None: no scanner, so any may)."""
+    def candidates(self, view: TextView) -> tuple[Leaf, ...]:
+        """The leaves that may match ``view``, in their order (all of them without a scanner)."""
         present = view.present()
         if present is None:
-            return None
-        if not present:
-            return self._always
-        return self._always.union(
-            *(self._by_literal[lit] for lit in present if lit in self._by_literal)
-        )
+            return self._leaves
+        mask = self._always
+        mask_of = self._mask_of
+        for lit in present:
+            mask |= mask_of.get(lit, 0)
+        chosen = self._chosen.get(mask)
+        if chosen is None:
+            chosen = tuple(leaf for i, leaf in enumerate(self._leaves) if mask >> i & 1)
+            if len(self._chosen) < self._CHOICES:
+                self._chosen[mask] = chosen
+        return chosen
 
 
 class PolicySet:
@@ -113,9 +133,17 @@ class PolicySet:
             if leaves
         }
         """Per role, how many of its latest messages any context leaf reads."""
+        self.context_reach = {d.name: d.reach for d in self.context_leaves}
+        self.context_scope = {d.name: d.scope for d in self.context_leaves}
+        self.context_min = {d.name: d.min_matches for d in self.context_leaves}
+        self.context_defaults = dict.fromkeys((d.name for d in self.context_leaves), False)
         self.memo = MessageMemo()
         """What the context leaves found in recent messages (digests and spans, no text)."""
+        self.conversations = ConversationMemo()
+        """What the context leaves found in conversations judged recently and still alive."""
         self.reply_leaves = tuple(d for d in self._leaves if d.reads_reply)
+        self.reply_defaults = dict.fromkeys((d.name for d in self.reply_leaves), False)
+        """Every reply leaf, false: their values before the first sentence."""
         self.sentence_leaves = tuple(d.name for d in self._leaves if d.scope == "sentence")
         self.sentence_policies = tuple(p for p in self._policies if p.sentence_level)
         self.sentence_locators = frozenset().union(*(p.locators for p in self.sentence_policies))
@@ -145,6 +173,10 @@ class PolicySet:
         self.policy_leaves = {
             p.id: self._leaves_of_all(p.condition.names()) for p in self._policies
         }
+        self.conditions = {p.id: compile_condition(p.condition) for p in self._policies}
+        """Each policy's condition as one function (``conditions.compile_condition``)."""
+        self.resolvers = _resolvers(self._composites)
+        self.sentence_resolvers = _resolvers(self.sentence_composites)
 
     # -------------------------------------------------------------- introspection
     @property
@@ -208,15 +240,7 @@ class PolicySet:
     ) -> dict[str, bool]:
         """Leaf values plus every composite (or only ``composites``, in dependency order); a
         composite over a failed detector stays absent."""
-        out = dict(values)
-        for comp in self._composites if composites is None else composites:
-            if comp.min_matches:  # counted by the scan, which put its value (or nothing) in
-                continue
-            try:
-                out[comp.name] = comp.value(out)
-            except KeyError:
-                pass
-        return out
+        return resolve(values, self.resolvers if composites is None else _resolvers(composites))
 
     # -------------------------------------------------------------- evaluation
     def start(

@@ -46,9 +46,13 @@ class Message:
     content: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Conversation:
-    """The context before the reply under test, system messages included, oldest first."""
+    """The context before the reply under test, system messages included, oldest first.
+
+    Weakly referenceable: a policy set remembers what it found in a conversation for as long as
+    the conversation lives (``context.ConversationMemo``), without keeping it alive.
+    """
 
     messages: tuple[Message, ...] = ()
 
@@ -243,6 +247,16 @@ class Policy:
     """Per locale, the corrective instruction of the ``regenerate`` key (None without one)."""
     fallback: str = ""
     """The action ``Verdict.reply`` reflects for this policy when regenerating is not used."""
+    _derived: tuple[bool, str, int] = field(
+        default=(False, "annotate", 0), init=False, repr=False, compare=False
+    )
+    """``sentence_level``, ``strongest_action`` and ``severity_rank``, worked out once."""
+
+    def __post_init__(self) -> None:
+        sentence_level = any(a.kind in ("remove", "replace") for a in self.actions)
+        strongest = max((a.kind for a in self.actions), key=ACTION_ORDER.index, default="annotate")
+        rank = SEVERITY_ORDER.index(self.severity)
+        object.__setattr__(self, "_derived", (sentence_level, strongest, rank))
 
     def action(self, kind: str) -> Action | None:
         for act in self.actions:
@@ -253,12 +267,12 @@ class Policy:
     @property
     def sentence_level(self) -> bool:
         """True when the policy rewrites sentences (remove/replace) and is checked per sentence."""
-        return any(a.kind in ("remove", "replace") for a in self.actions)
+        return self._derived[0]
 
     @property
     def strongest_action(self) -> str:
-        return max((a.kind for a in self.actions), key=ACTION_ORDER.index, default="annotate")
+        return self._derived[1]
 
     @property
     def severity_rank(self) -> int:
-        return SEVERITY_ORDER.index(self.severity)
+        return self._derived[2]

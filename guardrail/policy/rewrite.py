@@ -14,12 +14,13 @@ Pure functions over strings, called by the scanner:
 
 from __future__ import annotations
 
+import functools
 import zlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 
 from guardrail.policy.text import normalise
 
-__all__ = ["GENERIC_BLOCK_TEXT", "assemble", "choose_variant", "replace_sentence"]
+__all__ = ["GENERIC_BLOCK_TEXT", "EarlierTurns", "assemble", "choose_variant", "replace_sentence"]
 
 GENERIC_BLOCK_TEXT = (
     "I'm sorry, I can't share that reply right now. If you're going through something hard, "
@@ -28,11 +29,46 @@ GENERIC_BLOCK_TEXT = (
 SEPARATOR = "\n\n"
 
 
+@functools.lru_cache(maxsize=4096)
+def _variant_key(text: str) -> str:
+    """A policy text as ``choose_variant`` looks for it (policy texts only: a bounded set)."""
+    return " ".join(normalise(text).split())
+
+
+class EarlierTurns:
+    """The assistant's earlier turns, for ``choose_variant``: each normalised once, and
+    whitespace-collapsed only when it could hold the text looked for."""
+
+    __slots__ = ("_collapsed", "_texts")
+
+    def __init__(self, texts: Iterable[str]) -> None:
+        self._texts = [normalise(text) for text in texts]
+        self._collapsed: dict[int, str] = {}
+
+    def said(self, key: str) -> bool:
+        """Whether ``key`` (normalised, whitespace collapsed) occurs in a collapsed turn."""
+        first = key.split(" ", 1)[0]  # no whitespace in it: collapsing cannot make it appear
+        for i, text in enumerate(self._texts):
+            if first not in text:
+                continue
+            collapsed = self._collapsed.get(i)
+            if collapsed is None:
+                collapsed = self._collapsed[i] = " ".join(text.split())
+            if key in collapsed:
+                return True
+        return False
+
+
 def choose_variant(
-    variants: Sequence[str], policy_id: str, turns: int, earlier: Sequence[str], salt: str = ""
+    variants: Sequence[str],
+    policy_id: str,
+    turns: int,
+    earlier: Sequence[str] | EarlierTurns,
+    salt: str = "",
 ) -> str:
     """Pick a variant: from offset ``(turns + crc32(policy_id, salt)) % n``, the first whose
-    text (normalised) does not occur in any of the ``earlier`` normalised assistant turns.
+    text (normalised) does not occur in any of the ``earlier`` normalised assistant turns
+    (whitespace-collapsed strings, or an ``EarlierTurns``).
 
     ``salt`` is the latest user message (normalised): the choice then changes from turn to turn
     of one conversation with what the person wrote, not only with the conversation's length,
@@ -44,8 +80,12 @@ def choose_variant(
     start = (turns + zlib.crc32(f"{policy_id}\0{salt}".encode())) % n
     for k in range(n):
         candidate = variants[(start + k) % n]
-        key = " ".join(normalise(candidate).split())
-        if not any(key in turn for turn in earlier):
+        key = _variant_key(candidate)
+        if isinstance(earlier, EarlierTurns):
+            said = earlier.said(key)
+        else:
+            said = any(key in turn for turn in earlier)
+        if not said:
             return candidate
     return variants[start]
 

@@ -2,17 +2,20 @@
 
 Stages, each with its guarantee:
 
-1. construction: the context detectors (last_user, user_turns, assistant_turns, system) run once,
-   each message normalised once.
-2. ``feed_sentence(sentence)`` -> released text: reply and sentence detectors run on the
-   sentence; reply detectors accumulate (true once enough distinct matches were seen so far).
+1. construction: the context detectors (last_user, user_turns, assistant_turns, system) run once
+   per conversation, each message normalised once (``context.scan_context``: a conversation
+   object judged again, or a message seen before, is not scanned again).
+2. ``feed_sentence(sentence)`` -> released text: the reply and sentence detectors that the
+   sentence's literals allow run on it (``engine.LeafIndex``; the others cannot match);
+   reply detectors accumulate (true once enough distinct matches were seen so far).
    Policies with a sentence action (remove/replace) are checked here, with the signals known so
    far, and act on this sentence if one of their reply/sentence detectors matched in it: remove
    beats replace, the most severe replace wins, and a policy places its replacement text once
    (later sentences it matches are dropped).
 3. ``finish()`` -> ``Verdict``: the other policies are checked once, with the whole reply's
-   signals; then a block (the most severe) replaces everything, else prepends and appends are
-   added, most severe first. A prepend or append whose ``unless`` condition holds is left out
+   signals (conditions and composites compiled at load: ``conditions.compile_condition``); then
+   a block (the most severe) replaces everything, else prepends and appends are added, most
+   severe first. A prepend or append whose ``unless`` condition holds is left out
    (the hit stays). Appends never stack within a category: of several appending hits of one
    category only the most severe one's text is added (so one reply gets at most one nudge toward
    people, plus at most one check-in, and so on). Enforce-mode hits of policies with a
@@ -29,8 +32,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING
 
+from guardrail.policy.conditions import Resolvers, resolve
 from guardrail.policy.context import scan_context
-from guardrail.policy.detectors import Composite, TextView
+from guardrail.policy.detectors import TextView
 from guardrail.policy.model import (
     ACTION_ORDER,
     Conversation,
@@ -43,6 +47,7 @@ from guardrail.policy.model import (
 )
 from guardrail.policy.rewrite import (
     GENERIC_BLOCK_TEXT,
+    EarlierTurns,
     assemble,
     choose_variant,
     replace_sentence,
@@ -90,11 +95,18 @@ class Scan:
         self._ps = ps
         self._conv = conversation
         self.locale = ps.resources.resolve(locale)
-        self._values: dict[str, bool] = {}
+        # stage 1: the context leaves, once per conversation (shared, never changed here)
+        context = scan_context(ps, conversation)
+        self._context_evidence = context.evidence
+        """Evidence of the context leaves (``_evidence`` holds that of the reply leaves)."""
+        self._values: dict[str, bool] = {**context.values, **ps.reply_defaults}
         self._evidence: dict[str, list[Evidence]] = {}
-        self._failed: dict[str, str] = {}
-        self._reply_keys: dict[str, set[str]] = {}
-        self._counts: dict[str, set[str]] = {name: set() for name in ps.counted}
+        """Evidence of the reply and sentence leaves (at most ``MAX_EVIDENCE`` each)."""
+        self._failed: dict[str, str] = dict(context.failed)
+        self._reply_keys: dict[str, set[str]] = {name: set() for name in ps.reply_defaults}
+        self._counts: dict[str, set[str]] = {
+            name: set(context.keys.get(name, ())) for name in ps.counted
+        }
         """Distinct matches of the leaves counting composites read (at most what they need)."""
         self._sentence_hits: dict[str, list[Evidence]] = {}
         self._placed: set[str] = set()
@@ -108,42 +120,31 @@ class Scan:
         self._rewritten = False
         self._offset = 0
         self._in_quote = False
-        self._earlier: list[str] | None = None
+        self._earlier: EarlierTurns | None = None
         self._salt = ""
         self._verdict: Verdict | None = None
         self.end_texts = EndTexts()
         """The verdict's end-of-reply texts, separately; set by ``finish``."""
-        self._run_context()
         # ``whole_reply`` (evaluate knows the reply up front) is accepted for callers but not
         # needed: each sentence's literals already rule out the reply detectors it cannot match.
-        self._reply_leaves = ps.reply_leaves
-        for leaf in ps.reply_leaves:
-            self._values[leaf.name] = False
-            self._reply_keys[leaf.name] = set()
+        # (Scanning the whole reply for them once, each sentence taking its share, measured no
+        # faster: 169 against 168 µs at 1 KB, 3% less at 100 KB.)
 
-    # -------------------------------------------------------------- stage 1: context
-    def _run_context(self) -> None:
-        found = scan_context(self._ps, self._conv)
-        self._values.update(found.values)
-        self._evidence.update(found.evidence)
-        self._failed.update(found.failed)
-        for name, keys in found.keys.items():
-            self._count(name, keys)
-
+    # -------------------------------------------------------------- counts and signals
     def _count(self, name: str, keys: set[str]) -> None:
         acc = self._counts.get(name)
         if acc is not None and len(acc) < self._ps.counted[name]:
             acc.update(keys)
 
-    def _signals(
-        self, values: dict[str, bool], composites: tuple[Composite, ...] | None = None
-    ) -> dict[str, bool]:
-        """Leaf values, the counting composites' values, then every (or the given) composite."""
-        counts = {name: len(keys) for name, keys in self._counts.items()}
-        for comp in self._ps.counting:
-            if not any(part in self._failed for part in comp.parts):
-                values[comp.name] = comp.count_value(counts)
-        return self._ps.resolve_signals(values, composites)
+    def _signals(self, values: dict[str, bool], resolvers: Resolvers) -> dict[str, bool]:
+        """Leaf values, the counting composites' values, then the composites of ``resolvers``."""
+        if self._ps.counting:
+            counts = {name: len(keys) for name, keys in self._counts.items()}
+            failed = self._failed
+            for comp in self._ps.counting:
+                if not failed or not any(part in failed for part in comp.parts):
+                    values[comp.name] = comp.count_value(counts)
+        return resolve(values, resolvers)
 
     # -------------------------------------------------------------- stage 2: sentences
     def feed_sentence(self, sentence: str) -> str:
@@ -155,17 +156,15 @@ class Scan:
         position = self._content
         if sentence.strip():
             self._content += 1
-        view = TextView(sentence, self._ps.scanners["reply"], in_quote=self._in_quote)
+        ps = self._ps
+        view = TextView(sentence, ps.scanners["reply"], in_quote=self._in_quote)
         self._in_quote = view.ends_in_quote
-        local: dict[str, bool] = dict.fromkeys(self._ps.sentence_leaves, False)
+        local: dict[str, bool] = dict.fromkeys(ps.sentence_leaves, False)
         here: dict[str, list[Evidence]] = {}
-        active = self._ps.indexes["reply"].active(view)
-        for leaf in self._reply_leaves:
+        for leaf in ps.indexes["reply"].candidates(view):  # the leaves its literals allow
             name = leaf.name
-            if (
-                (active is not None and name not in active)
-                or name in self._failed
-                or (leaf.first_sentences is not None and position >= leaf.first_sentences)
+            if name in self._failed or (
+                leaf.first_sentences is not None and position >= leaf.first_sentences
             ):
                 continue
             try:
@@ -214,14 +213,14 @@ class Scan:
         ps = self._ps
         if not self._failed and ps.sentence_locators.isdisjoint(here):
             return sentence  # no sentence policy can act where none of its locators matched
-        signals = self._signals({**self._values, **local}, ps.sentence_composites)
+        signals = self._signals({**self._values, **local}, ps.sentence_resolvers)
         remove = False
         winner: Policy | None = None
         for policy in self._ps.sentence_policies:
             if policy.id in self._errors:
                 continue
             try:
-                if not policy.condition.evaluate(signals):
+                if not ps.conditions[policy.id](signals):
                     continue
                 located = sorted(policy.locators.intersection(here))
                 if not located:
@@ -264,11 +263,11 @@ class Scan:
         variants = action.variants(self.locale) if action is not None else ()
         if not variants:
             raise LookupError(f"no {kind} text")
+        if len(variants) == 1:  # what choose_variant returns without reading anything else
+            return variants[0]
         if self._earlier is None:
             messages = self._conv.messages
-            self._earlier = [
-                " ".join(normalise(m.content).split()) for m in messages if m.role == "assistant"
-            ]
+            self._earlier = EarlierTurns(m.content for m in messages if m.role == "assistant")
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
             self._salt = " ".join(normalise(last_user).split())
         return choose_variant(
@@ -284,14 +283,18 @@ class Scan:
         out: list[Evidence] = []
         for name in sorted(leaves):
             if not (policy.sentence_level and name in policy.locators):
-                out.extend(self._evidence.get(name, ()))
+                out.extend(self._context_evidence.get(name) or self._evidence.get(name) or ())
         if policy.sentence_level:
             out.extend(self._sentence_hits.get(policy.id, ()))
         return tuple(out)
 
     def _judge(self, p: Policy, signals: Mapping[str, bool]) -> tuple[Hit, dict[str, str]] | None:
         """The end-of-reply outcome of one policy: its hit and end texts, or None. May raise."""
-        hit = (p.id in self._sentence_hits) if p.sentence_level else p.condition.evaluate(signals)
+        hit = (
+            (p.id in self._sentence_hits)
+            if p.sentence_level
+            else self._ps.conditions[p.id](signals)
+        )
         if not hit:
             return None
         texts = {}
@@ -323,7 +326,7 @@ class Scan:
         if self._verdict is not None:
             return self._verdict
         ps = self._ps
-        signals = self._signals(dict(self._values))
+        signals = self._signals(dict(self._values), ps.resolvers)
         hits: list[Hit] = []
         blocks: list[str] = []
         prepends: list[str] = []

@@ -14,6 +14,7 @@ same verdict.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 __all__ = ["SentenceSplitter", "normalise", "split_sentences"]
 
@@ -41,6 +42,9 @@ _TABLE = str.maketrans(
     }
 )
 
+_MAP = {chr(code): str(to) for code, to in _TABLE.items()}
+_MAPPED = re.compile("[" + re.escape("".join(_MAP)) + "]")
+
 
 def normalise(text: str) -> str:
     """Lower-case ``text`` and unify apostrophes and double quotes, keeping its length.
@@ -48,7 +52,15 @@ def normalise(text: str) -> str:
     ``str.lower`` is used rather than ``casefold`` because casefold changes lengths
     (``ß`` -> ``ss``); the rare characters whose lower-case form is longer are left as they are.
     """
-    out = text.translate(_TABLE).lower()
+    if text.isascii():  # nothing to translate (the table maps non-ASCII characters only)
+        return text.lower()
+    # what text.translate(_TABLE) gives, found by one regex scan instead of a dict lookup per
+    # character: each mapped character becomes one ASCII character, so replacing them one kind
+    # at a time cannot create or hide another
+    out = text
+    for ch in set(_MAPPED.findall(text)):
+        out = out.replace(ch, _MAP[ch])
+    out = out.lower()
     if len(out) == len(text):
         return out
     return "".join(c if len(c.lower()) != 1 else c.lower() for c in text.translate(_TABLE))
@@ -59,6 +71,9 @@ def normalise(text: str) -> str:
 # decided once the whole whitespace run and the next character are known.
 _CLOSERS = "\"'\u201d\u2019)]*_"  # closing quotes and brackets, markdown emphasis
 _BOUNDARY = re.compile(rf"[.!?\u2026]+[{re.escape(_CLOSERS)}]*\s+(?=\S)|[ \t\r\f\v]*\n\s*(?=\S)")
+_CANDIDATE = re.compile(r"[.!?\u2026\n]")
+"""The characters a boundary can begin at, or (a line break) end its leading blanks at."""
+_BLANKS = " \t\r\f\v"
 _TAIL_CHARS = frozenset(".!?\u2026" + _CLOSERS + " \t\r\n\f\v")
 _ABBREVIATIONS = frozenset(
     {
@@ -82,6 +97,32 @@ _ABBREVIATIONS = frozenset(
     }
 )
 _LEADING_PUNCT = "\"'(\u201c\u2018[*_"
+_PLAIN = max(max(map(len, _ABBREVIATIONS)), 4)
+_PLAIN_WORD = re.compile(rf"[^\s{re.escape(_LEADING_PUNCT)}]{{{_PLAIN}}}")
+"""``_PLAIN`` characters, none a space or leading punctuation: the last ones of a word that,
+once its leading punctuation is stripped, is longer than any abbreviation (with its period),
+than an initial and than a list number."""
+
+
+def _matches(buf: str, pos: int) -> Iterator[re.Match[str]]:
+    """``_BOUNDARY.finditer(buf, pos)``, without trying the regex at every position.
+
+    A match can only start at a terminator (first branch) or at the first of the blanks right
+    before a line break (second branch, never before ``pos``): the candidates come from a fast
+    character scan and are tried in order, so the first that matches is the leftmost match, and
+    the search goes on after it, as ``finditer`` does (no match is empty).
+    """
+    for c in _CANDIDATE.finditer(buf, pos):
+        at = c.start()
+        if at < pos:  # inside the previous match
+            continue
+        if buf[at] == "\n":
+            while at > pos and buf[at - 1] in _BLANKS:
+                at -= 1
+        m = _BOUNDARY.match(buf, at)
+        if m is not None:
+            yield m
+            pos = m.end()
 
 
 def _is_boundary(buf: str, start: int, m: re.Match[str]) -> bool:
@@ -95,7 +136,12 @@ def _is_boundary(buf: str, start: int, m: re.Match[str]) -> bool:
     nxt = buf[m.end()]
     if nxt.islower():  # "e.g. you", "well... maybe", an unknown abbreviation
         return False
-    before = buf[start : m.start()]
+    if run != ".":  # the abbreviation and list-number exceptions below are for a lone period
+        return True
+    at = m.start()
+    if at - start >= _PLAIN and _PLAIN_WORD.fullmatch(buf, at - _PLAIN, at):
+        return True  # the word before the period is too long to be an exception below
+    before = buf[start:at]
     word = before.rsplit(None, 1)[-1] if before.strip() else ""
     word = word.lstrip(_LEADING_PUNCT).lower()
     if run == "." and (word + "." in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
@@ -127,7 +173,7 @@ class SentenceSplitter:
         out: list[str] = []
         start = 0
         pos = self._scan
-        while (m := _BOUNDARY.search(buf, pos)) is not None:
+        for m in _matches(buf, pos):
             if _is_boundary(buf, start, m):
                 out.append(buf[start : m.end()])
                 start = m.end()

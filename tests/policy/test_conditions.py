@@ -6,7 +6,16 @@ import itertools
 
 import pytest
 
-from guardrail.policy.conditions import All, Any, Name, Not, parse_condition
+from guardrail.policy.conditions import (
+    All,
+    Any,
+    Name,
+    Not,
+    compile_condition,
+    compile_expression,
+    parse_condition,
+)
+from guardrail.policy.detectors import Composite
 
 KNOWN = {"a", "b", "c", "user.x-y_z"}
 
@@ -73,3 +82,52 @@ def test_tree_shape_and_names() -> None:
 def test_errors(cond: object, message: str) -> None:
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         parse_condition(cond, KNOWN)
+
+
+_EXPRESSIONS = [
+    "a",
+    "not a",
+    "a and b",
+    "a or b and not c",
+    "not (a or b) and (c or not user.x-y_z)",
+    "a and b and c or user.x-y_z",
+    "(a or b) and (c or user.x-y_z) and not (a and user.x-y_z)",
+]
+
+
+@pytest.mark.parametrize("text", _EXPRESSIONS)
+def test_compiled_conditions_read_what_evaluate_reads(text: str) -> None:
+    """Same value, and a missing name (a failed detector) raises at the same point."""
+    cond = parse_condition(text, KNOWN)
+    compiled = compile_condition(cond)
+    names = sorted(KNOWN)
+    for values in itertools.product((True, False, None), repeat=len(names)):
+        signals = {n: v for n, v in zip(names, values) if v is not None}
+        try:
+            expected: object = cond.evaluate(signals)
+        except KeyError as exc:
+            expected = ("KeyError", exc.args)
+        try:
+            got: object = compiled(signals)
+        except KeyError as exc:
+            got = ("KeyError", exc.args)
+        assert got == expected and type(got) is type(expected)
+
+
+@pytest.mark.parametrize(
+    ("mode", "at_least"), [("any", 1), ("any", 2), ("any", 3), ("all", 1), ("none", 1)]
+)
+def test_compiled_composites_give_their_value(mode: str, at_least: int) -> None:
+    composite = Composite("c", ("p", "q", "r"), mode, at_least=at_least)
+    compiled = compile_expression(composite.python(), composite.value)
+    for values in itertools.product((True, False, None), repeat=3):
+        signals = {n: v for n, v in zip("pqr", values) if v is not None}
+        try:
+            expected: object = composite.value(signals)
+        except KeyError:
+            expected = KeyError
+        try:
+            got: object = compiled(signals)
+        except KeyError:
+            got = KeyError
+        assert got == expected and type(got) is type(expected)

@@ -6,6 +6,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.detectors import Leaf, TextView
@@ -240,3 +242,26 @@ def test_quotation_spanning_sentences(basic: PolicySet) -> None:
     assert not _signal(basic, "reply.praise", reply)
     reply = 'You wrote: "I hate it." You\'re absolutely right.'
     assert _signal(basic, "reply.praise", reply)
+
+
+_LITERALS = frozenset(
+    ["ab", "abc", "b", "bc", "c d", "die", "kill myself", "myself", "?", "you're", " you", "988"]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    parts=st.lists(
+        st.one_of(
+            st.sampled_from(["a", "b", "c", " ", "d", "?", "die", "you're", "myself", "9", "8"]),
+            st.characters(),  # lone surrogates included
+        ),
+        max_size=30,
+    )
+)
+def test_automaton_and_regex_scanners_find_the_same_literals(parts: list[str]) -> None:
+    text = "".join(parts).lower()
+    automaton = LiteralScanner(_LITERALS)
+    reference = LiteralScanner(_LITERALS, automaton=False)
+    assert automaton._automaton is not None  # pyahocorasick, a declared dependency
+    assert automaton.present(text) == reference.present(text)

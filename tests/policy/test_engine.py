@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pytest
@@ -64,7 +64,22 @@ def test_internal_detectors_are_not_published(actions: PolicySet) -> None:
     assert "reply.fragile" not in v.signals and "reply.hello" in v.signals
 
 
-def _break(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
+class _Raising(dict[str, bool]):
+    """Signals whose ``name`` raises when read."""
+
+    def __init__(self, signals: Mapping[str, bool], name: str) -> None:
+        super().__init__(signals)
+        self.name = name
+
+    def __getitem__(self, key: str) -> bool:
+        if key == self.name:
+            raise RuntimeError("boom with user text that must not leak")
+        return super().__getitem__(key)
+
+
+def _break(monkeypatch: pytest.MonkeyPatch, name: str, *sets: PolicySet) -> None:
+    """Make reading ``name`` in a condition raise: in condition trees (``unless``) and in the
+    conditions the given policy sets compiled at load."""
     original = Name.evaluate
 
     def failing(self: Name, signals: object) -> bool:
@@ -74,9 +89,16 @@ def _break(monkeypatch: pytest.MonkeyPatch, name: str) -> None:
 
     monkeypatch.setattr(Name, "evaluate", failing)
 
+    def raising(fn: Callable[[Mapping[str, bool]], bool]) -> Callable[[Mapping[str, bool]], bool]:
+        return lambda signals: fn(_Raising(signals, name))
+
+    for ps in sets:
+        for pid, fn in list(ps.conditions.items()):
+            monkeypatch.setitem(ps.conditions, pid, raising(fn))
+
 
 def test_on_error_open_keeps_the_reply(actions: PolicySet, monkeypatch: pytest.MonkeyPatch) -> None:
-    _break(monkeypatch, "reply.fragile")
+    _break(monkeypatch, "reply.fragile", actions)
     v = actions.evaluate(user("fine"), "fragile hello")
     by = {h.policy: h for h in v.hits}
     assert by["f.open"].error and "must not leak" not in by["f.open"].error
@@ -89,13 +111,13 @@ def test_on_error_open_keeps_the_reply(actions: PolicySet, monkeypatch: pytest.M
 def test_on_error_open_alone_changes_nothing(
     actions: PolicySet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    _break(monkeypatch, "reply.fragile")
     ps = PolicySet(
         policies=[p for p in actions.policies if p.id != "f.closed"],
         leaves=[d for d in actions.detectors.values() if hasattr(d, "scope")],  # type: ignore[misc]
         composites=[],
         resources=actions.resources,
     )
+    _break(monkeypatch, "reply.fragile", ps)
     v = ps.evaluate(user("fine"), "fragile")
     assert v.reply == "fragile" and not v.changed
     assert [(h.policy, h.error is not None) for h in v.hits] == [("f.open", True)]

@@ -170,7 +170,7 @@ def test_long_phrase_lists_are_split_into_tries_that_keep_a_prefilter(
     v = ps.evaluate(user("more panic attacks lately"), "ok")
     assert v.signals["user.many"]
     (hit_span,) = [
-        e.span for e in ps.start(user("more panic attacks lately"))._evidence["user.many"]
+        e.span for e in ps.start(user("more panic attacks lately"))._context_evidence["user.many"]
     ]
     assert hit_span == (5, 18)  # the longest phrase wins
 
@@ -460,7 +460,7 @@ def test_a_message_seen_again_is_not_scanned_again(
     v2 = ps.evaluate(later, "ok")
     assert v1.signals["user.sad"] and v2.signals["user.sad"]
     assert calls == ["user.sad", "user.sad"]  # the first turn once, "hello" once
-    (hit,) = ps.start(later)._evidence["user.sad"]
+    (hit,) = ps.start(later)._context_evidence["user.sad"]
     assert (hit.turn, hit.span) == (0, (3, 6))
     for key, found in ps.memo._entries.items():  # digests and spans only, never text
         assert key[1] not in ("so sad today", "hello")
@@ -474,3 +474,94 @@ def test_the_memo_is_bounded_and_keeps_no_text() -> None:
     for n in range(3):
         memo.put(("user", f"digest{n}"), {"leaf": ((0, 3, "d"),)})
     assert memo.get(("user", "digest0")) is None and memo.get(("user", "digest2")) is not None
+
+
+def test_a_conversation_still_alive_is_scanned_once(
+    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from guardrail.policy import context
+
+    ps = _load(
+        write,
+        """\
+        detectors:
+          user.sad: {scope: user_turns, turns: 3, phrases: [sad]}
+        """,
+    )
+    looked_up: list[tuple[str, str]] = []
+    original = context.MessageMemo.get
+
+    def get(self: context.MessageMemo, key: tuple[str, str]) -> object:
+        looked_up.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(context.MessageMemo, "get", get)
+    conv = Conversation.of(("user", "so sad today"), ("assistant", "ok"), ("user", "still sad"))
+    first = ps.evaluate(conv, "one reply")
+    assert len(looked_up) == 2  # both user turns, then the result is remembered
+    again = ps.evaluate(conv, "another reply")  # the same conversation object: nothing re-read
+    stream = ps.start(conv, keep_text=False)
+    assert len(looked_up) == 2
+    assert again.signals == first.signals and stream.finish().signals == first.signals
+    equal = Conversation.of(*((m.role, m.content) for m in conv.messages))
+    assert ps.evaluate(equal, "one reply") == first  # a new object is looked up afresh
+    assert len(looked_up) == 4
+
+
+def test_the_conversation_memo_keeps_nothing_alive_and_is_bounded() -> None:
+    import gc
+    import weakref
+
+    from guardrail.policy.context import ContextResult, ConversationMemo
+
+    memo = ConversationMemo(size=2)
+    kept = [Conversation.of(("user", f"text {n}")) for n in range(3)]
+    for conv in kept:
+        memo.put(conv, ContextResult())
+    assert memo.get(kept[0]) is None and memo.get(kept[2]) is not None  # bounded
+    gone = Conversation.of(("user", "short-lived"))
+    memo.put(gone, ContextResult())
+    ref = weakref.ref(gone)
+    del gone
+    gc.collect()
+    assert ref() is None  # the memo did not keep it alive
+    later = [Conversation.of(("user", "short-lived")) for _ in range(50)]  # ids get reused
+    assert all(memo.get(conv) is None for conv in later)
+
+
+def test_a_context_detector_that_raises_is_not_remembered(
+    write: Callable[..., Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ps = _load(
+        write,
+        """\
+        detectors:
+          user.sad: {scope: last_user, phrases: [sad]}
+        """,
+    )
+    original = Leaf.find
+
+    def failing(self: Leaf, view: object) -> list[tuple[int, int, str]]:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(Leaf, "find", failing)
+    conv = user("so sad")
+    assert not ps.evaluate(conv, "ok").signals["user.sad"]  # absent, published as false
+    assert ps.conversations.get(conv) is None and ps.start(conv)._failed == {
+        "user.sad": "RuntimeError"
+    }
+    monkeypatch.setattr(Leaf, "find", original)
+    assert ps.evaluate(conv, "ok").signals["user.sad"]  # scanned again once it works
+
+
+@given(
+    turns=st.lists(st.sampled_from(["One.", "two  ONE.", "Three\nfour", "x", " ", ""]), max_size=4),
+    variant=st.sampled_from(["One.", "Two ONE.", "three four", "Four.", "one. two", ""]),
+)
+def test_earlier_turns_say_what_the_collapsed_texts_say(turns: list[str], variant: str) -> None:
+    from guardrail.policy.rewrite import EarlierTurns
+    from guardrail.policy.text import normalise
+
+    key = " ".join(normalise(variant).split())
+    collapsed = [" ".join(normalise(t).split()) for t in turns]
+    assert EarlierTurns(turns).said(key) == any(key in turn for turn in collapsed)

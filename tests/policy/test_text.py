@@ -2,10 +2,20 @@
 
 from __future__ import annotations
 
+from unittest import mock
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from guardrail.policy.text import SentenceSplitter, normalise, split_sentences
+from guardrail.policy import text as text_module
+from guardrail.policy.text import (
+    _BOUNDARY,
+    _TABLE,
+    SentenceSplitter,
+    _matches,
+    normalise,
+    split_sentences,
+)
 
 
 def test_normalise_keeps_length_and_unifies_quotes() -> None:
@@ -100,3 +110,62 @@ def test_any_chunking_gives_the_same_sentences(parts: list[str], cuts: list[int]
     if rest:
         out.append(rest)
     assert out == whole
+
+
+# --------------------------------------------------------------------------- fast paths
+# ``normalise`` and the splitter take shortcuts; each must give exactly what its plain
+# definition gives.
+
+_odd_text = st.text(
+    alphabet=st.one_of(
+        st.sampled_from(
+            list("aZ '\".!?\n\t\u2026\u2019\u201c\u201d\u00ab\u0130\u0131\u017f\u212a")
+        ),
+        st.sampled_from(list("\u03a3\u03c3\u03c2\u0391 \u00df\u1e9e\u00e9")),
+        st.characters(),  # anything, lone surrogates included
+    ),
+    max_size=40,
+)
+
+
+def _normalise_by_table(text: str) -> str:
+    """The definition: translate, then lower-case, keeping the length."""
+    out = text.translate(_TABLE).lower()
+    if len(out) == len(text):
+        return out
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text.translate(_TABLE))
+
+
+@settings(max_examples=500, deadline=None)
+@given(text=_odd_text)
+def test_normalise_gives_what_the_table_gives(text: str) -> None:
+    assert normalise(text) == _normalise_by_table(text)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    text=st.one_of(_odd_text, st.text(alphabet="aB .!?\n\t\r\f\u2026\"')*_\u2028", max_size=30)),
+    at=st.integers(min_value=0, max_value=40),
+)
+def test_boundary_candidates_find_what_the_regex_finds(text: str, at: int) -> None:
+    pos = min(at, len(text))
+    expected = [(m.span(), m.group()) for m in _BOUNDARY.finditer(text, pos)]
+    assert [(m.span(), m.group()) for m in _matches(text, pos)] == expected
+
+
+_period_words = st.lists(
+    st.sampled_from(
+        ["e.g", "i.e", "Dr", "Mrs", "approx", "Approx", "vol", "x", "Q", "12", "123", "1234"]
+        + ["word", "sentence", "(", '"(', "\u201c", "**", " ", "\n", ". ", ".  ", "You", "you"]
+    ),
+    max_size=30,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(parts=_period_words)
+def test_long_word_shortcut_changes_no_boundary(parts: list[str]) -> None:
+    text = ". ".join(parts) + ". Next"
+    fast = split_sentences(text)
+    with mock.patch.object(text_module, "_PLAIN", 10**9):  # never take the shortcut
+        assert split_sentences(text) == fast
