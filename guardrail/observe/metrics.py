@@ -45,6 +45,7 @@ from __future__ import annotations
 import os
 import platform
 from collections.abc import Iterable
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -363,3 +364,17 @@ def render(accept: str | None) -> tuple[bytes, str]:
     OpenMetrics, as the scraper prefers)."""
     encoder, content_type = choose_encoder(accept or "")
     return encoder(scrape_registry()), content_type
+
+
+_CHILDREN: dict[tuple[object, tuple[str, ...]], Any] = {}
+
+
+def child(metric: Any, *values: str) -> Any:
+    """``metric.labels(*values)``, remembered: label values here come from closed sets (routes,
+    APIs, outcomes, loaded policy ids), and prometheus_client checks and locks on every
+    ``labels`` call, a cost paid several times per request (bench/README.md)."""
+    key = (metric, values)
+    found = _CHILDREN.get(key)
+    if found is None:
+        found = _CHILDREN[key] = metric.labels(*values)
+    return found

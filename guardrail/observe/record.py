@@ -184,10 +184,10 @@ class Recorder:
     def holdback_clock(self, ex: Exchange) -> HoldbackClock:
         """A clock feeding ``guardrail_stream_holdback_seconds`` for one streamed response."""
         route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
-        return HoldbackClock(m.HOLDBACK_SECONDS.labels(route, api).observe)
+        return HoldbackClock(m.child(m.HOLDBACK_SECONDS, route, api).observe)
 
     def started(self, route: str) -> None:
-        m.IN_FLIGHT.labels(self._route(route)).inc()
+        m.child(m.IN_FLIGHT, self._route(route)).inc()
 
     def evaluated(
         self,
@@ -213,17 +213,17 @@ class Recorder:
         for verdict in verdicts:
             if verdict is None:
                 continue
-            m.REPLIES_INSPECTED.labels(route, api).inc()
+            m.child(m.REPLIES_INSPECTED, route, api).inc()
             if verdict.blocked:
-                m.REPLIES_BLOCKED.labels(route, api).inc()
+                m.child(m.REPLIES_BLOCKED, route, api).inc()
             elif verdict.changed:
-                m.REPLIES_REWRITTEN.labels(route, api).inc()
+                m.child(m.REPLIES_REWRITTEN, route, api).inc()
             if _added_crisis(verdict, crisis):
-                m.CRISIS_ADDED.labels(route, verdict.locale).inc()
+                m.child(m.CRISIS_ADDED, route, verdict.locale).inc()
             for hit in verdict.hits:
-                m.POLICY_HITS.labels(hit.policy, hit.category, hit.action, hit.mode).inc()
+                m.child(m.POLICY_HITS, hit.policy, hit.category, hit.action, hit.mode).inc()
                 if hit.error is not None:
-                    m.POLICY_ERRORS.labels(hit.policy).inc()
+                    m.child(m.POLICY_ERRORS, hit.policy).inc()
         if self.auditor is not None:
             self.auditor.record(
                 request_id=ex.request_id,
@@ -270,23 +270,23 @@ class Recorder:
     def finished(self, ex: Exchange) -> None:
         """The response was sent (or broke off): outcome, latencies, errors."""
         route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
-        m.IN_FLIGHT.labels(route).dec()
-        m.REQUESTS.labels(route, api, outcome_of(ex)).inc()
+        m.child(m.IN_FLIGHT, route).dec()
+        m.child(m.REQUESTS, route, api, outcome_of(ex)).inc()
         failure = upstream_error_of(ex)
         if ex.upstream_status is not None or failure in ("unavailable", "timeout"):
-            m.UPSTREAM_REQUESTS.labels(route, api).inc()
+            m.child(m.UPSTREAM_REQUESTS, route, api).inc()
         if failure is not None:
-            m.UPSTREAM_ERRORS_TOTAL.labels(route, api, failure).inc()
+            m.child(m.UPSTREAM_ERRORS_TOTAL, route, api, failure).inc()
         if ex.upstream_s is not None:
-            m.UPSTREAM_SECONDS.labels(route, api).observe(ex.upstream_s)
+            m.child(m.UPSTREAM_SECONDS, route, api).observe(ex.upstream_s)
         if ex.guardrail_s is not None:
-            m.OVERHEAD_SECONDS.labels(route, api).observe(ex.guardrail_s)
+            m.child(m.OVERHEAD_SECONDS, route, api).observe(ex.guardrail_s)
         if ex.api != "passthrough" and ex.inspected is False:
             reason = m.bounded(ex.reason, m.NOT_INSPECTED)
-            m.NOT_INSPECTED_TOTAL.labels(route, api, reason).inc()
+            m.child(m.NOT_INSPECTED_TOTAL, route, api, reason).inc()
         if ex.regenerate is not None:
             outcome = m.bounded(ex.regenerate, m.REGENERATE_OUTCOMES)
-            m.REGENERATIONS.labels(route, api, outcome).inc()
+            m.child(m.REGENERATIONS, route, api, outcome).inc()
 
     def close(self) -> None:
         if self.auditor is not None:
