@@ -4,6 +4,8 @@ When it runs: after a reply was evaluated (buffered) or after a guarded stream e
 verdict of each choice. What it guarantees:
 
 * one event per hit, shadow hits included, written whole as one line (``\\n``-terminated JSON);
+* which detectors decided each hit and where (``evidence``: detector, scope, turn, sentence and
+  the span as character offsets, at most :data:`EVIDENCE_ITEMS` per hit), never the text there;
 * no message or reply text, unless ``audit.excerpt`` is on, and then only the matched spans the
   engine reported (:class:`~guardrail.policy.Evidence` offsets), each cut to
   :data:`EXCERPT_CHARS` characters. The excerpt is off by default: turning it on copies fragments
@@ -25,7 +27,9 @@ with ``audit.excerpt: true``)::
      "route": "/", "api": "openai.chat", "stream": false, "choice": 0, "locale": "en-US",
      "policy": "referral.crisis", "category": "referral", "severity": "critical",
      "action": "prepend", "mode": "enforce", "policy_digest": "5e0c2a91d4f6",
-     "excerpts": [{"detector": "user.crisis", "scope": "last_user", "text": "..."}]}
+     "evidence": [{"detector": "user.crisis.suicide", "scope": "user_turns", "turn": 3,
+                   "sentence": null, "span": [12, 27]}],
+     "excerpts": [{"detector": "user.crisis.suicide", "scope": "user_turns", "text": "..."}]}
 """
 
 from __future__ import annotations
@@ -240,7 +244,22 @@ def _hit_fields(hit: Hit) -> dict[str, Any]:
     }
     if hit.error is not None:
         out["error"] = hit.error
+    out["evidence"] = [
+        {
+            "detector": ev.detector,
+            "scope": ev.scope,
+            "turn": ev.turn,
+            "sentence": ev.sentence,
+            "span": list(ev.span),
+        }
+        for ev in hit.evidence[:EVIDENCE_ITEMS]
+    ]
     return out
+
+
+EVIDENCE_ITEMS = 16
+"""Most evidence entries per audit event (a detector counting many cues can match dozens of
+times; the first ones say which detectors decided)."""
 
 
 def _excerpts(

@@ -59,6 +59,7 @@ def test_one_event_per_hit_with_the_documented_fields_and_no_text() -> None:
         "action",
         "mode",
         "policy_digest",
+        "evidence",
     }
     assert first["schema"] == SCHEMA and first["event"] == "policy_hit"
     assert (first["category"], first["action"], first["mode"]) == ("referral", "prepend", "enforce")
@@ -66,6 +67,22 @@ def test_one_event_per_hit_with_the_documented_fields_and_no_text() -> None:
     assert str(first["time"]).endswith("Z")
     dump = json.dumps(found)
     assert SENTINEL not in dump and "end it all" not in dump and "always be here" not in dump
+
+
+def test_each_event_says_which_detector_and_span_decided_without_the_text() -> None:
+    crisis = events(AuditConfig(key=b"k" * 32))[0]
+    assert crisis["evidence"] == [
+        {
+            "detector": "user.crisis",
+            "scope": "last_user",
+            "turn": 1,
+            "sentence": None,
+            "span": [22, 40],
+        }
+    ]
+    start, end = 22, 40
+    assert CONV.messages[1].content[start:end] == "want to end it all"  # the offsets point there
+    assert "end it all" not in json.dumps(crisis)
 
 
 def test_conversation_hash_is_an_hmac_of_the_first_user_message_or_the_id_header() -> None:
