@@ -274,6 +274,21 @@ def _serialise(body: object) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
+def _spliced(body: object, decoded: bytes, note: dict[str, Any]) -> bytes | None:
+    """The upstream's own bytes with the ``guardrail`` member added before the closing brace,
+    when no reply text changed: the body is then the upstream's, byte for byte, plus the
+    annotation, and the whole reply is not serialised again. None when that is not safe: the
+    body is not a JSON object spelled plainly, or it already has a ``guardrail`` member (which
+    the upstream must never be able to forge: it is replaced by re-serialising)."""
+    if not isinstance(body, dict) or "guardrail" in body:
+        return None
+    text = decoded.strip()
+    if not (text.startswith(b"{") and text.endswith(b"}")):
+        return None
+    member = b'"guardrail":' + _serialise(note)
+    return text[:-1] + (b"," if body else b"") + member + b"}"
+
+
 def inspect_body(
     api: str,
     chat: ChatRequest,
@@ -290,7 +305,8 @@ def inspect_body(
     """
     fmt = FORMATS[api]
     try:
-        body = json.loads(decode_body(raw, encoding, limit))
+        decoded = decode_body(raw, encoding, limit)
+        body = json.loads(decoded)
     except TooLarge:
         return Outcome(None, False, "too-large")
     except (Undecodable, ValueError, RecursionError):
@@ -304,7 +320,7 @@ def inspect_body(
             None if text is None else policies.evaluate(chat.conversation, text, locale=locale)
             for text in texts
         ]
-        return _act(fmt, body, texts, verdicts, locale)
+        return _act(fmt, body, texts, verdicts, locale, decoded)
     except Exception as exc:  # noqa: BLE001 - fail open: an engine bug never loses the reply
         marked = {
             "version": __version__,
@@ -328,14 +344,16 @@ def _act(
     texts: list[str | None],
     verdicts: list[Verdict | None],
     locale: str,
+    decoded: bytes = b"",
 ) -> Outcome:
     new_texts = [
         v.reply if v is not None and v.reply != text else None for text, v in zip(texts, verdicts)
     ]
     note = annotation(verdicts, locale)
     ids = list(dict.fromkeys(hit["policy"] for hit in note["hits"]))
+    spliced = _spliced(body, decoded, note) if all(t is None for t in new_texts) else None
     return Outcome(
-        body=_serialise(fmt.apply(body, new_texts, note)),
+        body=spliced if spliced is not None else _serialise(fmt.apply(body, new_texts, note)),
         inspected=True,
         policies=tuple(ids),
         action=note["action"],

@@ -176,6 +176,27 @@ async def test_upstream_cannot_forge_annotations(proxy: Proxy) -> None:
     assert response.headers.get_list("x-guardrail-policies") == ["dependency.always"]
 
 
+async def test_an_unchanged_reply_keeps_the_upstream_bytes_plus_the_annotation(
+    proxy: Proxy,
+) -> None:
+    raw = json.dumps(completion("The café opens at nine."), indent=2).encode() + b"\n"
+    proxy.upstream.handler = lambda r: reply(raw=raw, headers={"content-type": "application/json"})
+    response = await post(proxy, chat_request("When does it open?"))
+    assert response.content.startswith(raw.strip()[:-1])  # the upstream's spacing and escapes
+    body = response.json()
+    assert body["choices"][0]["message"]["content"] == "The café opens at nine."
+    assert body["guardrail"]["inspected"] is True and body["guardrail"]["hits"] == []
+    assert int(response.headers["content-length"]) == len(response.content)
+
+
+async def test_an_upstream_guardrail_member_is_replaced_not_kept(proxy: Proxy) -> None:
+    forged = {**completion("The café opens at nine."), "guardrail": {"hits": ["forged"]}}
+    proxy.upstream.handler = lambda r: reply(body=forged)
+    response = await post(proxy, chat_request("When does it open?"))
+    assert response.content.count(b'"guardrail"') == 1
+    assert response.json()["guardrail"]["hits"] == []
+
+
 async def test_policy_swap_applies_to_new_requests(proxy: Proxy, tmp_path: Any) -> None:
     holder = proxy.app.state.policies
     proxy.upstream.handler = lambda r: reply(body=completion("I will always be here."))
