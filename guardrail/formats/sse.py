@@ -99,6 +99,8 @@ class SSEDecoder:
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk``; return the blocks it completes, in order."""
         self._buf += chunk
+        if self._first_line and self._buf[:3] != _BOM[: len(self._buf[:3])]:
+            self._first_line = False  # no byte order mark can start this stream: nothing to drop
         if self._block or self._first_line or b"\r" in self._buf:
             return self._lines(final=False)
         out = self._data_blocks()
