@@ -89,7 +89,9 @@ class Reloader:
 
     ``on_install`` runs just before each install (start-up excluded): the proxy passes
     :meth:`~guardrail.observe.record.Recorder.install`, which creates the new set's metric series
-    and records the install time; ``load`` replaces :func:`~guardrail.policy.load_policies` (tests).
+    and records the install time; ``installed`` runs just after it (``guardrail serve`` hands the
+    previous set back to the garbage collector there); ``load`` replaces
+    :func:`~guardrail.policy.load_policies` (tests).
     """
 
     def __init__(
@@ -98,11 +100,13 @@ class Reloader:
         source: Path,
         *,
         on_install: Callable[[PolicySet], None] | None = None,
+        installed: Callable[[], None] | None = None,
         load: Callable[[Path], PolicySet] = load_policies,
     ) -> None:
         self.holder = holder
         self.source = source
         self._on_install = on_install
+        self._installed = installed
         self._load = load
         self._lock = threading.Lock()
 
@@ -120,6 +124,8 @@ class Reloader:
             if self._on_install is not None:
                 self._on_install(new)
             self.holder.swap(new)
+            if self._installed is not None:
+                self._installed()
         metrics.RELOADS.labels(trigger, "success").inc()
         changed = new.digest != current.digest
         _log.info(

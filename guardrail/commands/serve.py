@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import ipaddress
 import signal
 import socket
@@ -40,7 +41,7 @@ from guardrail.policysets import PolicySets
 from guardrail.reload import Reloader, fingerprint, reload_on_sighup, watch
 from guardrail.settings import Settings, load_settings
 
-__all__ = ["add_arguments", "run"]
+__all__ = ["add_arguments", "loop_factory", "run", "settle_memory", "unsettle_memory"]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -215,10 +216,17 @@ async def _serve(
     app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
     proxy = _server(app, settings.host, port)
     sets: PolicySets = app.state.policy_sets
+    loop = asyncio.get_running_loop()
+
+    def installed() -> None:  # in the reload's worker thread
+        unsettle_memory()
+        loop.call_soon_threadsafe(loop.call_later, _RESETTLE_SECONDS, settle_memory)
+
     reloader = Reloader(
         app.state.policies,
         settings.policies,
         on_install=sets.installer(recorder.install),
+        installed=installed,
         load=sets.load,
     )
     admin = build_admin_app(
@@ -244,6 +252,7 @@ async def _serve(
                 break
             await asyncio.sleep(0.02)
         else:
+            settle_memory()
             _announce(settings, policies, port)
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for server in servers:  # one stopped (signal or failure): stop the others too
@@ -251,6 +260,27 @@ async def _serve(
         for task in tasks[len(servers) :]:  # the policy watcher
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def settle_memory() -> None:
+    """Move everything alive now (the compiled policy sets, the apps, the imported modules) out
+    of the cyclic garbage collector's sight (``gc.freeze``): its collections then walk only what
+    requests create, so their pauses, which every request in flight waits out, stay short.
+    Measured in bench/README.md: p99 at 16 clients 26.8 -> 10.1 ms. Reference counting still
+    frees frozen objects; only cycles among them wait for :func:`unsettle_memory`."""
+    gc.collect()
+    gc.freeze()
+
+
+def unsettle_memory() -> None:
+    """Give frozen objects back to the collector: after a reload, so the previous policy set can
+    be freed. :func:`settle_memory` runs again :data:`_RESETTLE_SECONDS` later, when requests
+    that started under the previous set have (almost always) finished; a set still held then
+    stays frozen until the next reload hands it back."""
+    gc.unfreeze()
+
+
+_RESETTLE_SECONDS = 60.0
 
 
 async def watch_all(reloader: Reloader, sources: tuple[Path, ...], interval: float) -> None:

@@ -144,3 +144,29 @@ async def test_sighup_reloads(tmp_path: Path) -> None:
             while not installed:
                 await anyio.sleep(0.02)
     assert len(holder.current.policies) == 8
+
+
+def test_installed_runs_after_the_swap_and_only_for_a_good_set(tmp_path: Path) -> None:
+    folder = policy_copy(tmp_path)
+    holder = PolicyHolder(load_policies(folder))
+    seen: list[str] = []
+    reloader = Reloader(holder, folder, installed=lambda: seen.append(holder.current.digest))
+    add_policy(folder)
+    result = reloader.reload("admin")
+    assert result.ok and seen == [result.digest]  # called once the new set is in place
+    (folder / "zz_broken.yaml").write_text(BROKEN_POLICY)
+    assert not reloader.reload("admin").ok and len(seen) == 1
+
+
+def test_serve_freezes_start_up_objects_and_a_reload_hands_them_back() -> None:
+    import gc
+
+    from guardrail.commands.serve import settle_memory, unsettle_memory
+
+    try:
+        settle_memory()
+        assert gc.get_freeze_count() > 0
+        unsettle_memory()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.unfreeze()
