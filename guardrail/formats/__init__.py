@@ -21,7 +21,15 @@ from typing import Any
 
 from guardrail.policy import Conversation, Message
 
-__all__ = ["ChatRequest", "FormatError", "chat_request", "reply_list", "with_system_message"]
+__all__ = [
+    "ChatRequest",
+    "FormatError",
+    "chat_request",
+    "message_role",
+    "reply_list",
+    "request_messages",
+    "with_system_message",
+]
 
 
 class FormatError(ValueError):
@@ -44,6 +52,27 @@ class ChatRequest:
     conversation: Conversation
     stream: bool
     model: str | None
+
+
+def request_messages(body: object) -> tuple[dict[str, Any], list[Any]]:
+    """A request body and its ``messages`` list, or FormatError naming what is missing."""
+    if not isinstance(body, dict):
+        raise FormatError("request body is not a JSON object")
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        raise FormatError("request has no 'messages' list")
+    return body, messages
+
+
+def message_role(raw: object, index: int) -> tuple[dict[str, Any], str]:
+    """``messages[index]`` and its role, or FormatError when it is not an object with a string
+    role."""
+    if not isinstance(raw, dict):
+        raise FormatError(f"messages[{index}] is not an object")
+    role = raw.get("role")
+    if not isinstance(role, str):
+        raise FormatError(f"messages[{index}].role is not a string")
+    return raw, role
 
 
 def chat_request(

@@ -27,7 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list
+from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list, request_messages
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
     Forward,
@@ -86,11 +86,7 @@ def _message(raw: object, index: int) -> list[Message]:
 
 def parse_request(body: object) -> ChatRequest:
     """The conversation (system prompt first), stream flag and model of a Messages request."""
-    if not isinstance(body, dict):
-        raise FormatError("request body is not a JSON object")
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise FormatError("request has no 'messages' list")
+    body, raw_messages = request_messages(body)
     messages: list[Message] = []
     system = body.get("system")
     if system is not None:
@@ -310,8 +306,11 @@ class MessagesStream:
     def text(self, slot: Slot, text: str) -> bytes:
         if not text:
             return b""
-        delta = {"type": "content_block_delta", "index": slot,
-                 "delta": {"type": "text_delta", "text": text}}
+        delta = {
+            "type": "content_block_delta",
+            "index": slot,
+            "delta": {"type": "text_delta", "text": text},
+        }
         return sse_event(delta, "content_block_delta").raw
 
     def append(self, reply: int, text: str) -> bytes:
@@ -320,8 +319,11 @@ class MessagesStream:
         index, new = self._fix_append_target()
         if not new:
             return self.text(index, text)
-        start = {"type": "content_block_start", "index": index,
-                 "content_block": {"type": "text", "text": ""}}
+        start = {
+            "type": "content_block_start",
+            "index": index,
+            "content_block": {"type": "text", "text": ""},
+        }
         stop = {"type": "content_block_stop", "index": index}
         return (
             sse_event(start, "content_block_start").raw

@@ -16,7 +16,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, chat_request, with_system_message
+from guardrail.formats import (
+    ChatRequest,
+    FormatError,
+    chat_request,
+    message_role,
+    request_messages,
+    with_system_message,
+)
 from guardrail.formats.ndjson import NDJSONDecoder, NDJSONLine, encode_line
 from guardrail.formats.streams import (
     Forward,
@@ -38,18 +45,11 @@ _ROLES = frozenset({"system", "user", "assistant", "tool"})
 
 def parse_request(body: object) -> ChatRequest:
     """The conversation, stream flag (default true) and model of an Ollama chat request."""
-    if not isinstance(body, dict):
-        raise FormatError("request body is not a JSON object")
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise FormatError("request has no 'messages' list")
+    body, raw_messages = request_messages(body)
     messages: list[Message] = []
-    for index, raw in enumerate(raw_messages):
-        if not isinstance(raw, dict):
-            raise FormatError(f"messages[{index}] is not an object")
-        role, content = raw.get("role"), raw.get("content", "")
-        if not isinstance(role, str):
-            raise FormatError(f"messages[{index}].role is not a string")
+    for index, item in enumerate(raw_messages):
+        raw, role = message_role(item, index)
+        content = raw.get("content", "")
         if content is None:
             content = ""
         if not isinstance(content, str):
@@ -159,10 +159,14 @@ class ChatStream:
     def text(self, slot: Slot, text: str) -> bytes:
         if not text:
             return b""
-        return encode_line({
-            "model": self._model, "created_at": self._created,
-            "message": {"role": "assistant", "content": text}, "done": False,
-        })
+        return encode_line(
+            {
+                "model": self._model,
+                "created_at": self._created,
+                "message": {"role": "assistant", "content": text},
+                "done": False,
+            }
+        )
 
     def append(self, reply: int, text: str) -> bytes:
         return self.text(0, text)
@@ -175,8 +179,12 @@ class ChatStream:
         if event is not None and not isinstance(obj, dict):
             return event.raw
         if not isinstance(obj, dict):
-            obj = {"model": self._model, "created_at": self._created,
-                   "message": {"role": "assistant", "content": ""}, "done": True}
+            obj = {
+                "model": self._model,
+                "created_at": self._created,
+                "message": {"role": "assistant", "content": ""},
+                "done": True,
+            }
         new = dict(obj)
         message = obj.get("message")
         if isinstance(message, dict) and message.get("content"):

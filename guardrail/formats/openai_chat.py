@@ -22,7 +22,9 @@ from guardrail.formats import (
     ChatRequest,
     FormatError,
     chat_request,
+    message_role,
     reply_list,
+    request_messages,
     with_system_message,
 )
 from guardrail.policy import Message
@@ -60,18 +62,10 @@ def content_text(content: object) -> str:
 
 def parse_request(body: object) -> ChatRequest:
     """The conversation, stream flag and model of a Chat Completions request body."""
-    if not isinstance(body, dict):
-        raise FormatError("request body is not a JSON object")
-    raw_messages = body.get("messages")
-    if not isinstance(raw_messages, list):
-        raise FormatError("request has no 'messages' list")
+    body, raw_messages = request_messages(body)
     messages: list[Message] = []
-    for index, raw in enumerate(raw_messages):
-        if not isinstance(raw, dict):
-            raise FormatError(f"messages[{index}] is not an object")
-        role = raw.get("role")
-        if not isinstance(role, str):
-            raise FormatError(f"messages[{index}].role is not a string")
+    for index, item in enumerate(raw_messages):
+        raw, role = message_role(item, index)
         if role in _ROLES:
             messages.append(Message(role=_ROLES[role], content=content_text(raw.get("content"))))
     return chat_request(body, messages)

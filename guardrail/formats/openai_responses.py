@@ -117,8 +117,13 @@ def reply_texts(body: object) -> list[str | None]:
 
 def _message_item(text: str, item_id: str = _NEW_ITEM_ID) -> dict[str, Any]:
     part = {"type": "output_text", "text": text, "annotations": []}
-    return {"id": item_id, "type": "message", "status": "completed", "role": "assistant",
-            "content": [part]}
+    return {
+        "id": item_id,
+        "type": "message",
+        "status": "completed",
+        "role": "assistant",
+        "content": [part],
+    }
 
 
 def _set_texts(output: list[Any], texts: Mapping[tuple[int, int], str]) -> list[Any]:
@@ -226,8 +231,10 @@ class ResponsesStream:
         self._event_lines = event.event is not None
         kind = obj.get("type")
         output, content = obj.get("output_index"), obj.get("content_index")
-        if self._held and output == self._held_output and kind in (
-            "response.content_part.done", "response.output_item.done"
+        if (
+            self._held
+            and output == self._held_output
+            and kind in ("response.content_part.done", "response.output_item.done")
         ):
             self._held.append(event)
             return []
@@ -316,11 +323,17 @@ class ResponsesStream:
         assert isinstance(slot, tuple)
         output, content = slot
         self._released.setdefault(slot, []).append(text)
-        return self._event({
-            "type": "response.output_text.delta", "item_id": self._item_ids.get(output, ""),
-            "output_index": output, "content_index": content, "delta": text, "logprobs": [],
-            "sequence_number": self._seq,
-        }).raw
+        return self._event(
+            {
+                "type": "response.output_text.delta",
+                "item_id": self._item_ids.get(output, ""),
+                "output_index": output,
+                "content_index": content,
+                "delta": text,
+                "logprobs": [],
+                "sequence_number": self._seq,
+            }
+        ).raw
 
     def append(self, reply: int, text: str) -> bytes:
         if not text:
@@ -354,7 +367,9 @@ class ResponsesStream:
             self._seq = obj["sequence_number"]
         kind = obj.get("type") if obj is not None else None
         if obj is None or kind not in (
-            "response.output_text.done", "response.content_part.done", "response.output_item.done"
+            "response.output_text.done",
+            "response.content_part.done",
+            "response.output_item.done",
         ):
             return event.encode()
         output, content = obj.get("output_index"), obj.get("content_index")
@@ -377,8 +392,10 @@ class ResponsesStream:
         new = dict(response)
         output = response.get("output")
         if isinstance(output, list):
-            items = [self._item_texts(i, item) if isinstance(item, dict) else item
-                     for i, item in enumerate(output)]
+            items = [
+                self._item_texts(i, item) if isinstance(item, dict) else item
+                for i, item in enumerate(output)
+            ]
             new["output"] = [*items, *self._new_items]
             if isinstance(response.get("output_text"), str):
                 new["output_text"] = reply_texts(new)[0] or ""
@@ -395,7 +412,8 @@ class ResponsesStream:
             return item
         parts = [
             {**part, "text": self._text((output, j))}
-            if isinstance(part, dict) and part.get("type") == "output_text"
+            if isinstance(part, dict)
+            and part.get("type") == "output_text"
             and (output, j) in self._released
             else part
             for j, part in enumerate(content)

@@ -241,8 +241,9 @@ def spread_text(parts: Sequence[str], new: str) -> list[str]:
             lo, hi = max(cursor, bounds[index]), min(start, bounds[index + 1])
             if lo < hi:
                 out[index].append(old[lo:hi])
-        owner = next((i for i in range(len(parts)) if bounds[i] <= start < bounds[i + 1]),
-                     len(parts) - 1)
+        owner = next(
+            (i for i in range(len(parts)) if bounds[i] <= start < bounds[i + 1]), len(parts) - 1
+        )
         out[owner].append(text)
         cursor = end
     return ["".join(pieces) for pieces in out]
@@ -400,5 +401,10 @@ class ChatCompletionsStream:
     def _base(self) -> dict[str, object]:
         if self._template is not None:
             return dict(self._template)
-        return {"id": "chatcmpl-guardrail", "object": "chat.completion.chunk", "created": 0,
-                "model": "", "choices": []}
+        return {
+            "id": "chatcmpl-guardrail",
+            "object": "chat.completion.chunk",
+            "created": 0,
+            "model": "",
+            "choices": [],
+        }
