@@ -62,7 +62,7 @@ from guardrail.inspect import (
     stream_outcome,
 )
 from guardrail.observe.logs import Exchange
-from guardrail.observe.record import Recorder
+from guardrail.observe.record import Recorder, note_outcome
 from guardrail.policysets import PolicyHolder, PolicySets
 from guardrail.regenerate import Second, regenerate
 from guardrail.regenerate_stream import StreamRegeneration
@@ -372,22 +372,15 @@ class Pipeline:
 
     def _record(self, ex: Exchange, state: _Chat, outcome: Outcome, *, stream: bool) -> None:
         """An outcome into the request's log line, and (inspected) into metrics and audit."""
-        ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
-        if outcome.error is not None:
-            ex.error = ex.error or "engine_error"
-            ex.error_stack = outcome.error_stack
-        if not outcome.inspected:
+        if self.recorder is None:
+            note_outcome(ex, outcome)
             return
-        ex.policies, ex.action = list(outcome.policies), outcome.action
-        ex.changed, ex.blocked = outcome.changed, outcome.blocked
-        if self.recorder is not None:
-            self.recorder.evaluated(
-                ex,
-                state.policies,
-                state.chat.conversation,
-                outcome.verdicts,
-                replies=outcome.texts,
-                conversation_id=state.conversation_id,
-                stream=stream,
-            )
+        self.recorder.outcome(
+            ex,
+            outcome,
+            state.policies,
+            state.chat.conversation,
+            conversation_id=state.conversation_id,
+            stream=stream,
+        )
 

@@ -39,6 +39,7 @@ __all__ = [
     "HoldbackClock",
     "Recorder",
     "crisis_policies",
+    "note_outcome",
     "outcome_of",
     "recorder_for",
     "upstream_error_of",
@@ -249,14 +250,8 @@ class Recorder:
     ) -> None:
         """What inspecting a reply decided, into the request record and, when it was
         inspected, into the metrics and the audit trail (:meth:`evaluated`)."""
-        ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
-        if outcome.error is not None:
-            ex.error = ex.error or "engine_error"
-            ex.error_stack = outcome.error_stack
-        if not outcome.inspected:
+        if not note_outcome(ex, outcome):
             return
-        ex.policies, ex.action = list(outcome.policies), outcome.action
-        ex.changed, ex.blocked = outcome.changed, outcome.blocked
         self.evaluated(
             ex,
             policies,
@@ -291,6 +286,20 @@ class Recorder:
     def close(self) -> None:
         if self.auditor is not None:
             self.auditor.close()
+
+
+def note_outcome(ex: Exchange, outcome: Outcome) -> bool:
+    """What inspecting a reply decided, into the request's log record only; returns whether the
+    reply was inspected (only then is there anything for metrics and audit)."""
+    ex.inspected, ex.reason, ex.choices = outcome.inspected, outcome.reason, outcome.choices
+    if outcome.error is not None:
+        ex.error = ex.error or "engine_error"
+        ex.error_stack = outcome.error_stack
+    if not outcome.inspected:
+        return False
+    ex.policies, ex.action = list(outcome.policies), outcome.action
+    ex.changed, ex.blocked = outcome.changed, outcome.blocked
+    return True
 
 
 def recorder_for(settings: Settings) -> Recorder:
