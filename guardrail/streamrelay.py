@@ -31,7 +31,7 @@ from starlette.types import Receive, Scope, Send
 
 from guardrail.observe.record import HoldbackClock
 from guardrail.streaming import StreamGuard, StreamReport
-from guardrail.upstream import Headers, Record, client_headers
+from guardrail.upstream import Headers, Record, client_headers, watch_disconnect
 
 __all__ = ["STALE_HEADERS", "GuardedStream"]
 
@@ -71,7 +71,7 @@ class GuardedStream:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                group.start_soon(watch_disconnect, receive, group.cancel_scope, self)
                 await self._relay(send)
                 group.cancel_scope.cancel()
         finally:
@@ -108,10 +108,3 @@ class GuardedStream:
         if self.clock is not None:
             self.clock.released()
         await send({"type": "http.response.body", "body": data, "more_body": True})
-
-    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.complete:  # servers also report disconnect once a response is complete
-            self.record.error = self.record.error or "client_disconnected"
-            scope.cancel()

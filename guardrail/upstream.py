@@ -59,6 +59,7 @@ __all__ = [
     "response_headers",
     "send",
     "target_url",
+    "watch_disconnect",
 ]
 
 Headers = list[tuple[bytes, bytes]]
@@ -291,6 +292,26 @@ class Record(Protocol):
     error: str | None
 
 
+class Responder(Protocol):
+    """A response being sent: its request record, and whether the response is complete."""
+
+    record: Record
+    complete: bool
+
+
+async def watch_disconnect(
+    receive: Receive, scope: anyio.CancelScope, responder: Responder
+) -> None:
+    """Cancel ``scope`` when the client leaves before ``responder`` completed its response, and
+    note ``client_disconnected`` in its record (servers also report a disconnect once a
+    response is complete: that one changes nothing)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    if not responder.complete:
+        responder.record.error = responder.record.error or "client_disconnected"
+        scope.cancel()
+
+
 class RelayAborted(Exception):
     """The upstream body broke off after the response started; the client connection is dropped
     so the client sees a truncated response instead of a falsely complete one."""
@@ -346,7 +367,7 @@ class Relay:
         broken = False
         try:
             async with anyio.create_task_group() as group:
-                group.start_soon(self._watch_disconnect, receive, group.cancel_scope)
+                group.start_soon(watch_disconnect, receive, group.cancel_scope, self)
                 broken = await self._relay(send)
                 group.cancel_scope.cancel()
         finally:
@@ -375,13 +396,6 @@ class Relay:
         self.complete = True
         await send({"type": "http.response.body", "body": b"", "more_body": False})
         return False
-
-    async def _watch_disconnect(self, receive: Receive, scope: anyio.CancelScope) -> None:
-        while (await receive())["type"] != "http.disconnect":
-            pass
-        if not self.complete:  # servers also report disconnect once a response is complete
-            self.record.error = self.record.error or "client_disconnected"
-            scope.cancel()
 
 
 class Buffered:
