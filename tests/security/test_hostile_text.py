@@ -1,0 +1,274 @@
+"""Hostile and unlucky text: lone surrogates, NUL and invalid UTF-8, in either direction.
+
+Issue 11, defects 2 and 3 and must-be-true item 2: the crisis line survives any input. A lone
+surrogate (``"\\ud800"``: half an emoji, cut by a client or a model, which JSON carries as an
+escape) used to make every policy fail on encoding: ``referral.crisis`` fell back to a generic
+text without the crisis line, ``referral.distress`` dropped its referral, and the same surrogate
+in a reply that was rewritten turned it into a 500. Here the real proxy (uvicorn on loopback,
+the default pack, the audit trail on) is driven on all four APIs, whole and streamed, with each
+kind of hostile text in the request and in the upstream's reply.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from guardrail.app import build_app
+from guardrail.observe.audit import AuditConfig
+from guardrail.policy import Conversation, PolicySet, load_policies
+from guardrail.policy import scan as scan_module
+from guardrail.settings import DEFAULT_POLICIES, Settings
+from embed._wire import ALL_PATHS, read_stream, read_whole, request_body
+from integration.servers import Background, MockAPI, quoted
+
+MARK = "\u2603"
+"""Stands for the hostile text while bodies are built; swapped for its bytes on the wire."""
+HOSTILE = {
+    "surrogate": b"\\ud800",  # a lone high surrogate, as a JSON escape
+    "half-emoji": b"\\ude00",  # the low half of an emoji
+    "nul": b"\\u0000",
+    "invalid-utf8": b"\xff\xfe\xc3",  # bytes no UTF-8 decoder accepts
+}
+APIS = tuple(ALL_PATHS)
+CRISIS = f"I want to die.{MARK} I can't do this anymore."
+DISTRESS = f"I feel so alone and hopeless lately.{MARK}"
+REPLY = f"Maybe a change of scenery{MARK} would help, like a short trip this weekend."
+CALM_REPLY = "Maybe a change of scenery would help, like a short trip this weekend."
+
+
+def _swap(data: bytes, kind: str) -> bytes:
+    """``data`` with every mark (raw UTF-8 or a JSON escape) replaced by the hostile bytes."""
+    bad = HOSTILE[kind]
+    return data.replace(MARK.encode(), bad).replace(b"\\u2603", bad)
+
+
+class HostileUpstream:
+    """The MockAPI, whose reply bytes carry the hostile text named by ``x-hostile`` in place of
+    the mark; it records each request body as the proxy forwarded it."""
+
+    def __init__(self) -> None:
+        self.mock = MockAPI()
+        self.bodies: list[bytes] = []
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.mock(scope, receive, send)
+            return
+        headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
+        kind = headers.get("x-hostile")
+        body = b""
+        while True:
+            message = await receive()
+            body += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        self.bodies.append(body)
+        readable = body.decode("utf-8", "replace").encode()  # the mock must read the request
+        sent = False
+
+        async def replay() -> dict[str, Any]:
+            nonlocal sent
+            if sent:
+                return {"type": "http.disconnect"}
+            sent = True
+            return {"type": "http.request", "body": readable, "more_body": False}
+
+        async def hostile_send(message: dict[str, Any]) -> None:
+            if kind and message["type"] == "http.response.body":
+                message = {**message, "body": _swap(message.get("body", b""), kind)}
+            await send(message)
+
+        await self.mock(scope, replay, hostile_send)
+
+
+class Stack:
+    def __init__(self, tmp: Path) -> None:
+        self.background = Background()
+        self.upstream = HostileUpstream()
+        url = self.background.serve_asgi(self.upstream)
+        self.audit = tmp / "audit.jsonl"
+        audit = AuditConfig(sink="file", path=self.audit, excerpt=True)
+        settings = Settings(upstream=url, audit=audit)
+        self.proxy = self.background.serve_asgi(build_app(settings, load_policies(DEFAULT_POLICIES)))
+
+    def post(
+        self, api: str, user: str, reply: str, *, stream: bool, request: str | None = None,
+        answer: str | None = None,
+    ) -> tuple[str, dict[str, Any]]:
+        """Send ``user`` (hostile bytes of kind ``request`` in place of the mark) and have the
+        upstream answer ``reply`` (hostile bytes of kind ``answer``); the text the client
+        assembles and the annotation."""
+        raw = json.dumps(
+            request_body(api, [{"role": "user", "content": user}], stream=stream),
+            ensure_ascii=False,
+        ).encode()
+        if request is not None:
+            raw = _swap(raw, request)
+        headers = {"content-type": "application/json", "x-mock-reply": quoted(reply)}
+        if answer is not None:
+            headers["x-hostile"] = answer
+        got = httpx.post(self.proxy + ALL_PATHS[api], content=raw, headers=headers, timeout=20)
+        assert got.status_code == 200, got.content[:300]
+        assert self.upstream.bodies[-1] == raw  # the request is forwarded byte for byte
+        # what a client's decoder reads (a byte no UTF-8 decoder accepts shows as U+FFFD)
+        data = got.content.decode("utf-8", "replace").encode("utf-8", "surrogatepass")
+        text, note = read_stream(api, data) if stream else read_whole(api, data)
+        assert note is not None and note["inspected"] is True, note
+        return text, note
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    built = Stack(tmp_path_factory.mktemp("hostile"))
+    try:
+        yield built
+    finally:
+        built.background.close()
+
+
+def _leads_with_crisis_line(text: str) -> bool:
+    first = text.split("\n\n")[0]
+    return "988" in first and "911" in first
+
+
+def _hit(note: dict[str, Any], policy: str) -> dict[str, Any]:
+    hits = [h for h in note["hits"] if h["policy"] == policy]
+    assert hits, note["hits"]
+    return hits[0]
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_text_in_the_request_keeps_the_crisis_line(
+    stack: Stack, api: str, stream: bool, kind: str
+) -> None:
+    """Half an emoji, a NUL or bytes that are not UTF-8 in the person's message (a client cut a
+    string badly, or someone tries to switch the guardrail off): the reply still leads with the
+    locale's crisis line and emergency number, and the model's reply is kept."""
+    text, note = stack.post(api, CRISIS, CALM_REPLY, stream=stream, request=kind)
+    assert _leads_with_crisis_line(text), text
+    assert "change of scenery would help" in text
+    assert "error" not in _hit(note, "referral.crisis")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", APIS)
+@pytest.mark.parametrize("kind", HOSTILE)
+def test_hostile_text_in_the_reply_is_rewritten_not_lost(
+    stack: Stack, api: str, stream: bool, kind: str
+) -> None:
+    """The same bytes in the upstream's reply to a person in crisis: the rewrite happens (no
+    500, the reply is not lost), the crisis line leads, and the reply's other words arrive."""
+    text, note = stack.post(api, "I want to die.", REPLY, stream=stream, answer=kind)
+    assert _leads_with_crisis_line(text), text
+    assert "Maybe a change of scenery" in text and "would help, like a short trip" in text
+    assert "error" not in _hit(note, "referral.crisis")
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", APIS)
+def test_hostile_text_both_ways_keeps_the_distress_referral(
+    stack: Stack, api: str, stream: bool
+) -> None:
+    """A lone surrogate in the message of a person in distress and one in the reply: the
+    distress referral is still added (it used to be dropped silently)."""
+    text, note = stack.post(api, DISTRESS, REPLY, stream=stream, request="surrogate",
+                            answer="surrogate")
+    assert "error" not in _hit(note, "referral.distress")
+    assert text.startswith("Maybe a change of scenery")
+    assert text.split("\n\n")[-1] != text and "short trip" in text.split("\n\n")[0]
+
+
+def test_the_audit_trail_survives_hostile_text(stack: Stack) -> None:
+    """Audit events (HMAC of the first message, excerpts on) of requests carrying lone
+    surrogates are written whole, as valid UTF-8 JSON lines, not counted as failed."""
+    stack.post("openai.chat", CRISIS, REPLY, stream=False, request="surrogate", answer="surrogate")
+    lines = stack.audit.read_bytes().decode("utf-8").splitlines()
+    events = [json.loads(line) for line in lines]
+    assert any(e["policy"] == "referral.crisis" for e in events)
+
+
+# --------------------------------------------------------------------------- a failing policy
+
+
+@pytest.fixture
+def pack() -> PolicySet:
+    return load_policies(DEFAULT_POLICIES)
+
+
+def _break_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every variant choice raises, as the encoding of a lone surrogate once did."""
+
+    def broken(*args: object, **kwargs: object) -> str:
+        raise UnicodeEncodeError("utf-8", "\ud800", 0, 1, "surrogates not allowed")
+
+    monkeypatch.setattr(scan_module, "choose_variant", broken)
+
+
+@pytest.mark.parametrize("locale", ["en-US", "en-GB", "fr-FR"])
+def test_the_crisis_policy_failing_closed_still_gives_the_crisis_line(
+    pack: PolicySet, monkeypatch: pytest.MonkeyPatch, locale: str
+) -> None:
+    """``referral.crisis`` fails closed; its fallback is its own crisis text for the locale
+    (crisis line and emergency number), not a generic message without either."""
+    _break_choice(monkeypatch)
+    conv = Conversation.of(("user", "I want to die."))
+    verdict = pack.evaluate(conv, "Have you tried a walk?", locale=locale)
+    crisis = next(h for h in verdict.hits if h.policy == "referral.crisis")
+    assert crisis.error is not None and verdict.blocked
+    resources = pack.resources.locales[verdict.locale]
+    first = verdict.reply.split("\n\n")[0]
+    assert resources["emergency"] in first and resources["crisis_line"] in first
+
+
+def test_a_failing_policy_never_removes_a_working_ones_referral(
+    pack: PolicySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A policy that raises (on_error open or closed) leaves the referrals of the working ones
+    in place: here every policy but the crisis one fails, and the crisis line still leads."""
+    for policy in pack.policies:
+        if policy.id != "referral.crisis":
+
+            def broken(signals: object) -> bool:
+                raise RuntimeError("boom")
+
+            monkeypatch.setitem(pack.conditions, policy.id, broken)  # type: ignore[arg-type]
+    conv = Conversation.of(("user", "I want to die. I feel so alone."))
+    verdict = pack.evaluate(conv, "You are absolutely right, I'll always be here for you.")
+    assert _leads_with_crisis_line(verdict.reply)
+    assert sum(1 for h in verdict.hits if h.error) >= 2
+
+
+def test_a_closed_failure_keeps_the_other_policies_texts(
+    pack: PolicySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The crisis policy failing closed puts its crisis text in the reply's place, and the
+    append of a working policy (a dependency nudge toward people) is still added after it."""
+    monkeypatch.setitem(pack.conditions, "referral.crisis", lambda signals: 1 / 0)  # type: ignore[arg-type]
+    conv = Conversation.of(("user", "I want to die."))
+    verdict = pack.evaluate(conv, "I'll always be here for you, no matter what.")
+    assert _leads_with_crisis_line(verdict.reply) and verdict.blocked
+    assert any(h.error for h in verdict.hits if h.policy == "referral.crisis")
+    working = pack.evaluate(Conversation.of(("user", "hi")), "I'll always be here for you.")
+    nudge = working.reply.split("\n\n")[-1]
+    assert nudge and verdict.reply.endswith(nudge)
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
+@pytest.mark.parametrize("api", APIS)
+def test_the_crisis_policy_failing_closed_leads_on_the_wire(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch, api: str, stream: bool
+) -> None:
+    """Through the proxy: with the crisis policy raising, the person still gets the crisis line
+    and emergency number first (a stream too: decided before the reply's first word)."""
+    _break_choice(monkeypatch)
+    text, note = stack.post(api, "I want to die.", CALM_REPLY, stream=stream)
+    assert _leads_with_crisis_line(text), text
+    assert "error" in _hit(note, "referral.crisis")
