@@ -269,6 +269,7 @@ class Scan:
             messages = self._conv.messages
             self._earlier = EarlierTurns(m.content for m in messages if m.role == "assistant")
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+            last_user = last_user[-self._ps.max_user_chars :]  # what the detectors read of it
             self._salt = " ".join(normalise(last_user).split())
         return choose_variant(
             variants, policy.id, len(self._conv.messages), self._earlier, salt=self._salt

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -95,7 +96,8 @@ class Stack:
         self.audit = tmp / "audit.jsonl"
         audit = AuditConfig(sink="file", path=self.audit, excerpt=True)
         settings = Settings(upstream=url, audit=audit)
-        self.proxy = self.background.serve_asgi(build_app(settings, load_policies(DEFAULT_POLICIES)))
+        app = build_app(settings, load_policies(DEFAULT_POLICIES))
+        self.proxy = self.background.serve_asgi(app)
 
     def post(
         self, api: str, user: str, reply: str, *, stream: bool, request: str | None = None,
@@ -251,7 +253,8 @@ def test_a_closed_failure_keeps_the_other_policies_texts(
 ) -> None:
     """The crisis policy failing closed puts its crisis text in the reply's place, and the
     append of a working policy (a dependency nudge toward people) is still added after it."""
-    monkeypatch.setitem(pack.conditions, "referral.crisis", lambda signals: 1 / 0)  # type: ignore[arg-type]
+    crash = lambda signals: 1 / 0  # noqa: E731
+    monkeypatch.setitem(pack.conditions, "referral.crisis", crash)  # type: ignore[arg-type]
     conv = Conversation.of(("user", "I want to die."))
     verdict = pack.evaluate(conv, "I'll always be here for you, no matter what.")
     assert _leads_with_crisis_line(verdict.reply) and verdict.blocked
@@ -272,3 +275,86 @@ def test_the_crisis_policy_failing_closed_leads_on_the_wire(
     text, note = stack.post(api, "I want to die.", CALM_REPLY, stream=stream)
     assert _leads_with_crisis_line(text), text
     assert "error" in _hit(note, "referral.crisis")
+
+
+# --------------------------------------------------------------------------- a bound per turn
+
+CALM = "We talked about the garden, the weather and what to cook for dinner this week. "
+
+
+def test_a_huge_message_ending_in_crisis_gets_the_crisis_line(stack: Stack) -> None:
+    """A megabyte of ordinary text with the crisis at its end (the most recent words): the
+    detectors read only the last ``max_user_text_chars`` characters of it, and that is where
+    the crisis is, so the crisis line leads."""
+    user = CALM * (1_000_000 // len(CALM)) + "And honestly, I want to die."
+    for stream in (False, True):
+        text, note = stack.post("openai.chat", user, CALM_REPLY, stream=stream)
+        assert _leads_with_crisis_line(text), text[:200]
+        assert "error" not in _hit(note, "referral.crisis")
+
+
+def test_only_the_most_recent_text_of_a_huge_message_counts(stack: Stack) -> None:
+    """Documented behaviour, not a defect: a crisis phrase only at the very start of a
+    multi-megabyte message, followed by megabytes of other text, is not read (the bound keeps
+    one such message from costing seconds of every client's time; the most recent text counts).
+    The reply still arrives whole, inspected."""
+    user = "I want to die. " + CALM * (2_000_000 // len(CALM))
+    text, note = stack.post("openai.chat", user, CALM_REPLY, stream=False)
+    assert text == CALM_REPLY and note["signals"]["user.crisis"] is False
+
+
+def test_the_bound_counts_characters_from_the_end(pack: PolicySet) -> None:
+    """With ``max_user_chars`` N, a crisis phrase within the last N characters is read and its
+    evidence points into the whole message; one that ends before them is not."""
+    user = "I want to die. " + "x" * 200
+    pack.max_user_chars = 100
+    assert pack.evaluate(Conversation.of(("user", user)), "ok").signals["user.crisis"] is False
+    pack.max_user_chars = 300
+    verdict = pack.evaluate(Conversation.of(("user", user)), "ok")
+    assert verdict.signals["user.crisis"] is True
+    spans = [e.span for h in verdict.hits for e in h.evidence if e.scope in ("last_user",
+                                                                              "user_turns")]
+    assert spans and all("die" in user[s:e] for s, e in spans)
+    long_user = "y" * 1000 + " I want to die."
+    pack.max_user_chars = 100
+    verdict = pack.evaluate(Conversation.of(("user", long_user)), "ok")
+    assert verdict.signals["user.crisis"] is True
+    spans = [e.span for h in verdict.hits for e in h.evidence if e.turn == 0]
+    assert spans and all(long_user[s:e].endswith("die") for s, e in spans)
+    with pytest.raises(ValueError, match="max_user_chars"):
+        pack.max_user_chars = 0
+
+
+def test_max_user_text_chars_setting_reaches_the_proxy(tmp_path: Path) -> None:
+    """``max_user_text_chars`` (config key, ``GUARDRAIL_MAX_USER_TEXT_CHARS``) has a default,
+    refuses bad values naming the key, and bounds what the proxy's policy sets read."""
+    from guardrail.errors import ConfigError
+    from guardrail.settings import load_settings
+
+    up = {"upstream": "https://api.example.test"}
+    assert load_settings(cli=up, env={}).max_user_text_chars == 16_384
+    env = {"GUARDRAIL_MAX_USER_TEXT_CHARS": "4096"}
+    assert load_settings(cli=up, env=env).max_user_text_chars == 4096
+    for bad in ("0", "-5", "many", "1.5"):
+        with pytest.raises(ConfigError, match="max_user_text_chars"):
+            load_settings(cli=up, env={"GUARDRAIL_MAX_USER_TEXT_CHARS": bad})
+    config = tmp_path / "guardrail.yaml"
+    config.write_text("upstream: https://api.example.test\nmax_user_text_chars: 100\n")
+    settings = load_settings(env={}, config=config)
+    pack = load_policies(DEFAULT_POLICIES)
+    app = build_app(replace(settings, audit=AuditConfig(sink="off")), pack)
+    assert app.state.policies.current.max_user_chars == 100
+
+
+def test_the_middleware_option_is_checked(pack: PolicySet) -> None:
+    """The middleware's ``max_user_text_chars`` sets the bound, and refuses a bad value."""
+    from guardrail.errors import ConfigError
+    from guardrail.middleware import GuardrailMiddleware
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:  # pragma: no cover
+        pass
+
+    GuardrailMiddleware(app, policies=pack, max_user_text_chars=512, audit="off")
+    assert pack.max_user_chars == 512
+    with pytest.raises(ConfigError, match="max_user_chars"):
+        GuardrailMiddleware(app, policies=pack, max_user_text_chars=0, audit="off")
