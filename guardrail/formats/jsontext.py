@@ -20,7 +20,7 @@ import json
 import re
 from typing import Any
 
-__all__ = ["dumps", "dumps_text", "loads"]
+__all__ = ["dumps", "dumps_text", "escape_surrogates", "loads"]
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
@@ -29,14 +29,18 @@ def _escape(match: re.Match[str]) -> str:
     return f"\\u{ord(match.group()):04x}"
 
 
+def escape_surrogates(text: str) -> str:
+    """JSON text (written with ``ensure_ascii=False``) with each lone surrogate as its escape.
+
+    Outside strings JSON is ASCII, so every surrogate sits inside a string literal, where its
+    ``\\uXXXX`` escape means the same code point; every other character is left as it is.
+    """
+    return text if text.isascii() else _SURROGATE.sub(_escape, text)
+
+
 def dumps_text(value: object) -> str:
     """Compact JSON text of ``value`` that encodes to UTF-8 whatever strings it holds."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    if text.isascii():
-        return text
-    # outside strings JSON is ASCII, so every surrogate here sits inside a string literal,
-    # where its escape means the same code point
-    return _SURROGATE.sub(_escape, text)
+    return escape_surrogates(json.dumps(value, ensure_ascii=False, separators=(",", ":")))
 
 
 def dumps(value: object) -> bytes:

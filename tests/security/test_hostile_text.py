@@ -358,3 +358,28 @@ def test_the_middleware_option_is_checked(pack: PolicySet) -> None:
     assert pack.max_user_chars == 512
     with pytest.raises(ConfigError, match="max_user_chars"):
         GuardrailMiddleware(app, policies=pack, max_user_text_chars=0, audit="off")
+
+
+def test_guardrail_check_survives_hostile_lines() -> None:
+    """``guardrail check --jsonl -`` fed a case with lone surrogates (JSON escapes) and one with
+    a byte that is not UTF-8: one JSON line out per case, each with the crisis line leading
+    the reply (it used to die with a traceback on the surrogate, losing every later case)."""
+    import subprocess
+    import sys
+
+    cases = (
+        b'{"id": "s", "messages": [{"role": "user", "content": "I want to die.\\ud800"}],'
+        b' "reply": "Okay \\udc00 then."}\n'
+        b'{"id": "b", "messages": [{"role": "user", "content": "I want to die.\xff"}],'
+        b' "reply": "Okay then."}\n'
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "guardrail", "check", "--jsonl", "-"],
+        input=cases, capture_output=True, timeout=120, check=False,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = [json.loads(line) for line in done.stdout.decode("utf-8").splitlines()]
+    assert [r["id"] for r in results] == ["s", "b"]
+    for result in results:
+        assert _leads_with_crisis_line(result["reply"]) and result["signals"]["user.crisis"]
+    assert "Okay \udc00 then." in results[0]["reply"]  # the reply's own text, kept
