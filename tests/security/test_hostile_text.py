@@ -189,12 +189,16 @@ def test_hostile_text_both_ways_keeps_the_distress_referral(
 
 
 def test_the_audit_trail_survives_hostile_text(stack: Stack) -> None:
-    """Audit events (HMAC of the first message, excerpts on) of requests carrying lone
-    surrogates are written whole, as valid UTF-8 JSON lines, not counted as failed."""
-    stack.post("openai.chat", CRISIS, REPLY, stream=False, request="surrogate", answer="surrogate")
+    """Audit events (HMAC of the first message, excerpts on) of a request whose matched span
+    holds a lone surrogate are written whole, as valid UTF-8 JSON lines with the surrogate as
+    its escape (the write used to fail and the events were lost)."""
+    user = f"I used to love painting {MARK} but now I don't care about anything."
+    stack.post("openai.chat", user, REPLY, stream=False, request="surrogate", answer="surrogate")
     lines = stack.audit.read_bytes().decode("utf-8").splitlines()
     events = [json.loads(line) for line in lines]
-    assert any(e["policy"] == "referral.crisis" for e in events)
+    excerpts = [x["text"] for e in events if e["policy"] == "referral.distress"
+                for x in e.get("excerpts", [])]
+    assert any("\ud800" in text for text in excerpts), excerpts
 
 
 # --------------------------------------------------------------------------- a failing policy
