@@ -188,7 +188,9 @@ def build_app(
     ``route_policies`` are the routes' own policy sets by source, already loaded (any missing
     one is loaded here: a set that does not load raises PolicyError)."""
     recorder = recorder_for(settings) if recorder is None else recorder
-    sets = PolicySets.for_routes(policies, settings.routes, route_policies)
+    sets = PolicySets.for_routes(
+        policies, settings.routes, route_policies, max_user_chars=settings.max_user_text_chars
+    )
     for engine in sets.current():
         recorder.install(engine)
     client = build_client(settings, transport)

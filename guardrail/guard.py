@@ -185,7 +185,9 @@ class TextGuard:
         scan = self._ps.start(self._conv, self._locale, keep_text=False)
         probe, ends = scan.finish(), scan.end_texts  # the verdict on an empty reply
         ids = {h.policy for h in probe.hits if h.mode == "enforce" and h.error is None}
-        if any(p.action("block") is not None and p.id in ids for p in early):
+        if any(p.action("block") is not None and p.id in ids for p in early) or (
+            probe.blocked and self._closed_early(probe)
+        ):
             self._early = (probe, ends.block or "")
             return
         # ends.prepends holds one text per enforced prepend hit without error, in hit order
@@ -199,6 +201,17 @@ class TextGuard:
         chosen = {p.id for p in early if p.id in ids}
         self._led = tuple(_unique(t for o, t in zip(owners, ends.prepends) if o in chosen))
         self._lead = SEPARATOR.join(self._led)
+
+    def _closed_early(self, probe: Verdict) -> bool:
+        """Whether a policy the reply cannot change failed closed on the conversation: its text
+        (e.g. the crisis line of a failing crisis policy) then leads, in place of the reply."""
+        return any(
+            h.error is not None
+            and h.action == "block"
+            and h.mode == "enforce"
+            and not self._ps.policy(h.policy).needs_reply
+            for h in probe.hits
+        )
 
     # ------------------------------------------------------------------ feeding
     def feed(self, piece: str) -> str:

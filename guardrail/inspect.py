@@ -36,7 +36,6 @@ path ends with             API                     examples
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +49,7 @@ from guardrail.formats import (
     ChatRequest,
     FormatError,
     anthropic_messages,
+    jsontext,
     ollama_chat,
     openai_chat,
     openai_responses,
@@ -142,7 +142,7 @@ def detect_api(method: str, raw_path: bytes) -> str | None:
 def parse_chat_request(api: str, raw: bytes, encoding: str, limit: int) -> ChatRequest | None:
     """The chat request in ``raw`` (a request body of API ``api``), or None if it is not one."""
     try:
-        body = json.loads(decode_body(raw, encoding, limit))
+        body = jsontext.loads(decode_body(raw, encoding, limit))
         chat: ChatRequest = FORMATS[api].parse_request(body)
     except (ValueError, RecursionError):  # JSON, Unicode, Format, Undecodable errors
         return None
@@ -271,7 +271,7 @@ def _strongest(actions: Sequence[str]) -> str:
 
 
 def _serialise(body: object) -> bytes:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return jsontext.dumps(body)  # a lone surrogate in a reply never makes it fail (issue 11)
 
 
 def _spliced(body: object, decoded: bytes, note: dict[str, Any]) -> bytes | None:
@@ -306,7 +306,7 @@ def inspect_body(
     fmt = FORMATS[api]
     try:
         decoded = decode_body(raw, encoding, limit)
-        body = json.loads(decoded)
+        body = jsontext.loads(decoded)
     except TooLarge:
         return Outcome(None, False, "too-large")
     except (Undecodable, ValueError, RecursionError):

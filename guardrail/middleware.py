@@ -84,6 +84,8 @@ class GuardrailMiddleware:
     ``locale_header``: request header that overrides it per request (None: none).
     ``holdback``, ``max_holdback_chars``: how streams are held back (the proxy's options).
     ``max_inspect_bytes``: largest body read for inspection.
+    ``max_user_text_chars``: characters of each user message the detectors read, its last ones
+    (set on the policy set; None: the policy set's, by default 16384).
     ``route``: the ``route`` label of the metrics and audit events (default ``/``).
     ``audit``: ``"stdout"`` (default, like the proxy), ``"off"``, or an
     :class:`~guardrail.observe.audit.AuditConfig` (file sink, key, excerpts).
@@ -106,6 +108,7 @@ class GuardrailMiddleware:
         holdback: Holdback = "sentence",
         max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
         max_inspect_bytes: int = DEFAULT_MAX_INSPECT_BYTES,
+        max_user_text_chars: int | None = None,
         route: str = "/",
         audit: AuditConfig | Literal["stdout", "off"] = "stdout",
         conversation_header: str | None = None,
@@ -125,6 +128,11 @@ class GuardrailMiddleware:
         self.policies = (
             policies if isinstance(policies, PolicySet) else load_policies(Path(policies))
         )
+        if max_user_text_chars is not None:
+            try:
+                self.policies.max_user_chars = max_user_text_chars
+            except ValueError as exc:
+                raise ConfigError(f"GuardrailMiddleware: {exc}") from None
         self.metrics_path = metrics_path
         if recorder is None:
             recorder = Recorder(

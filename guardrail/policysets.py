@@ -49,11 +49,21 @@ class PolicySets:
         own: Mapping[Path, PolicyHolder] | None = None,
         *,
         load: Callable[[Path], PolicySet] = load_policies,
+        max_user_chars: int | None = None,
     ) -> None:
         self.main = main
         self.own = dict(own or {})
         self._load = load
         self._pending: dict[Path, PolicySet] = {}
+        self.max_user_chars = max_user_chars
+        """Set on every policy set held, now and at each reload (None: leave each as it is)."""
+        for engine in self.current():
+            self._bound(engine)
+
+    def _bound(self, engine: PolicyEngine) -> PolicyEngine:
+        if self.max_user_chars is not None and isinstance(engine, PolicySet):
+            engine.max_user_chars = self.max_user_chars
+        return engine
 
     @classmethod
     def for_routes(
@@ -63,6 +73,7 @@ class PolicySets:
         loaded: Mapping[Path, PolicyEngine] | None = None,
         *,
         load: Callable[[Path], PolicySet] = load_policies,
+        max_user_chars: int | None = None,
     ) -> PolicySets:
         """Holders for ``routes``; each own source taken from ``loaded`` or loaded now (raises
         PolicyError, at start-up, for a set that does not load)."""
@@ -73,7 +84,7 @@ class PolicySets:
                 own[route.policies] = PolicyHolder(
                     ready if ready is not None else load(route.policies)
                 )
-        return cls(PolicyHolder(main), own, load=load)
+        return cls(PolicyHolder(main), own, load=load, max_user_chars=max_user_chars)
 
     def holder(self, route: Route) -> PolicyHolder:
         """The holder of ``route``'s policy set."""
@@ -94,6 +105,8 @@ class PolicySets:
         kept for :meth:`install`. Raises PolicyError if any of them does not load."""
         pending = {path: self._load(path) for path in self.own}
         main = self._load(source)
+        for engine in (main, *pending.values()):
+            self._bound(engine)
         self._pending = pending
         return main
 

@@ -40,7 +40,7 @@ import httpx
 
 from guardrail.codings import decode_body
 from guardrail.errors import UpstreamError
-from guardrail.formats import ChatRequest
+from guardrail.formats import ChatRequest, jsontext
 from guardrail.inspect import FORMATS, Headers, Outcome, PolicyEngine, inspect_body
 from guardrail.policy import Verdict
 from guardrail.upstream import read_capped, send
@@ -114,7 +114,7 @@ def second_body(api: str, body: object, instruction: str) -> bytes:
     """The second request's body: ``body`` (the parsed first request) with ``instruction``
     placed where API ``api`` reads operator instructions. Raises FormatError."""
     new = FORMATS[api].with_instruction(body, instruction)
-    return json.dumps(new, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return jsontext.dumps(new)
 
 
 def prepare(second: Second, verdicts: Sequence[Verdict | None]) -> tuple[tuple[str, ...], bytes]:
@@ -148,7 +148,7 @@ def annotated(outcome: Outcome, note: dict[str, Any]) -> Outcome:
         return outcome
     body = json.loads(outcome.body)
     body["guardrail"] = {**body.get("guardrail", {}), **note}
-    raw = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    raw = jsontext.dumps(body)
     return dataclasses.replace(outcome, body=raw)
 
 

@@ -29,6 +29,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``timeouts.pool`` | ``GUARDRAIL_TIMEOUTS_POOL`` | ``10`` | seconds to wait for a free upstream connection |
 | ``timeouts.total`` | ``GUARDRAIL_TIMEOUTS_TOTAL`` | ``none`` (off) | deadline for an inspected exchange (request sent, whole reply read) and for the response headers of any other; streams are not cut |
 | ``max_inspect_bytes`` | ``GUARDRAIL_MAX_INSPECT_BYTES`` | ``4MiB`` | largest reply buffered for inspection (bytes, or ``512KiB``, ``4MiB``, ``1MB``); larger ones pass through unchanged, marked ``too-large`` |
+| ``max_user_text_chars`` | ``GUARDRAIL_MAX_USER_TEXT_CHARS`` | ``16384`` | characters of each user message the user-side detectors read: its last ones (the most recent text counts); earlier text of a longer message is forwarded but not read, which bounds the time one huge message can take |
 | ``max_connections`` | ``GUARDRAIL_MAX_CONNECTIONS`` | ``256`` | most concurrent upstream connections |
 | ``log_level`` | ``GUARDRAIL_LOG_LEVEL`` | ``info`` | ``debug``, ``info``, ``warning`` or ``error`` (``--log-level``) |
 | ``log_format`` | ``GUARDRAIL_LOG_FORMAT`` | ``auto`` | ``json``, ``console``, or ``auto``: JSON unless stderr is a terminal (``--log-format``) |
@@ -99,6 +100,7 @@ from guardrail import config_values as cv
 from guardrail.configfile import read_config_file
 from guardrail.errors import ConfigError
 from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
+from guardrail.policy.engine import DEFAULT_MAX_USER_CHARS
 from guardrail.routes import Route, RouteError, RouteSpec, parse_routes
 
 __all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "load_settings"]
@@ -141,6 +143,7 @@ class Settings:
     locale_header: str = "x-guardrail-locale"
     timeouts: Timeouts = field(default_factory=Timeouts)
     max_inspect_bytes: int = 4 * 1024 * 1024
+    max_user_text_chars: int = DEFAULT_MAX_USER_CHARS
     max_connections: int = 256
     log_level: str = "info"
     log_format: str = "auto"
@@ -219,6 +222,7 @@ KEYS: tuple[Key, ...] = (
     Key("timeouts.pool", cv.seconds, Timeouts.pool),
     Key("timeouts.total", cv.optional_seconds, None),
     Key("max_inspect_bytes", cv.size, 4 * 1024 * 1024),
+    Key("max_user_text_chars", cv.int_in(1, 1 << 30), DEFAULT_MAX_USER_CHARS),
     Key("max_connections", cv.int_in(1, 100_000), 256),
     Key("log_level", cv.choice(LOG_LEVELS), "info", "--log-level"),
     Key("log_format", cv.choice(LOG_FORMATS), "auto", "--log-format"),
@@ -392,6 +396,7 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         locale_header=get("locale_header"),
         timeouts=timeouts,
         max_inspect_bytes=get("max_inspect_bytes"),
+        max_user_text_chars=get("max_user_text_chars"),
         max_connections=get("max_connections"),
         log_level=get("log_level"),
         log_format=get("log_format"),

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import IO, Any
 
 import guardrail
+from guardrail.formats import jsontext
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
 from guardrail.policy.model import ROLES
 
@@ -149,13 +150,10 @@ def check_line(
     return {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
 
 
-def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str | None]]:
+def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
     for number, raw in enumerate(stream, 1):
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError:
-            yield number, None
-            continue
+        # a byte that is not UTF-8 reads as U+FFFD: the case is still checked (issue 11)
+        text = raw.decode("utf-8", "replace")
         if text.strip():
             yield number, text
 
@@ -173,13 +171,10 @@ def check_stream(
     dumps = json.JSONEncoder(ensure_ascii=False).encode
     count = 0
     batch: list[str] = []
-    lines: Iterable[tuple[int, str | None]] = _lines(stream)
+    lines: Iterable[tuple[int, str]] = _lines(stream)
     for number, text in lines:
-        if text is None:
-            result: dict[str, Any] = {"id": None, "error": f"line {number}: not UTF-8"}
-        else:
-            result = check_line(ps, text, number, locale=locale, explain=explain)
-        batch.append(dumps(result))
+        result = check_line(ps, text, number, locale=locale, explain=explain)
+        batch.append(jsontext.escape_surrogates(dumps(result)))  # a lone surrogate stays JSON
         count += 1
         if len(batch) >= 256:
             out.write("\n".join(batch) + "\n")

@@ -11,8 +11,9 @@ and :meth:`flush` return equals the input.
 
 from __future__ import annotations
 
-import json
 from typing import NamedTuple
+
+from guardrail.formats import jsontext
 
 __all__ = ["NDJSONDecoder", "NDJSONLine", "encode_line"]
 
@@ -63,8 +64,8 @@ def _line(raw: bytes) -> NDJSONLine:
     if not text:
         return NDJSONLine(raw, None)
     try:
-        value: object = json.loads(text.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError):
+        value: object = jsontext.loads(text)  # invalid UTF-8 is read as U+FFFD
+    except (ValueError, RecursionError):
         return NDJSONLine(raw, None)
     return NDJSONLine(raw, value)
 
@@ -72,11 +73,7 @@ def _line(raw: bytes) -> NDJSONLine:
 def encode_line(value: object) -> bytes:
     """Serialise ``value`` as one compact NDJSON line ending in LF.
 
-    Non-ASCII text is written as UTF-8; a string holding a lone surrogate (which UTF-8 cannot
-    carry) makes the whole line fall back to ``\\u`` escapes, so the output is always valid.
+    Non-ASCII text is written as UTF-8; a lone surrogate (which UTF-8 cannot carry) as its
+    ``\\u`` escape, so the output is always valid UTF-8.
     """
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        return text.encode("utf-8") + b"\n"
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":")).encode("ascii") + b"\n"
+    return jsontext.dumps(value) + b"\n"

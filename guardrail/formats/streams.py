@@ -62,6 +62,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
+from guardrail.formats import jsontext
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
 
 __all__ = [
@@ -188,13 +189,8 @@ def new_stream_codec(name: str) -> StreamCodec[Any]:
 
 
 def dump_json(value: object) -> str:
-    """Compact JSON, non-ASCII kept as is unless a lone surrogate forces ``\\u`` escapes."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return json.dumps(value, separators=(",", ":"))
-    return text
+    """Compact JSON, non-ASCII kept as is, a lone surrogate as its ``\\u`` escape."""
+    return jsontext.dumps_text(value)
 
 
 def load_json_object(data: str | None) -> dict[str, Any] | None:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import secrets
 import sys
@@ -47,6 +46,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
+from guardrail.formats import jsontext
 from guardrail.observe.logs import get_logger
 from guardrail.observe.metrics import AUDIT_EVENTS
 from guardrail.policy import Conversation, Evidence, Hit, Verdict
@@ -92,10 +92,11 @@ def conversation_hash(key: bytes, conversation: Conversation, conversation_id: s
     hash of an empty first message.
     """
     if conversation_id:
-        material = b"id\x00" + conversation_id.encode("utf-8", "replace")
+        material = b"id\x00" + conversation_id.encode("utf-8", "surrogatepass")
     else:
         first = next((m.content for m in conversation.messages if m.role == "user"), "")
-        material = b"first-user\x00" + first.encode("utf-8", "replace")
+        # surrogatepass: a lone surrogate neither raises nor collides with "?" (issue 11)
+        material = b"first-user\x00" + first.encode("utf-8", "surrogatepass")
     return hmac.new(key, material, hashlib.sha256).hexdigest()[:32]
 
 
@@ -203,7 +204,7 @@ class Auditor:
                     event["policy_digest"] = policy_digest
                 if self.config.excerpt:
                     event["excerpts"] = _excerpts(hit.evidence, conversation, reply)
-                lines.append(json.dumps(event, ensure_ascii=False, separators=(",", ":")) + "\n")
+                lines.append(jsontext.dumps_text(event) + "\n")  # excerpts may hold surrogates
         return self._write(lines)
 
     def _write(self, lines: list[str]) -> int:

@@ -8,6 +8,10 @@ a digest of the message and holds spans and digests of the matched words only. A
 raises is recorded by exception type in ``failed`` (its signal stays absent, so policies reading
 it follow their ``on_error``) and that message is not remembered; nothing else is lost.
 
+Of a user message the detectors read the last ``PolicySet.max_user_chars`` characters only (the
+most recent text is what counts; spans are still offsets into the whole message), so one huge
+message costs a bounded time.
+
 ``ConversationMemo`` remembers the whole result for conversations still alive: the same
 ``Conversation`` object is judged more than once (a stream guard's probe and its scan, every choice
 of a reply, a regenerated reply), and its context does not change. It holds conversations by weak
@@ -123,6 +127,16 @@ class ConversationMemo:
                 self._entries.popitem(last=False)
 
 
+def _read_part(ps: PolicySet, role: str, content: str) -> tuple[str, int]:
+    """What the detectors read of a message and where it starts in it: the last
+    ``ps.max_user_chars`` characters of a user message (the most recent text counts), the
+    whole of any other."""
+    limit = ps.max_user_chars
+    if role != "user" or len(content) <= limit:
+        return content, 0
+    return content[-limit:], len(content) - limit
+
+
 def _scan_message(
     ps: PolicySet, role: str, content: str, failed: dict[str, str]
 ) -> dict[str, Found]:
@@ -174,10 +188,11 @@ def scan_context(ps: PolicySet, conversation: Conversation) -> ContextResult:
     reach = ps.context_reach
     for i, back in reversed(chosen):
         role = messages[i].role
-        memo_key = (role, _digest(messages[i].content))
+        content, offset = _read_part(ps, role, messages[i].content)
+        memo_key = (role, _digest(content))
         found = ps.memo.get(memo_key)
         if found is None:
-            found = _scan_message(ps, role, messages[i].content, failed)
+            found = _scan_message(ps, role, content, failed)
             if "" not in found:
                 ps.memo.put(memo_key, found)
         for name, matches in found.items():  # the leaves of this role that matched, in order
@@ -188,7 +203,7 @@ def scan_context(ps: PolicySet, conversation: Conversation) -> ContextResult:
             distinct = keys.setdefault(name, set())
             for start, end, key in matches:
                 distinct.add(key)
-                kept.append(Evidence(name, scope, (start, end), i, None))
+                kept.append(Evidence(name, scope, (start + offset, end + offset), i, None))
     values = dict(ps.context_defaults)  # a leaf that matched nothing is false
     for name, distinct in keys.items():
         values[name] = len(distinct) >= ps.context_min[name]

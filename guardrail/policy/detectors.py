@@ -3,8 +3,8 @@
 Everything is compiled once, at load: a detector's phrases (its own and those of the lists it
 names) become ONE regular expression shaped like a trie (common prefixes shared, longest phrase
 tried first), with whole-word boundaries, flexible whitespace and hyphens, matched against text
-that ``text.normalise`` has already lower-cased and whose apostrophes are unified. Regexes written
-in a policy are compiled with IGNORECASE beside it.
+that ``reading.read`` has already normalised (NFKC, lower case, quotes unified, ...). Regexes
+written in a policy are compiled with IGNORECASE beside it.
 
 At request time ``Leaf.find(view)`` returns the spans that survive the detector's filters:
 
@@ -23,7 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
 from guardrail.policy.prefilter import LiteralScanner, necessary_literals
-from guardrail.policy.text import normalise
+from guardrail.policy.reading import Reading, read
 
 __all__ = [
     "CONTEXT_SCOPES",
@@ -120,8 +120,9 @@ def _emit(node: _Trie, last: str) -> str:
 
 
 def phrase_key(phrase: str) -> str:
-    """The normal form a phrase is matched in: whitespace collapsed, then ``normalise``."""
-    return normalise(" ".join(phrase.split()))
+    """The normal form a phrase is matched in: whitespace collapsed, then read as text is
+    (``reading.read``)."""
+    return read(" ".join(phrase.split())).text
 
 
 def phrase_pattern(phrases: Iterable[str]) -> str | None:
@@ -178,7 +179,8 @@ class TextView:
     words in quotes, and there is nobody else's speech around it to set it apart from.
     """
 
-    __slots__ = ("_in_quote", "_message", "_present", "_quotes", "_scanner", "norm")
+    __slots__ = ("_in_quote", "_message", "_present", "_quotes", "_scanner", "flat", "norm",
+                 "reading")
 
     def __init__(
         self,
@@ -188,7 +190,18 @@ class TextView:
         in_quote: bool = False,
         message: bool = False,
     ) -> None:
-        self.norm = normalise(text)
+        self.reading: Reading | None = None
+        if text.isascii():
+            self.norm = text.lower()
+            self.flat = self.norm.replace("\n", " ") if "\n" in text else self.norm
+        # printable ASCII without runs of whitespace (the common case): reading only lower-cases
+        if not (text.isascii() and self.flat.isprintable() and "  " not in self.flat):
+            self.reading = read(text)
+            self.norm = self.reading.text
+            self.flat = self.reading.flat
+        """``norm``: the text as read (``reading.read``), line breaks kept, what the filters look
+        at; ``flat``: ``norm`` with line breaks as spaces (the same length), what patterns
+        match; ``reading``: the map back to the original (None: the same indices)."""
         self._quotes: list[tuple[int, int]] | None = None
         self._scanner = scanner
         self._present: frozenset[str] | None = None
@@ -224,7 +237,7 @@ class TextView:
     def present(self) -> frozenset[str] | None:
         """The scanner's literals occurring in the text (None: no scanner for this text)."""
         if self._present is None and self._scanner is not None:
-            self._present = self._scanner.present(self.norm)
+            self._present = self._scanner.present(self.flat)
         return self._present
 
     def quoted(self, start: int, end: int) -> bool:
@@ -317,8 +330,8 @@ class Leaf:
             return self._always
         present = view.present()
         if present is None:  # no shared scanner for this text: test the few literals directly
-            norm = view.norm
-            seen = [lit for lit in self._literals if lit in norm]
+            flat = view.flat
+            seen = [lit for lit in self._literals if lit in flat]
         else:
             seen = [lit for lit in self._literals.intersection(present)]
         if not seen:
@@ -333,10 +346,12 @@ class Leaf:
         return bool(self._candidates(view))
 
     def find(self, view: TextView) -> list[tuple[int, int, str]]:
+        """The surviving matches: spans of the original text (``TextView.reading`` maps them
+        back), keys read from the normalised text."""
         norm = view.norm
         found: list[tuple[int, int, str]] = []
         for i in self._candidates(view):
-            for m in self.patterns[i].finditer(norm):
+            for m in self.patterns[i].finditer(view.flat):
                 start, end = m.span()
                 if self.unless_negated and self.filters.negated(norm, start):
                     continue
@@ -345,7 +360,10 @@ class Leaf:
                 if self.unless_quoted and view.quoted(start, end):
                     continue
                 found.append((start, end, " ".join(norm[start:end].split())))
-        return found
+        if view.reading is None or view.reading.starts is None:
+            return found
+        span = view.reading.span
+        return [(*span(start, end), key) for start, end, key in found]
 
     @property
     def reads_reply(self) -> bool:

@@ -23,11 +23,18 @@ from guardrail.policy.context import ConversationMemo, MessageMemo
 from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
 from guardrail.policy.model import Conversation, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
+from guardrail.policy.reading import prepare as prepare_reading
 from guardrail.policy.resources import Resources
 from guardrail.policy.scan import Scan
 from guardrail.policy.text import SentenceSplitter
 
-__all__ = ["LeafIndex", "PolicySet", "Scan"]
+__all__ = ["DEFAULT_MAX_USER_CHARS", "LeafIndex", "PolicySet", "Scan"]
+
+DEFAULT_MAX_USER_CHARS = 16_384
+"""Characters of each user message the context detectors read by default, its last ones: about
+3,000 words, several screens of text, far more than any one turn a person types in a chat (a
+crisis told at the end of a long paste is read); and a bound (a few ms of detector time) on
+what one multi-megabyte message can cost every other client (issue 11)."""
 
 
 _GROUP = {
@@ -112,6 +119,7 @@ class PolicySet:
         digest: str = "",
         lists: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
+        prepare_reading()  # the tables for non-ASCII text, once per process, not on a request
         self._policies = tuple(sorted(policies, key=lambda p: (-p.severity_rank, p.id)))
         self._by_id = {p.id: p for p in self._policies}
         self._leaves = tuple(leaves)
@@ -141,6 +149,7 @@ class PolicySet:
         """What the context leaves found in recent messages (digests and spans, no text)."""
         self.conversations = ConversationMemo()
         """What the context leaves found in conversations judged recently and still alive."""
+        self._max_user_chars = DEFAULT_MAX_USER_CHARS
         self.reply_leaves = tuple(d for d in self._leaves if d.reads_reply)
         self.reply_defaults = dict.fromkeys((d.name for d in self.reply_leaves), False)
         """Every reply leaf, false: their values before the first sentence."""
@@ -177,6 +186,22 @@ class PolicySet:
         """Each policy's condition as one function (``conditions.compile_condition``)."""
         self.resolvers = _resolvers(self._composites)
         self.sentence_resolvers = _resolvers(self.sentence_composites)
+
+    # -------------------------------------------------------------- limits
+    @property
+    def max_user_chars(self) -> int:
+        """The most characters of each user message the context detectors read: its last ones
+        (the most recent text is what counts). Bounds the work a huge message can cause;
+        ``DEFAULT_MAX_USER_CHARS`` unless set (the proxy's ``max_user_text_chars``)."""
+        return self._max_user_chars
+
+    @max_user_chars.setter
+    def max_user_chars(self, value: int) -> None:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"max_user_chars must be a positive integer, got {value!r}")
+        if value != self._max_user_chars:
+            self._max_user_chars = value
+            self.conversations = ConversationMemo(self.conversations.size)  # judged otherwise
 
     # -------------------------------------------------------------- introspection
     @property

@@ -16,16 +16,37 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from guardrail.policy.text import normalise
 
-__all__ = ["GENERIC_BLOCK_TEXT", "EarlierTurns", "assemble", "choose_variant", "replace_sentence"]
+__all__ = [
+    "GENERIC_BLOCK_TEXT",
+    "EarlierTurns",
+    "assemble",
+    "choose_variant",
+    "replace_sentence",
+    "safe_text",
+]
 
 GENERIC_BLOCK_TEXT = (
     "I'm sorry, I can't share that reply right now. If you're going through something hard, "
     "please consider reaching out to someone you trust or to a local support line."
 )
+_RESOURCE_BLOCK_TEXT = (
+    "I'm sorry, I can't share that reply right now. If you're going through something hard, "
+    "you can reach {crisis_line}: {crisis_contact}. In an emergency, call {emergency}."
+)
+_RESOURCE_KEYS = ("crisis_line", "crisis_contact", "emergency")
+
+
+def safe_text(resources: Mapping[str, str]) -> str:
+    """The generic text a policy failing closed without texts of its own puts in the reply's
+    place: with the locale's crisis line and emergency number when the policy set defines them
+    (a failure must never leave a person in crisis without them), else ``GENERIC_BLOCK_TEXT``."""
+    if all(resources.get(key) for key in _RESOURCE_KEYS):
+        return _RESOURCE_BLOCK_TEXT.format_map(resources)
+    return GENERIC_BLOCK_TEXT
 SEPARATOR = "\n\n"
 
 
@@ -77,7 +98,9 @@ def choose_variant(
     n = len(variants)
     if n == 1:
         return variants[0]
-    start = (turns + zlib.crc32(f"{policy_id}\0{salt}".encode())) % n
+    # surrogatepass: a lone surrogate in what the person wrote (half an emoji, a JSON "\\ud800")
+    # must not make the choice raise, which would drop the text (issue 11)
+    start = (turns + zlib.crc32(f"{policy_id}\0{salt}".encode("utf-8", "surrogatepass"))) % n
     for k in range(n):
         candidate = variants[(start + k) % n]
         key = _variant_key(candidate)

@@ -46,11 +46,11 @@ from guardrail.policy.model import (
     Verdict,
 )
 from guardrail.policy.rewrite import (
-    GENERIC_BLOCK_TEXT,
     EarlierTurns,
     assemble,
     choose_variant,
     replace_sentence,
+    safe_text,
 )
 from guardrail.policy.text import normalise
 
@@ -269,6 +269,7 @@ class Scan:
             messages = self._conv.messages
             self._earlier = EarlierTurns(m.content for m in messages if m.role == "assistant")
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
+            last_user = last_user[-self._ps.max_user_chars :]  # what the detectors read of it
             self._salt = " ".join(normalise(last_user).split())
         return choose_variant(
             variants, policy.id, len(self._conv.messages), self._earlier, salt=self._salt
@@ -310,16 +311,27 @@ class Scan:
         return Hit(p.id, p.category, p.severity, p.mode, p.strongest_action, evidence), texts
 
     def _failed_hit(self, p: Policy, error: str) -> tuple[Hit, str | None]:
-        """The hit of a policy that raised, and its block text if it fails closed."""
+        """The hit of a policy that raised, and the text it puts in the reply's place if it fails
+        closed (see ``_closed_text``)."""
         closed = p.on_error == "closed" and p.mode == "enforce"
         action = "block" if closed else p.strongest_action
         hit = Hit(p.id, p.category, p.severity, p.mode, action, (), error)
-        if not closed:
-            return hit, None
-        try:
-            return hit, self._variant(p, "block")
-        except Exception:  # noqa: BLE001 -- fail closed with the generic text
-            return hit, GENERIC_BLOCK_TEXT
+        return hit, (self._closed_text(p) if closed else None)
+
+    def _closed_text(self, p: Policy) -> str:
+        """What a policy failing closed says instead of the reply: its own block text, else its
+        prepend or append text (a referral policy's text is its resources: the crisis policy
+        failing still gives the crisis line), else the generic safe text with the locale's
+        resources. The first variant when choosing one fails too: this never raises."""
+        for kind in _END_ACTIONS:
+            action = p.action(kind)
+            variants = action.variants(self.locale) if action is not None else ()
+            if variants:
+                try:
+                    return self._variant(p, kind)
+                except Exception:  # noqa: BLE001 -- the choice failed: the first text will do
+                    return variants[0]
+        return safe_text(self._ps.resources.locales.get(self.locale, {}))
 
     def finish(self) -> Verdict:
         """Check the end-of-reply policies and apply block/prepend/append. Idempotent."""
@@ -327,12 +339,7 @@ class Scan:
             return self._verdict
         ps = self._ps
         signals = self._signals(dict(self._values), ps.resolvers)
-        hits: list[Hit] = []
-        blocks: list[str] = []
-        prepends: list[str] = []
-        appends: dict[str, str] = {}  # category -> the text of its most severe appending hit
-        regenerate: list[Regenerate] = []
-        strongest = 0
+        ends = _Ends()
         for p in ps.policies:
             error = self._errors.get(p.id)
             if error is None:
@@ -342,46 +349,74 @@ class Scan:
                     error = _error_text(exc, self._failed, p.condition.names())
                 else:
                     if judged is not None:
-                        hit, end_texts = judged
-                        hits.append(hit)
-                        if p.mode == "enforce":
-                            strongest = max(strongest, ACTION_ORDER.index(p.strongest_action))
-                            if p.regenerate is not None:
-                                instruction = p.regenerate.get(self.locale, "")
-                                regenerate.append(Regenerate(p.id, instruction, p.fallback))
-                        if "block" in end_texts:
-                            blocks.append(end_texts["block"])
-                        if "prepend" in end_texts:
-                            prepends.append(end_texts["prepend"])
-                        if "append" in end_texts:
-                            appends.setdefault(p.category, end_texts["append"])
+                        ends.add(p, judged[0], judged[1], self.locale)
                     continue
-            failed, block_text = self._failed_hit(p, error)
-            hits.append(failed)
-            if block_text is not None:
-                blocks.append(block_text)
-        body = "".join(self._released)  # "" without keep_text: only the end texts
-        ends = list(appends.values())
-        if blocks:  # policies are in (severity desc, id) order: the first is the most severe
-            reply, strongest = blocks[0], ACTION_ORDER.index("block")
-            regenerate = []
+            failed, closed_text = self._failed_hit(p, error)
+            ends.hits.append(failed)
+            if closed_text is not None:
+                ends.closed = True
+                ends.leading.append(closed_text)
+        return self._conclude(ends, signals)
+
+    def _conclude(self, ends: _Ends, signals: Mapping[str, bool]) -> Verdict:
+        """The verdict from the end texts: a block wins outright; a policy failing closed puts
+        its text in place of the reply, with the working policies' texts still around it (a
+        failing policy never removes a referral a working one adds); else the reply with its
+        prepends and appends."""
+        appends = list(ends.appends.values())
+        strongest, regenerate, block = ends.strongest, ends.regenerate, None
+        if ends.blocks or ends.closed:
+            # blocks: policies are in (severity desc, id) order, the first is the most severe
+            block = ends.blocks[0] if ends.blocks else assemble("", ends.leading, appends)
+            reply, strongest, regenerate = block, ACTION_ORDER.index("block"), []
         else:
-            reply = assemble(body, prepends, ends)
+            reply = assemble("".join(self._released), ends.prepends, appends)
         if self._keep_text:
             changed = reply != "".join(self._original)
         else:
-            changed = self._rewritten or bool(blocks or prepends or ends)
+            changed = self._rewritten or bool(block is not None or ends.prepends or appends)
         self._verdict = Verdict(
             reply=reply,
-            hits=tuple(hits),
-            signals={name: signals.get(name, False) for name in ps.published},
+            hits=tuple(ends.hits),
+            signals={name: signals.get(name, False) for name in self._ps.published},
             changed=changed,
-            blocked=bool(blocks),
+            blocked=block is not None,
             strongest_action=ACTION_ORDER[strongest],
             locale=self.locale,
             regenerate=tuple(regenerate),
         )
-        self.end_texts = EndTexts(
-            tuple(prepends), tuple(ends), blocks[0] if blocks else None, tuple(regenerate)
-        )
+        self.end_texts = EndTexts(tuple(ends.prepends), tuple(appends), block, tuple(regenerate))
         return self._verdict
+
+
+class _Ends:
+    """What ``Scan.finish`` gathers from the policies, in policy order (most severe first)."""
+
+    __slots__ = ("appends", "blocks", "closed", "hits", "leading", "prepends", "regenerate",
+                 "strongest")
+
+    def __init__(self) -> None:
+        self.hits: list[Hit] = []
+        self.blocks: list[str] = []
+        self.prepends: list[str] = []
+        self.leading: list[str] = []
+        """The prepends and the texts of policies failing closed, in policy order."""
+        self.appends: dict[str, str] = {}  # category -> the text of its most severe appending hit
+        self.regenerate: list[Regenerate] = []
+        self.strongest = 0
+        self.closed = False
+
+    def add(self, p: Policy, hit: Hit, texts: Mapping[str, str], locale: str) -> None:
+        self.hits.append(hit)
+        if p.mode == "enforce":
+            self.strongest = max(self.strongest, ACTION_ORDER.index(p.strongest_action))
+            if p.regenerate is not None:
+                instruction = p.regenerate.get(locale, "")
+                self.regenerate.append(Regenerate(p.id, instruction, p.fallback))
+        if "block" in texts:
+            self.blocks.append(texts["block"])
+        if "prepend" in texts:
+            self.prepends.append(texts["prepend"])
+            self.leading.append(texts["prepend"])
+        if "append" in texts:
+            self.appends.setdefault(p.category, texts["append"])
