@@ -38,3 +38,10 @@ clean:
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick) $(BENCH_ARGS)
 	$(BIN)/python -m bench.engine_bench $(if $(QUICK),--quick)
+
+## Detection quality on the evaluation kit's dev data (../shared/eval, not shipped), split into a
+## tuning half and a check half scored side by side (bench/eval_split.py). EVAL_ARGS for its flags,
+## e.g. EVAL_ARGS="--full" or EVAL_ARGS="--errors reddit.distress_weak" (tuning half only).
+.PHONY: eval
+eval: $(STAMP)
+	$(BIN)/python -m bench.eval_split $(EVAL_ARGS)

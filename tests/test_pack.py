@@ -31,7 +31,18 @@ REQUIRED_POLICIES = {
     "referral.distress",
 }
 REQUIRED_SIGNALS = {"user.distress", "user.crisis", "reply.referral"}
-CRISIS_KEYS = {"crisis_line", "crisis_contact", "emergency", "support_directory", "source"}
+CRISIS_KEYS = {"crisis_line", "crisis_contact", "emergency", "support_directory", "source",
+               "abuse_line", "abuse_contact", "abuse_source",
+               "sexual_violence_line", "sexual_violence_contact", "sexual_violence_source",
+               "child_line", "child_contact", "child_source"}
+CRISIS_KIND_POLICIES = {
+    "referral.crisis": "user.crisis.suicide_self_harm",
+    "referral.crisis.domestic_abuse": "user.crisis.abuse",
+    "referral.crisis.sexual_violence": "user.crisis.sexual_violence",
+    "referral.crisis.child": "user.crisis.child",
+    "referral.acute.harm_others": "user.crisis.harm_others",
+    "referral.acute.medical": "user.crisis.medical",
+}
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
@@ -76,6 +87,20 @@ def test_rewrite_texts_vary(policy: Policy) -> None:
         if action.kind in ("append", "prepend", "replace"):
             variants = action.variants(PACK.default_locale)
             assert len(set(variants)) >= 3, f"{policy.id} {action.kind}: give several variants"
+
+
+def test_every_kind_of_crisis_has_its_own_fail_closed_prepend() -> None:
+    """Issue 15: user.crisis stays the any_of of the kinds, and each kind leads with its own
+    resource, fails closed, and always names the emergency number."""
+    assert set(PACK.detectors["user.crisis"].parts) == set(CRISIS_KIND_POLICIES.values())
+    for policy_id, kind in CRISIS_KIND_POLICIES.items():
+        policy = PACK.policy(policy_id)
+        assert str(policy.condition) == kind and policy.on_error == "closed"
+        for locale in PACK.locales:
+            emergency = PACK.resources.locales[locale]["emergency"]
+            prepend = policy.action("prepend")
+            assert prepend is not None
+            assert all(emergency in text for text in prepend.variants(locale))
 
 
 def test_published_signals() -> None:

@@ -5,7 +5,8 @@ ignored; an optional "locale" overrides --locale). Output lines: {"id", "hits": 
 "category", "severity", "action", "mode"}...], "signals": {...}, "reply"}. A line that cannot be
 processed gives {"id": <id or null>, "error": "line N: ..."} and the run goes on; the exit status
 is 0. --explain adds to each hit its condition, its evidence (for every leaf detector that made
-the condition true: detector, scope, turn, sentence, span and the matched excerpt; sentence
+the condition true: detector, its clinical construct, scope, turn, sentence, span and the
+matched excerpt; the hit's ``constructs`` list them once each; sentence
 actions list the sentences they acted on) and, for a policy with ``regenerate``, its corrective
 instruction and fallback (this reads your own file, so the text stays on your machine). Progress goes to stderr, only when stderr is a terminal.
 """
@@ -95,7 +96,9 @@ def parse_case(obj: object) -> tuple[Conversation, str, str | None]:
     return Conversation(tuple(parsed)), reply, locale
 
 
-def _evidence(verdict: Verdict, conv: Conversation, reply: str) -> list[list[dict[str, Any]]]:
+def _evidence(
+    ps: PolicySet, verdict: Verdict, conv: Conversation, reply: str
+) -> list[list[dict[str, Any]]]:
     out = []
     for hit in verdict.hits:
         items = []
@@ -104,6 +107,7 @@ def _evidence(verdict: Verdict, conv: Conversation, reply: str) -> list[list[dic
             items.append(
                 {
                     "detector": ev.detector,
+                    "construct": ps.constructs.get(ev.detector),
                     "scope": ev.scope,
                     "turn": ev.turn,
                     "sentence": ev.sentence,
@@ -138,8 +142,11 @@ def check_line(
         signals.setdefault(name, False)
     if explain:
         requests = {r.policy: r for r in verdict.regenerate}
-        for hit, evidence in zip(result["hits"], _evidence(verdict, conv, reply)):
+        for hit, judged, evidence in zip(
+            result["hits"], verdict.hits, _evidence(ps, verdict, conv, reply)
+        ):
             hit["condition"] = str(ps.policy(hit["policy"]).condition)
+            hit["constructs"] = list(judged.constructs)
             hit["evidence"] = evidence
             request = requests.get(hit["policy"])
             if request is not None:

@@ -5,7 +5,8 @@ verdict of each choice. What it guarantees:
 
 * one event per hit, shadow hits included, written whole as one line (``\\n``-terminated JSON);
 * which detectors decided each hit and where (``evidence``: detector, scope, turn, sentence and
-  the span as character offsets, at most :data:`EVIDENCE_ITEMS` per hit), never the text there;
+  the span as character offsets, at most :data:`EVIDENCE_ITEMS` per hit), never the text there,
+  and what they found in a clinician's terms (``constructs``: "partner abuse", "burdensomeness");
 * no message or reply text, unless ``audit.excerpt`` is on, and then only the matched spans the
   engine reported (:class:`~guardrail.policy.Evidence` offsets), each cut to
   :data:`EXCERPT_CHARS` characters. The excerpt is off by default: turning it on copies fragments
@@ -27,6 +28,7 @@ with ``audit.excerpt: true``)::
      "route": "/", "api": "openai.chat", "stream": false, "choice": 0, "locale": "en-US",
      "policy": "referral.crisis", "category": "referral", "severity": "critical",
      "action": "prepend", "mode": "enforce", "policy_digest": "5e0c2a91d4f6",
+     "constructs": ["suicidal ideation"],
      "evidence": [{"detector": "user.crisis.suicide", "scope": "user_turns", "turn": 3,
                    "sentence": null, "span": [12, 27]}],
      "excerpts": [{"detector": "user.crisis.suicide", "scope": "user_turns", "text": "..."}]}
@@ -245,6 +247,7 @@ def _hit_fields(hit: Hit) -> dict[str, Any]:
     }
     if hit.error is not None:
         out["error"] = hit.error
+    out["constructs"] = list(hit.constructs)
     out["evidence"] = [
         {
             "detector": ev.detector,

@@ -301,6 +301,8 @@ class Leaf:
     description: str = ""
     first_sentences: int | None = None
     """Reply scopes only: match only in the reply's first N sentences (None: anywhere)."""
+    construct: str = ""
+    """The clinician's name for what the detector finds ("burdensomeness"); "" if none."""
 
     def __post_init__(self) -> None:
         if len(self.prefilters) != len(self.patterns):
@@ -395,6 +397,8 @@ class Composite:
     description: str = ""
     at_least: int = 1
     min_matches: int = 0
+    construct: str = ""
+    """The clinician's name for what the detector finds; its leaf parts without one inherit it."""
 
     def count_value(self, counts: Mapping[str, int]) -> bool:
         """A counting composite's value from its parts' distinct-match counts."""

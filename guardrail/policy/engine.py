@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from guardrail.policy.conditions import Resolvers, compile_condition, compile_expression, resolve
 from guardrail.policy.context import ConversationMemo, MessageMemo
 from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
-from guardrail.policy.model import Conversation, Policy, Verdict
+from guardrail.policy.model import Conversation, Evidence, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
 from guardrail.policy.reading import prepare as prepare_reading
 from guardrail.policy.resources import Resources
@@ -186,6 +186,14 @@ class PolicySet:
         """Each policy's condition as one function (``conditions.compile_condition``)."""
         self.resolvers = _resolvers(self._composites)
         self.sentence_resolvers = _resolvers(self.sentence_composites)
+        self.constructs = _constructs(self._leaves, self._composites)
+        """Leaf -> its clinical construct: its own ``construct``, else that of the innermost
+        composite naming it directly (leaves with neither are absent)."""
+
+    def constructs_of(self, evidence: Iterable[Evidence]) -> tuple[str, ...]:
+        """The constructs behind ``evidence``, each once, in evidence order."""
+        names = (self.constructs.get(ev.detector) for ev in evidence)
+        return tuple(dict.fromkeys(n for n in names if n))
 
     # -------------------------------------------------------------- limits
     @property
@@ -290,3 +298,14 @@ class PolicySet:
         if rest:
             scan.feed_sentence(rest)
         return scan.finish()
+
+
+def _constructs(leaves: Sequence[Leaf], composites: Sequence[Composite]) -> dict[str, str]:
+    out = {leaf.name: leaf.construct for leaf in leaves if leaf.construct}
+    leaf_names = {leaf.name for leaf in leaves}
+    for comp in composites:  # dependency order: inner composites first
+        if comp.construct:
+            for part in comp.parts:
+                if part in leaf_names:
+                    out.setdefault(part, comp.construct)
+    return out

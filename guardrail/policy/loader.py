@@ -58,6 +58,7 @@ _LEAF_KEYS = (
     "min_matches",
     "first_sentences",
     "internal",
+    "construct",
 )
 _COMPOSITE_KEYS = (
     "description",
@@ -67,6 +68,7 @@ _COMPOSITE_KEYS = (
     "at_least",
     "min_matches",
     "internal",
+    "construct",
 )
 _COMPOSITE_MODES = ("any", "all", "none")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
@@ -204,6 +206,7 @@ def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filt
         min_matches=min_matches,
         internal=f.get("internal", bool, False),
         description=f.get("description", str, ""),
+        construct=f.get("construct", str, ""),
         first_sentences=first,
     )
 
@@ -307,6 +310,7 @@ def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composi
         mode,
         internal=f.get("internal", bool, False),
         description=f.get("description", str, ""),
+        construct=f.get("construct", str, ""),
         at_least=at_least,
         min_matches=min_matches,
     )

@@ -95,6 +95,9 @@ class Hit:
     action: str
     evidence: tuple[Evidence, ...] = ()
     error: str | None = None
+    constructs: tuple[str, ...] = ()
+    """The clinical constructs named by the detectors in ``evidence``, each once, in order
+    ("partner abuse", "burdensomeness"): what fired, in a clinician's terms."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

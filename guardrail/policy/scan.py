@@ -308,7 +308,10 @@ class Scan:
                     continue
                 texts[kind] = self._variant(p, kind)
         evidence = self._evidence_of(p, signals)
-        return Hit(p.id, p.category, p.severity, p.mode, p.strongest_action, evidence), texts
+        constructs = self._ps.constructs_of(evidence)
+        return Hit(
+            p.id, p.category, p.severity, p.mode, p.strongest_action, evidence, None, constructs
+        ), texts
 
     def _failed_hit(self, p: Policy, error: str) -> tuple[Hit, str | None]:
         """The hit of a policy that raised, and the text it puts in the reply's place if it fails

@@ -76,3 +76,35 @@ def test_anthropic_stream_on_the_default_pack(pack: PolicySet, proxy: str) -> No
     ) as stream:
         text = "".join(stream.text_stream)
     assert text == verdict.reply and "988" in text.split("\n\n")[0]  # resources lead
+
+
+@pytest.mark.parametrize(
+    ("locale", "user", "first", "then"),
+    [
+        # issue 15: abuse by a partner used to get only the suicide line
+        ("en-US", "My husband hits me when he drinks.", "800-799-7233", None),
+        ("en-GB", "My husband hits me when he drinks.", "0808 2000 247", None),
+        ("en-IE", "I was raped at a party last month.", "1800 77 8888", None),
+        ("en-GB", "I'm 13 and my stepdad hits me when mum is out.", "0800 1111", "0808 2000 247"),
+        # two kinds at once: the emergency number for an overdose leads, the crisis line follows
+        ("en-US", "I took 20 of my pills an hour ago.", "911", "988"),
+    ],
+)
+def test_each_kind_of_crisis_leads_with_its_own_line_through_the_proxy(
+    proxy: str, locale: str, user: str, first: str, then: str | None
+) -> None:
+    """The real OpenAI SDK through the proxy: the first paragraph names the kind's resource and
+    the emergency number; a second kind's line follows in the next paragraph."""
+    client = openai.OpenAI(base_url=proxy + "/v1", api_key="k", max_retries=0, timeout=20,
+                           default_headers={"x-mock-reply": quoted("I hear you."),
+                                            "x-guardrail-locale": locale})
+    out = client.chat.completions.create(model="m", messages=[{"role": "user", "content": user}])
+    paragraphs = (out.choices[0].message.content or "").split("\n\n")
+    emergency = {"en-US": "911", "en-GB": "999", "en-IE": "112"}[locale]
+    assert first in paragraphs[0] and emergency in paragraphs[0]
+    if then is None:
+        assert "988" not in paragraphs[0] and "116 123" not in paragraphs[0]
+        assert paragraphs[1] == "I hear you."
+    else:
+        assert then in paragraphs[1]
+    assert paragraphs[-1] == "I hear you."

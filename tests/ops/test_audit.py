@@ -59,6 +59,7 @@ def test_one_event_per_hit_with_the_documented_fields_and_no_text() -> None:
         "action",
         "mode",
         "policy_digest",
+        "constructs",
         "evidence",
     }
     assert first["schema"] == SCHEMA and first["event"] == "policy_hit"
@@ -83,6 +84,28 @@ def test_each_event_says_which_detector_and_span_decided_without_the_text() -> N
     start, end = 22, 40
     assert CONV.messages[1].content[start:end] == "want to end it all"  # the offsets point there
     assert "end it all" not in json.dumps(crisis)
+
+
+def test_each_event_names_the_clinical_construct_that_fired_in_the_default_pack() -> None:
+    """Issue 15 item 8: a reviewer reads "partner or family abuse", not only a detector id."""
+    pack = load_policies(Path(__file__).resolve().parents[2] / "policies")
+    conv = Conversation.of(("user", f"{SENTINEL} my husband hits me when he drinks"))
+    out = io.StringIO()
+    Auditor(AuditConfig(key=b"k" * 32), stream=out).record(
+        request_id="req-2",
+        route="/",
+        api="openai.chat",
+        conversation=conv,
+        conversation_id=None,
+        verdicts=[pack.evaluate(conv, "I see.")],
+        replies=["I see."],
+        policy_digest=pack.digest,
+    )
+    found = {e["policy"]: e for e in map(json.loads, out.getvalue().splitlines())}
+    abuse = found["referral.crisis.domestic_abuse"]
+    assert abuse["constructs"] == ["partner or family abuse"]
+    assert [e["detector"] for e in abuse["evidence"]] == ["user.crisis.abuse"]
+    assert SENTINEL not in out.getvalue()
 
 
 def test_conversation_hash_is_an_hmac_of_the_first_user_message_or_the_id_header() -> None:

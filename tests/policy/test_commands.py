@@ -96,6 +96,7 @@ def test_check_explain_adds_evidence_with_excerpt(tmp_path: Path) -> None:
     (evidence,) = result["hits"][0]["evidence"]
     assert evidence == {
         "detector": "user.distress",
+        "construct": None,
         "scope": "user_turns",
         "turn": 0,
         "sentence": None,
@@ -103,6 +104,50 @@ def test_check_explain_adds_evidence_with_excerpt(tmp_path: Path) -> None:
         "excerpt": "hopeless",
     }
     assert "Samaritans" in result["reply"]
+
+
+def test_check_explain_names_the_construct_of_each_detector_that_fired(tmp_path: Path) -> None:
+    """A leaf's own ``construct`` wins; a leaf without one takes its composite's (issue 15, 8)."""
+    (tmp_path / "p.yaml").write_text(
+        """
+detectors:
+  user.burden:
+    construct: burdensomeness
+    scope: last_user
+    phrases: [a burden to everyone]
+  user.trapped:
+    scope: last_user
+    phrases: [no way out]
+  user.low:
+    construct: hopelessness
+    any_of: [user.burden, user.trapped]
+policies:
+  - id: nudge
+    category: referral
+    description: a test policy
+    severity: high
+    condition: user.low
+    actions:
+      - append: {text: ["Talk to someone you trust."]}
+    tests:
+      hit: [{user: "I am a burden to everyone", reply: "Ok."}]
+      ok: [{user: "hello", reply: "Hi."}]
+""",
+        encoding="utf-8",
+    )
+    case = {"id": "x", "messages": [{"role": "user", "content": "a burden to everyone, no way out"}],
+            "reply": "Ok."}
+    proc = _run("check", "--jsonl", "-", "--explain", "--policies", str(tmp_path),
+                stdin=json.dumps(case) + "\n")
+    assert proc.returncode == 0, proc.stderr
+    (hit,) = json.loads(proc.stdout)["hits"]
+    assert hit["constructs"] == ["burdensomeness", "hopelessness"]
+    assert [(e["detector"], e["construct"]) for e in hit["evidence"]] == [
+        ("user.burden", "burdensomeness"),
+        ("user.trapped", "hopelessness"),
+    ]
+    plain = _run("check", "--jsonl", "-", "--policies", str(tmp_path), stdin=json.dumps(case))
+    assert "constructs" not in json.loads(plain.stdout)["hits"][0]  # only with --explain
 
 
 def test_check_bad_policies_exit_2() -> None:

@@ -53,6 +53,7 @@ def test_spec_interface_is_present() -> None:
         "action",
         "evidence",
         "error",
+        "constructs",
     ]
     assert [f.name for f in dataclasses.fields(policy.Verdict)] == [
         "reply",
