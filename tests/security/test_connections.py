@@ -23,7 +23,7 @@ import pytest
 from guardrail.app import build_app
 from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
-from guardrail.policy import PolicySet, load_policies
+from guardrail.policy import load_policies
 from guardrail.settings import Settings, load_settings
 from tests.ops.opskit import Served
 from tests.proxy.proxykit import FIXTURES, UPSTREAM, chat_request, completion, reply

@@ -19,7 +19,7 @@ from bench.isolation import distress_conversation, measure, serve_pair
 from guardrail.errors import ConfigError
 from guardrail.inspect import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
-from guardrail.policy import Conversation, PolicySet, Verdict, load_policies
+from guardrail.policy import PolicySet, load_policies
 from guardrail.settings import Settings, load_settings
 from tests.proxy.proxykit import FIXTURES, UPSTREAM, Upstream, completion, open_proxy, reply
 
@@ -143,6 +143,33 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
             assert response.headers["x-guardrail-inspected"] == "true"
     assert where["parse"][0] == loop_thread and where["judge"][0] == loop_thread  # small
     assert where["parse"][1] != loop_thread and where["judge"][1] != loop_thread  # large
+
+
+@pytest.mark.anyio
+async def test_the_middleware_also_judges_large_conversations_off_the_loop(
+    policies: PolicySet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same rule in the ASGI middleware (guardrail embedded in an app): a conversation over
+    OFFLOAD_BYTES is parsed and the reply judged in a worker thread."""
+    import guardrail.middleware_exchange as exchange_module
+    from guardrail.middleware import GuardrailMiddleware
+    from tests.embed._kit import Answer, asgi_post, chat_app
+
+    loop_thread = threading.get_ident()
+    threads: list[int] = []
+    real = exchange_module.inspect_body
+
+    def spy(*args: Any, **kwargs: Any) -> Any:
+        threads.append(threading.get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(exchange_module, "inspect_body", spy)
+    body = json.dumps(completion("Hello.")).encode()
+    app = GuardrailMiddleware(chat_app(lambda request, raw: Answer(body)), policies=policies)
+    for size in (100, 4 * OFFLOAD_BYTES):
+        sent = await asgi_post(app, "/v1/chat/completions", big_chat(size))
+        assert sent.status == 200
+    assert threads[0] == loop_thread and threads[1] != loop_thread
 
 
 def test_one_huge_conversation_does_not_freeze_other_clients() -> None:
