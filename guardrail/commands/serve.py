@@ -127,6 +127,7 @@ def run(args: argparse.Namespace) -> int:
         settings = settings.with_demo_port(demo_sock.getsockname()[1])
     sockets = (proxy_sock, admin_sock, demo_sock)
     sys.setswitchinterval(SWITCH_INTERVAL)
+    _raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_serve(settings, policies, route_policies, recorder, sockets))
     return 0
@@ -152,6 +153,21 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     except ImportError:
         return None
     return uvloop.new_event_loop
+
+
+def _raise_file_limit(needed: int) -> None:
+    """Raise the soft limit on open files towards ``needed`` (client connections on both
+    listeners, upstream connections, files), as far as the hard limit allows: a common soft
+    limit of 1024 would refuse connections long before ``max_client_connections``."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not on Windows
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < cap:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (cap, hard))
 
 
 def _bind(host: str, port: int, key: str) -> socket.socket:

@@ -253,3 +253,21 @@ def test_connection_limit_defaults() -> None:
     assert s.max_upstream_per_client == s.max_connections // 4 == 64
     s = load_settings(env={"GUARDRAIL_UPSTREAM": "http://u.test", "GUARDRAIL_MAX_CONNECTIONS": "2"})
     assert s.max_upstream_per_client == 1
+
+
+def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
+    """Bad luck: a soft limit of 1024 open files (a common default) would refuse connections
+    (EMFILE) long before ``max_client_connections``; serve raises it as far as the hard limit
+    allows."""
+    import subprocess
+    import sys
+
+    code = (
+        "import resource; from guardrail.commands.serve import _raise_file_limit as r\n"
+        "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
+        "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); r(1000)\n"
+        "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    soft, hard = (int(x) for x in out.stdout.split())
+    assert soft == (1000 if hard < 0 or hard >= 1000 else hard)
