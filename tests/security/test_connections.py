@@ -8,6 +8,7 @@ quarters of the pool, so a client holding streams does not lock the others out."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import socket
@@ -271,3 +272,44 @@ def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     soft, hard = (int(x) for x in out.stdout.split())
     assert soft == (1000 if hard < 0 or hard >= 1000 else hard)
+
+
+def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path) -> None:
+    """Attack, end to end: one client opens stream after stream to an upstream that never stops
+    (before, with the pool full, everyone else waited for a connection until a 504). Through a
+    real ``guardrail serve`` with a pool of 8: the client's first 2 streams flow, the rest get
+    429 at once; a second client (another source address) still gets its reply."""
+    from tests.integration.servers import Background, RawUpstream
+
+    background = Background()
+    try:
+        upstream = background.serve_raw(RawUpstream())
+        env = {"GUARDRAIL_MAX_CONNECTIONS": "8"}
+        with served_at(tmp_path, upstream, env) as proc:
+            body = json.dumps(chat_request("I feel alone.", stream=True)).encode()
+            endless = request("POST", "/v1/chat/completions", body, x_raw_mode="endless",
+                              content_type="application/json")
+            streams = [connect(proc.proxy) for _ in range(8)]
+            statuses = []
+            for sock in streams:
+                sock.sendall(endless)
+                statuses.append(int(sock.recv(64).split()[1]))
+            assert statuses == [200, 200] + [429] * 6
+            other = httpx.HTTPTransport(local_address="127.0.0.2")
+            with httpx.Client(transport=other, base_url=proc.proxy, timeout=8) as client:
+                response = client.post("/v1/chat/completions",
+                                       json=chat_request("Hello", stream=True))
+            assert response.status_code == 200 and "data:" in response.text
+            for sock in streams:
+                sock.close()
+    finally:
+        background.close()
+
+
+@contextlib.contextmanager
+def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Served]:
+    from guardrail.settings import DEFAULT_POLICIES
+    from tests.ops.opskit import guardrail_serve
+
+    with guardrail_serve(tmp_path, upstream, DEFAULT_POLICIES, env=env) as proc:
+        yield proc
