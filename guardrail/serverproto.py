@@ -7,8 +7,9 @@ when httptools is installed; h11's otherwise) that adds, per listener:
   ``header_timeout`` seconds of connecting, and within ``header_timeout`` of the first byte of
   every later head. A connection that sends nothing, or dribbles its head (slowloris), is
   closed then: with ``408`` and ``Connection: close`` when part of a head came, silently when
-  nothing did. uvicorn's own keep-alive timer still closes a connection idle after a response
-  (``keepalive_timeout``). Counted as ``guardrail_refused_total{reason="header_timeout"}``.
+  nothing did; a head pipelined behind a response still being sent has the connection cut (the
+  408 is never written into that response). uvicorn's own keep-alive timer still closes a
+  connection idle after a response (``keepalive_timeout``). Counted as ``guardrail_refused_total{reason="header_timeout"}``.
 * **Most connections**: a connection that would be number ``max_client_connections + 1`` on the
   listener is answered at once with ``503``, ``Retry-After: 1`` and an OpenAI-format error body
   (the API is not known before the request), and closed; counted as
@@ -113,6 +114,9 @@ class _Limited:
         if self.transport.is_closing() or not (self._in_head() or self._idle_fresh()):
             return
         metrics.child(metrics.REFUSED, "header_timeout").inc()
+        if not self._between_responses():  # a response in progress: cut it, write nothing into it
+            self.transport.abort()
+            return
         if self._in_head():
             self.transport.write(_TIMEOUT)
         self.transport.close()
@@ -120,6 +124,10 @@ class _Limited:
     def _idle_fresh(self) -> bool:
         """Connected, and no request has started on it yet."""
         return getattr(self, "cycle", None) is None
+
+    def _between_responses(self) -> bool:
+        cycle = getattr(self, "cycle", None)
+        return cycle is None or bool(cycle.response_complete)
 
 
 class _HttpTools(_Limited, HttpToolsProtocol):  # type: ignore[misc]

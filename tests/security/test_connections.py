@@ -313,3 +313,26 @@ def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Se
 
     with guardrail_serve(tmp_path, upstream, DEFAULT_POLICIES, env=env) as proc:
         yield proc
+
+
+def test_a_stalled_pipelined_head_never_writes_into_a_stream_in_progress(tmp_path: Path) -> None:
+    """Attack: while a stream is being sent, the client starts a pipelined second request and
+    never finishes its head. The header timeout closes the connection, but the 408 is not
+    written into the middle of the stream (which would corrupt it): the stream just ends."""
+    from tests.integration.servers import Background, RawUpstream
+
+    background = Background()
+    try:
+        upstream = background.serve_raw(RawUpstream())
+        env = {"GUARDRAIL_HEADER_TIMEOUT": "1"}
+        with served_at(tmp_path, upstream, env) as proc, connect(proc.proxy) as sock:
+            body = json.dumps(chat_request("Hello", stream=True)).encode()
+            first = request("POST", "/v1/chat/completions", body, x_raw_mode="endless",
+                            content_type="application/json")
+            sock.sendall(first.replace(b"Connection: close", b"Connection: keep-alive"))
+            assert sock.recv(64).startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /v1/mo")
+            closed, sent = closed_within(sock, 5)
+            assert closed and b"HTTP/1.1 408" not in sent and b"data: " in sent, (closed, sent[-300:])
+    finally:
+        background.close()
