@@ -100,6 +100,7 @@ class ErrorResponse:
         message: str,
         ex: Exchange,
         retry_after: int | None = None,
+        refused: bool = False,
     ) -> None:
         reason = "internal-error" if status == 500 else "upstream-error"
         payload = error_payload(ex.api, status, kind, code, message)
@@ -113,7 +114,7 @@ class ErrorResponse:
         ]
         if retry_after is not None:
             self.headers.append((b"retry-after", str(retry_after).encode("ascii")))
-        if ex.api != "passthrough" and status >= 500 and code != "streams_busy":
+        if ex.api != "passthrough" and not refused:
             ex.inspected, ex.reason = False, reason
             self.headers += guardrail_headers(False, reason=reason)
         self.ex = ex
@@ -129,7 +130,9 @@ def error_response(exc: BaseException, ex: Exchange) -> ErrorResponse:
     rid = ex.request_id
     if isinstance(exc, Refused):
         ex.error = exc.code
-        return ErrorResponse(exc.status, exc.kind, exc.code, str(exc), ex, exc.retry_after)
+        return ErrorResponse(
+            exc.status, exc.kind, exc.code, str(exc), ex, exc.retry_after, refused=True
+        )
     if isinstance(exc, UnsafeTarget):
         ex.error = "unsafe_target"
         return ErrorResponse(400, "invalid_request_error", "invalid_request_target", f"{exc}.", ex)
