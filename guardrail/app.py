@@ -27,6 +27,8 @@ status   code                         when
                                       requests in flight (``Retry-After: 1``)
 503      ``streams_busy``             streams hold their whole share of the upstream pool
                                       (``Retry-After: 1``)
+503      ``requests_busy``            other requests hold their whole share of the pool
+                                      (``Retry-After: 1``)
 502      ``upstream_unavailable``     connection refused or reset, DNS failure
 504      ``upstream_timeout``         no reply within the configured timeouts
 500      ``internal_error``           a bug in guardrail (logged by type and stack, no text)

@@ -8,10 +8,11 @@ Per request (the proxy's pipeline calls these; nothing here does I/O of its own)
   refused as soon as the bytes read pass the limit. Either way :class:`RequestTooLarge` (413),
   and nothing of it reaches the upstream.
 * **Share of the upstream pool** (:class:`Gate`): one client address may have at most
-  ``max_upstream_per_client`` requests in flight (more: :class:`ClientBusy`, 429); streams, which
-  hold a connection for as long as the model talks, may together hold at most
-  :data:`STREAM_SHARE` of ``max_connections`` (more: :class:`StreamsBusy`, 503), so whole
-  requests always find a connection.
+  ``max_upstream_per_client`` requests in flight (more: :class:`ClientBusy`, 429). Streams, which
+  hold a connection for as long as the model talks, may together hold at most :data:`SHARE` of
+  ``max_connections`` (more: :class:`StreamsBusy`, 503), and so may all other requests together
+  (more: :class:`RequestsBusy`, 503): each kind always finds a quarter of the pool the other
+  cannot take.
 * **The event loop**: parsing a request and evaluating a conversation are pure and take time
   that grows with their size; above :data:`~guardrail.inspect.OFFLOAD_BYTES` they run in a worker
   thread (:class:`Worker`), at most :data:`HEAVY_THREADS` at a time, so a burst of huge
@@ -33,11 +34,12 @@ from guardrail.inspect import OFFLOAD_BYTES
 
 __all__ = [
     "HEAVY_THREADS",
-    "STREAM_SHARE",
+    "SHARE",
     "ClientBusy",
     "Gate",
     "Refused",
     "RequestTooLarge",
+    "RequestsBusy",
     "StreamsBusy",
     "Ticket",
     "Worker",
@@ -48,8 +50,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-STREAM_SHARE = 0.75
-"""The most of the upstream pool (``max_connections``) streams may hold together."""
+SHARE = 0.75
+"""The most of the upstream pool (``max_connections``) that streams may hold together, and that
+all other requests may hold together."""
 HEAVY_THREADS = 4
 """Worker threads that large requests' parsing and evaluation may use at once."""
 
@@ -84,6 +87,13 @@ class StreamsBusy(Refused):
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"All {limit} stream slots of the upstream pool are taken; retry later.")
+
+
+class RequestsBusy(Refused):
+    status, code, kind, retry_after = 503, "requests_busy", "server_error", 1
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"All {limit} request slots of the upstream pool are taken; retry later.")
 
 
 # --------------------------------------------------------------------------- request size
@@ -122,28 +132,38 @@ async def read_body(chunks: AsyncIterator[bytes], limit: int) -> bytes:
 
 
 class Ticket:
-    """One request's place in the :class:`Gate`; :meth:`release` gives it back (once)."""
+    """One request's place in the :class:`Gate`: its client's share from the start, then a
+    stream's or another request's share (:meth:`stream`, :meth:`other`) once the request says
+    which it is; :meth:`release` gives everything back (once)."""
 
     def __init__(self, gate: Gate, peer: str) -> None:
         self._gate = gate
         self._peer = peer
-        self._stream = False
+        self._kind: str | None = None
         self._held = True
 
     def stream(self) -> None:
-        """Take a stream slot too (raises StreamsBusy when streams hold their whole share)."""
-        if not self._stream:
-            self._gate.take_stream()
-            self._stream = True
+        """Take a stream's slot (raises StreamsBusy when streams hold their whole share)."""
+        self._take("stream")
+
+    def other(self) -> None:
+        """Take a slot of the other requests (raises RequestsBusy when they hold their share)."""
+        self._take("other")
+
+    def _take(self, kind: str) -> None:
+        if self._kind is None:
+            self._gate.take(kind)
+            self._kind = kind
 
     def release(self) -> None:
         if self._held:
             self._held = False
-            self._gate.give_back(self._peer, self._stream)
+            self._gate.give_back(self._peer, self._kind)
 
 
 class Gate:
-    """Requests in flight per client address, and streams in flight, against their caps.
+    """Requests in flight per client address, and streams and other requests in flight, each
+    against its cap.
 
     The client address is the TCP peer's (``scope["client"]``): behind a load balancer every
     request comes from its address, so raise ``max_upstream_per_client`` there.
@@ -151,9 +171,10 @@ class Gate:
 
     def __init__(self, per_client: int, pool: int) -> None:
         self.per_client = per_client
-        self.max_streams = max(1, int(pool * STREAM_SHARE))
+        self.share = max(1, int(pool * SHARE))
         self._in_flight: dict[str, int] = {}
         self.streams = 0
+        self.others = 0
 
     def enter(self, peer: str) -> Ticket:
         """A ticket for one request of ``peer`` (raises ClientBusy when it has too many)."""
@@ -163,22 +184,26 @@ class Gate:
         self._in_flight[peer] = held + 1
         return Ticket(self, peer)
 
-    def take_stream(self) -> None:
-        if self.streams >= self.max_streams:
-            raise StreamsBusy(self.max_streams)
-        self.streams += 1
+    def take(self, kind: str) -> None:
+        if kind == "stream":
+            if self.streams >= self.share:
+                raise StreamsBusy(self.share)
+            self.streams += 1
+        else:
+            if self.others >= self.share:
+                raise RequestsBusy(self.share)
+            self.others += 1
 
-    def give_back(self, peer: str, stream: bool) -> None:
+    def give_back(self, peer: str, kind: str | None) -> None:
         left = self._in_flight.get(peer, 1) - 1
         if left > 0:
             self._in_flight[peer] = left
         else:
             self._in_flight.pop(peer, None)
-        if stream:
+        if kind == "stream":
             self.streams -= 1
-
-    def held(self, peer: str) -> int:
-        return self._in_flight.get(peer, 0)
+        elif kind == "other":
+            self.others -= 1
 
 
 # --------------------------------------------------------------------------- the event loop

@@ -177,6 +177,7 @@ class Pipeline:
         ticket = self.gate.enter(str(client[0]) if client else "")
         try:
             if api is None:
+                ticket.other()
                 response = await self._pass_through(request, ex, url, headers)
             else:
                 response = await self._chat(request, ex, route, api, url, headers, ticket)
@@ -250,13 +251,15 @@ class Pipeline:
         parse = functools.partial(parse_chat_request, api, body, encoding, inflate)
         chat = await self.worker.run(parse, len(body))
         ex.guardrail_s = time.perf_counter() - started
+        if chat is None or not chat.stream:
+            ticket.other()
+        else:
+            ticket.stream()
         if chat is None:
             response = await self._open(ex, "POST", url, headers, body)
             return self._uninspected(response, response.aiter_raw(), [], ex, "unparseable")
         ex.model = chat.model[:200] if chat.model else None
         ex.stream = chat.stream
-        if chat.stream:
-            ticket.stream()
         headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
         headers.append((b"accept-encoding", b"identity"))
         header = self.settings.audit.conversation_header

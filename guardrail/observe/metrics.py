@@ -285,6 +285,7 @@ REFUSALS = (
     "request_too_large",  # body over max_request_bytes: 413
     "client_busy",  # the client already has max_upstream_per_client requests in flight: 429
     "streams_busy",  # streams hold their whole share of the upstream pool: 503
+    "requests_busy",  # other requests hold their whole share of the upstream pool: 503
     "connections_full",  # max_client_connections reached: 503, connection closed
     "header_timeout",  # request head not complete within header_timeout: connection closed
 )

@@ -220,7 +220,46 @@ async def test_one_client_cannot_take_the_whole_upstream_pool() -> None:
     after = await clients["a"].post("/v1/chat/completions", json=stream)
     assert after.status_code == 200  # every slot came back
     assert (refused("client_busy"), refused("streams_busy")) == (before[0] + 1, before[1] + 1)
-    assert app.state.pipeline.gate.streams == 0
+    assert (app.state.pipeline.gate.streams, app.state.pipeline.gate.others) == (0, 0)
+    for client in clients.values():
+        await client.aclose()
+    await app.state.client.aclose()
+
+
+@pytest.mark.anyio
+async def test_whole_requests_cannot_starve_streams() -> None:
+    """Bad luck or attack, the other way round: slow whole requests from many clients fill the
+    pool. They get three quarters of it at most (the next gets 503 ``requests_busy``), so a
+    stream still finds a connection."""
+    policies = load_policies(FIXTURES / "policies")
+    upstream = SlowUpstream()
+    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies", max_connections=8,
+                        max_upstream_per_client=2)
+    app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
+    clients = {name: _client(app, f"10.0.1.{n}") for n, name in enumerate("abcde", 1)}
+    whole = chat_request("Hello")
+    before = refused("requests_busy")
+    async with anyio.create_task_group() as group:
+        for name in "abc":
+            for _ in range(2):
+                group.start_soon(functools.partial(clients[name].post, "/v1/chat/completions",
+                                                   json=whole))
+        with anyio.fail_after(5):
+            while upstream.started < 6:
+                await anyio.sleep(0.01)
+        busy = await clients["d"].post("/api/chat", json={
+            "model": "m", "stream": False, "messages": [{"role": "user", "content": "hi"}]})
+        assert busy.status_code == 503 and busy.headers["retry-after"] == "1"
+        assert "request slots" in busy.json()["error"]  # Ollama's format: a string
+        stream = functools.partial(clients["e"].post, "/v1/chat/completions",
+                                   json=chat_request("Hello", stream=True))
+        group.start_soon(stream)  # a stream still finds a connection
+        with anyio.fail_after(5):
+            while upstream.started < 7:
+                await anyio.sleep(0.01)
+        upstream.go.set()
+    assert refused("requests_busy") == before + 1
+    assert (app.state.pipeline.gate.streams, app.state.pipeline.gate.others) == (0, 0)
     for client in clients.values():
         await client.aclose()
     await app.state.client.aclose()
