@@ -13,14 +13,22 @@ audit events).
 The app has no admin route: ``/metrics``, ``/-/reload`` and the dashboard live on the separate
 admin listener (``guardrail.admin``), and every path sent here goes upstream like any other.
 
-Errors reach the client as OpenAI-format bodies ``{"error": {"message", "type", "param",
-"code"}}`` and never as tracebacks:
+Errors reach the client in the format of its API (:func:`error_payload`; OpenAI's ``{"error":
+{"message", "type", "param", "code"}}`` on paths guardrail does not inspect) and never as
+tracebacks:
 
 =======  ===========================  =====================================================
 status   code                         when
 =======  ===========================  =====================================================
 400      ``invalid_request_target``   the target could leave the upstream (see upstream.py)
 404      ``no_route``                 no configured route matches the path (see routes.py)
+413      ``request_too_large``        body over ``max_request_bytes`` (see limits.py)
+429      ``client_busy``              the client address has ``max_upstream_per_client``
+                                      requests in flight (``Retry-After: 1``)
+503      ``streams_busy``             streams hold their whole share of the upstream pool
+                                      (``Retry-After: 1``)
+503      ``requests_busy``            other requests hold their whole share of the pool
+                                      (``Retry-After: 1``)
 502      ``upstream_unavailable``     connection refused or reset, DNS failure
 504      ``upstream_timeout``         no reply within the configured timeouts
 500      ``internal_error``           a bug in guardrail (logged by type and stack, no text)
@@ -48,6 +56,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from guardrail.errors import UpstreamTimeout, UpstreamUnavailable
 from guardrail.inspect import PolicyEngine, guardrail_headers
+from guardrail.limits import Refused
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
 from guardrail.observe.record import Recorder, recorder_for
 from guardrail.pipeline import Pipeline
@@ -56,15 +65,47 @@ from guardrail.routes import NoRoute
 from guardrail.settings import Settings
 from guardrail.upstream import RelayAborted, UnsafeTarget, build_client
 
-__all__ = ["ProxyEndpoint", "build_app", "error_response"]
+__all__ = ["ProxyEndpoint", "build_app", "error_payload", "error_response"]
+
+
+_ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def error_payload(api: str, status: int, kind: str, code: str, message: str) -> object:
+    """An error body in the format of the client's API: Anthropic's ``{"type": "error",
+    "error": {"type", "message"}}``, Ollama's ``{"error": "..."}``, else OpenAI's ``{"error":
+    {"message", "type", "param", "code"}}`` (also for paths guardrail does not inspect)."""
+    if api == "anthropic.messages":
+        error = {"type": _ANTHROPIC_TYPES.get(status, "api_error"), "message": message}
+        return {"type": "error", "error": error}
+    if api == "ollama.chat":
+        return {"error": message}
+    return {"error": {"message": message, "type": kind, "param": None, "code": code}}
 
 
 class ErrorResponse:
-    """An OpenAI-format error body; on the inspected endpoint also marked not inspected."""
+    """An error body in the API's format; after an upstream or internal failure on an
+    inspected endpoint also marked not inspected (a refusal by a limit is not: nothing was
+    sent upstream)."""
 
-    def __init__(self, status: int, kind: str, code: str, message: str, ex: Exchange) -> None:
+    def __init__(
+        self,
+        status: int,
+        kind: str,
+        code: str,
+        message: str,
+        ex: Exchange,
+        retry_after: int | None = None,
+        refused: bool = False,
+    ) -> None:
         reason = "internal-error" if status == 500 else "upstream-error"
-        payload = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+        payload = error_payload(ex.api, status, kind, code, message)
         self.status = status
         self.body = json.dumps(payload).encode("utf-8")
         self.headers = [
@@ -73,7 +114,9 @@ class ErrorResponse:
             (b"date", formatdate(usegmt=True).encode("ascii")),
             (b"x-request-id", ex.request_id.encode("latin-1")),
         ]
-        if ex.api != "passthrough":
+        if retry_after is not None:
+            self.headers.append((b"retry-after", str(retry_after).encode("ascii")))
+        if ex.api != "passthrough" and not refused:
             ex.inspected, ex.reason = False, reason
             self.headers += guardrail_headers(False, reason=reason)
         self.ex = ex
@@ -87,6 +130,11 @@ class ErrorResponse:
 def error_response(exc: BaseException, ex: Exchange) -> ErrorResponse:
     """The client-facing response for a request-time failure (see the module table)."""
     rid = ex.request_id
+    if isinstance(exc, Refused):
+        ex.error = exc.code
+        return ErrorResponse(
+            exc.status, exc.kind, exc.code, str(exc), ex, exc.retry_after, refused=True
+        )
     if isinstance(exc, UnsafeTarget):
         ex.error = "unsafe_target"
         return ErrorResponse(400, "invalid_request_error", "invalid_request_target", f"{exc}.", ex)

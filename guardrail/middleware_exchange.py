@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Literal
 
-import anyio
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,7 +21,6 @@ from guardrail.asgi import NO_HEADERS, Replay, header, marked
 from guardrail.formats import ChatRequest
 from guardrail.guard import Holdback
 from guardrail.inspect import (
-    OFFLOAD_BYTES,
     Headers,
     Outcome,
     early_reason,
@@ -35,6 +33,7 @@ from guardrail.inspect import (
     stream_guardable,
     stream_outcome,
 )
+from guardrail.limits import Worker
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
 from guardrail.observe.record import HoldbackClock, Recorder
 from guardrail.policy import PolicySet
@@ -60,6 +59,7 @@ class Options:
     max_holdback_chars: int
     max_inspect_bytes: int
     log_requests: bool
+    worker: Worker = field(default_factory=Worker)  # large requests: parsed and judged off the loop
 
 
 class ChatExchange:
@@ -78,6 +78,7 @@ class ChatExchange:
         self.ex.locale = self._locale()
         self.ex.policy_digest = options.policies.digest
         self.chat: ChatRequest | None = None
+        self.request_bytes = 0  # size of the request body read
         self.reason: str | None = None  # why the request itself cannot be inspected
         self.mode: Mode = "pass"
         self.start: Message | None = None
@@ -145,7 +146,10 @@ class ChatExchange:
         started = time.perf_counter()
         if complete:
             encoding = header(self.headers, b"content-encoding")
-            self.chat = parse_chat_request(self.api, b"".join(body), encoding, limit)
+            raw = b"".join(body)
+            self.request_bytes = len(raw)
+            parse = functools.partial(parse_chat_request, self.api, raw, encoding, limit)
+            self.chat = await self.o.worker.run(parse, len(raw))
             self.reason = None if self.chat is not None else "unparseable"
         else:
             self.reason = "too-large" if size > limit else "unparseable"
@@ -182,7 +186,7 @@ class ChatExchange:
         reason = self.reason
         if reason is None and 200 <= status < 300 and is_stream(kind, self._asked_stream()):
             self.ex.upstream_s = time.perf_counter() - self.called
-            reason = self._open_stream(kind, headers)
+            reason = await self._open_stream(kind, headers)
             if reason is None:
                 extra = guardrail_headers(True, holdback=self.o.holdback)
                 extra.append((b"x-accel-buffering", b"no"))
@@ -248,7 +252,7 @@ class ChatExchange:
             self.o.max_inspect_bytes,
         )
         started = time.perf_counter()
-        outcome = run() if len(raw) <= OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
+        outcome = await self.o.worker.run(run, len(raw) + self.request_bytes)  # reply + request
         self.ex.guardrail_s = (self.ex.guardrail_s or 0.0) + time.perf_counter() - started
         self._record(outcome, stream=False)
         if outcome.body is None:
@@ -261,12 +265,13 @@ class ChatExchange:
         await self._forward({"type": "http.response.body", "body": body, "more_body": False})
 
     # ------------------------------------------------------------------ streams
-    def _open_stream(self, kind: str, headers: list[tuple[bytes, bytes]]) -> str | None:
+    async def _open_stream(self, kind: str, headers: list[tuple[bytes, bytes]]) -> str | None:
         """Set up the stream guard; the reason the stream cannot be guarded, else None."""
         assert self.chat is not None
         if header(headers, b"content-encoding").lower() not in ("", "identity"):
             return "stream"  # compressed by the app: the guard reads plain event bytes
-        guard = open_stream_guard(
+        opening = functools.partial(
+            open_stream_guard,
             self.api,
             self.chat,
             self.o.policies,
@@ -274,6 +279,7 @@ class ChatExchange:
             holdback=self.o.holdback,
             max_holdback_chars=self.o.max_holdback_chars,
         )
+        guard = await self.o.worker.run(opening, self.request_bytes)  # reads the conversation
         if guard is None or not stream_guardable(kind, guard):
             return "stream"
         self.mode, self.guard = "stream", guard

@@ -41,12 +41,11 @@ from typing import Any
 import anyio
 import httpx
 from starlette.requests import Request
-from starlette.types import ASGIApp, Scope
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from guardrail.errors import UpstreamTimeout
 from guardrail.formats import ChatRequest
 from guardrail.inspect import (
-    OFFLOAD_BYTES,
     Outcome,
     PolicyEngine,
     annotation,
@@ -60,6 +59,15 @@ from guardrail.inspect import (
     request_locale,
     stream_guardable,
     stream_outcome,
+)
+from guardrail.limits import (
+    Gate,
+    RequestTooLarge,
+    Ticket,
+    Worker,
+    capped,
+    declared_length,
+    read_body,
 )
 from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder, note_outcome
@@ -133,6 +141,8 @@ class Pipeline:
         self.recorder = recorder
         self.table = RouteTable(settings.routes)
         self.bases = {route.prefix: httpx.URL(route.upstream) for route in self.table.routes}
+        self.gate = Gate(settings.max_upstream_per_client, settings.max_connections)
+        self.worker = Worker()
 
     def route_label(self, scope: Scope) -> str:
         """The prefix of the route a request will take (``/`` when none matches), known before
@@ -147,7 +157,9 @@ class Pipeline:
         """Forward ``request``; return the response to send.
 
         Raises NoRoute (-> 404), UnsafeTarget (-> 400), UpstreamUnavailable (-> 502),
-        UpstreamTimeout (-> 504).
+        UpstreamTimeout (-> 504), and the limits' refusals (``guardrail.limits``: 413, 429,
+        503). The request holds its place in the client's share of the upstream pool until its
+        response has been sent.
         """
         raw_path: bytes = request.scope.get("raw_path") or request.scope["path"].encode("utf-8")
         raw_path = raw_path.split(b"?", 1)[0]
@@ -160,9 +172,19 @@ class Pipeline:
         api = detect_api(request.method, raw_path)
         if api is None and route.api != "auto" and request.method.upper() == "POST":
             api = route.api
-        if api is None:
-            return await self._pass_through(request, ex, url, headers)
-        return await self._chat(request, ex, route, api, url, headers)
+        ex.api = api or ex.api  # known before any refusal, which answers in the API's format
+        client = request.scope.get("client")
+        ticket = self.gate.enter(str(client[0]) if client else "")
+        try:
+            if api is None:
+                ticket.other()
+                response = await self._pass_through(request, ex, url, headers)
+            else:
+                response = await self._chat(request, ex, route, api, url, headers, ticket)
+        except BaseException:
+            ticket.release()
+            raise
+        return _Releasing(response, ticket)
 
     @asynccontextmanager
     async def _deadline(self, spent: float = 0.0) -> AsyncIterator[None]:
@@ -191,11 +213,18 @@ class Pipeline:
     async def _pass_through(
         self, request: Request, ex: Exchange, url: httpx.URL, headers: Headers
     ) -> ASGIApp:
+        limit = self.settings.max_request_bytes
         sent = {name.lower() for name, _ in request.scope["headers"]}
         chunked = b"transfer-encoding" in sent
         has_body = chunked or request.headers.get("content-length", "0") not in ("", "0")
-        content = request.stream() if has_body else None
-        response = await self._open(ex, request.method, url, headers, content)
+        declared_length(request.scope["headers"], limit)
+        body = _Capped(request.stream(), limit) if has_body else None
+        try:
+            response = await self._open(ex, request.method, url, headers, body)
+        except Exception:
+            if body is not None and body.over is not None:  # the upload broke off at the cap
+                raise body.over from None
+            raise
         return Relay(response, response.aiter_raw(), ex)
 
     async def _chat(
@@ -206,17 +235,26 @@ class Pipeline:
         api: str,
         url: httpx.URL,
         headers: Headers,
+        ticket: Ticket,
     ) -> ASGIApp:
         ex.api = api
         offered = request.headers.get(self.settings.locale_header, "")
         ex.locale = request_locale(offered, route.locale or self.settings.locale)
         policies = self.sets.holder(route).current  # kept to the end, whatever a reload does
         ex.policy_digest = policies.digest
-        body = await request.body()
+        limit = self.settings.max_request_bytes
+        declared_length(request.scope["headers"], limit)
+        body = await read_body(request.stream(), limit)
         started = time.perf_counter()
         encoding = request.headers.get("content-encoding", "")
-        chat = parse_chat_request(api, body, encoding, self.settings.max_inspect_bytes)
+        inflate = self.settings.max_inspect_bytes  # most a compressed body may decode to
+        parse = functools.partial(parse_chat_request, api, body, encoding, inflate)
+        chat = await self.worker.run(parse, len(body))
         ex.guardrail_s = time.perf_counter() - started
+        if chat is None or not chat.stream:
+            ticket.other()
+        else:
+            ticket.stream()
         if chat is None:
             response = await self._open(ex, "POST", url, headers, body)
             return self._uninspected(response, response.aiter_raw(), [], ex, "unparseable")
@@ -232,14 +270,23 @@ class Pipeline:
         response = await self._open(ex, "POST", url, headers, body)
         kind = response.headers.get("content-type", "").lower()
         if 200 <= response.status_code < 300 and is_stream(kind, chat.stream):
-            return self._stream(response, state, ex, kind)
+            try:
+                return await self._stream(response, state, ex, kind)
+            except BaseException:
+                with anyio.CancelScope(shield=True):
+                    await response.aclose()
+                raise
         return await self._whole(response, state, ex)
 
     # ------------------------------------------------------------------ streams
-    def _stream(self, response: httpx.Response, state: _Chat, ex: Exchange, kind: str) -> ASGIApp:
+    async def _stream(
+        self, response: httpx.Response, state: _Chat, ex: Exchange, kind: str
+    ) -> ASGIApp:
         route = state.route
         ex.holdback = route.holdback
-        guard = open_stream_guard(
+        started = time.perf_counter()
+        opening = functools.partial(
+            open_stream_guard,
             state.api,
             state.chat,
             state.policies,
@@ -247,6 +294,8 @@ class Pipeline:
             holdback=route.holdback,  # type: ignore[arg-type]  # validated by config_values
             max_holdback_chars=route.max_holdback_chars,
         )
+        guard = await self.worker.run(opening, len(state.body))  # reads the conversation
+        ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
         if guard is None or not stream_guardable(kind, guard):
             ex.holdback = None
             return self._uninspected(response, response.aiter_raw(), [], ex, "stream")
@@ -321,7 +370,7 @@ class Pipeline:
             state.locale,
             limit,
         )
-        outcome = run() if len(raw) <= OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
+        outcome = await self.worker.run(run, len(raw) + len(state.body))  # reply + conversation
         ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started
         if outcome.inspected and state.route.regenerate:  # a whole reply, whatever was asked
             outcome = await self._regenerate(state, ex, outcome)
@@ -384,3 +433,35 @@ class Pipeline:
             stream=stream,
         )
 
+
+
+class _Capped:
+    """A request body relayed upstream as it arrives, cut off past ``limit`` bytes; ``over``
+    holds the refusal when it was (the transport reports the cut as a failed upload)."""
+
+    def __init__(self, chunks: AsyncIterator[bytes], limit: int) -> None:
+        self.chunks = chunks
+        self.limit = limit
+        self.over: RequestTooLarge | None = None
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in capped(self.chunks, self.limit):
+                yield chunk
+        except RequestTooLarge as exc:
+            self.over = exc
+            raise
+
+
+class _Releasing:
+    """The pipeline's response, giving the request's place in the pool back once sent."""
+
+    def __init__(self, response: ASGIApp, ticket: Ticket) -> None:
+        self.response = response
+        self.ticket = ticket
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.response(scope, receive, send)
+        finally:
+            self.ticket.release()

@@ -195,7 +195,8 @@ async def _ask(second: Second, content: bytes, ids: tuple[str, ...]) -> tuple[st
         second.locale,
         second.limit,
     )
-    outcome = run() if len(raw) <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
+    weight = len(raw) + len(second.body)  # the reply is judged against the whole conversation
+    outcome = run() if weight <= _OFFLOAD_BYTES else await anyio.to_thread.run_sync(run)
     if not outcome.inspected:
         return ("rejected" if outcome.reason == "engine-error" else "upstream-error"), None
     if outcome.blocked or set(outcome.policies) & set(ids):

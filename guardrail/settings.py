@@ -31,6 +31,11 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``max_inspect_bytes`` | ``GUARDRAIL_MAX_INSPECT_BYTES`` | ``4MiB`` | largest reply buffered for inspection (bytes, or ``512KiB``, ``4MiB``, ``1MB``); larger ones pass through unchanged, marked ``too-large`` |
 | ``max_user_text_chars`` | ``GUARDRAIL_MAX_USER_TEXT_CHARS`` | ``16384`` | characters of each user message the user-side detectors read: its last ones (the most recent text counts); earlier text of a longer message is forwarded but not read, which bounds the time one huge message can take |
 | ``max_connections`` | ``GUARDRAIL_MAX_CONNECTIONS`` | ``256`` | most concurrent upstream connections |
+| ``max_request_bytes`` | ``GUARDRAIL_MAX_REQUEST_BYTES`` | ``32MiB`` | largest request body accepted, on every path (Anthropic's own request limit); a larger one gets 413 in the API's error format, counted, and never reaches the upstream |
+| ``max_upstream_per_client`` | ``GUARDRAIL_MAX_UPSTREAM_PER_CLIENT`` | ``max_connections / 4`` | most requests one client address may have in flight; more get 429 with ``Retry-After`` (streams together, and all other requests together, may each hold at most three quarters of ``max_connections``, so neither kind starves the other; more get 503) |
+| ``max_client_connections`` | ``GUARDRAIL_MAX_CLIENT_CONNECTIONS`` | ``1024`` | most open client connections per listener; a connection over it is answered 503 and closed |
+| ``header_timeout`` | ``GUARDRAIL_HEADER_TIMEOUT`` | ``10`` | seconds a client connection may take to send a complete request head (from connect, or from the previous response); then it is closed |
+| ``keepalive_timeout`` | ``GUARDRAIL_KEEPALIVE_TIMEOUT`` | ``20`` | seconds an idle keep-alive client connection stays open after a response |
 | ``log_level`` | ``GUARDRAIL_LOG_LEVEL`` | ``info`` | ``debug``, ``info``, ``warning`` or ``error`` (``--log-level``) |
 | ``log_format`` | ``GUARDRAIL_LOG_FORMAT`` | ``auto`` | ``json``, ``console``, or ``auto``: JSON unless stderr is a terminal (``--log-format``) |
 | ``demo`` | ``GUARDRAIL_DEMO`` | ``false`` | serve the built-in demo upstream in the same process and use it as the upstream (``--demo``) |
@@ -145,6 +150,11 @@ class Settings:
     max_inspect_bytes: int = 4 * 1024 * 1024
     max_user_text_chars: int = DEFAULT_MAX_USER_CHARS
     max_connections: int = 256
+    max_request_bytes: int = 32 * 1024 * 1024
+    max_upstream_per_client: int = 64
+    max_client_connections: int = 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 20.0
     log_level: str = "info"
     log_format: str = "auto"
     demo: bool = False
@@ -224,6 +234,11 @@ KEYS: tuple[Key, ...] = (
     Key("max_inspect_bytes", cv.size, 4 * 1024 * 1024),
     Key("max_user_text_chars", cv.int_in(1, 1 << 30), DEFAULT_MAX_USER_CHARS),
     Key("max_connections", cv.int_in(1, 100_000), 256),
+    Key("max_request_bytes", cv.size, 32 * 1024 * 1024),
+    Key("max_upstream_per_client", cv.int_in(1, 100_000), None),
+    Key("max_client_connections", cv.int_in(1, 1_000_000), 1024),
+    Key("header_timeout", cv.seconds, 10.0),
+    Key("keepalive_timeout", cv.seconds, 20.0),
     Key("log_level", cv.choice(LOG_LEVELS), "info", "--log-level"),
     Key("log_format", cv.choice(LOG_FORMATS), "auto", "--log-format"),
     Key("demo", cv.boolean, False, "--demo"),
@@ -398,6 +413,11 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         max_inspect_bytes=get("max_inspect_bytes"),
         max_user_text_chars=get("max_user_text_chars"),
         max_connections=get("max_connections"),
+        max_request_bytes=get("max_request_bytes"),
+        max_upstream_per_client=_per_client(values),
+        max_client_connections=get("max_client_connections"),
+        header_timeout=get("header_timeout"),
+        keepalive_timeout=get("keepalive_timeout"),
         log_level=get("log_level"),
         log_format=get("log_format"),
         demo=demo,
@@ -410,6 +430,22 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         watch_interval=get("watch_interval"),
         config_file=config_file,
     )
+
+
+def _per_client(values: _Layer) -> int:
+    """``max_upstream_per_client``: as set (at most ``max_connections``), else a quarter of
+    ``max_connections``, so one client address never holds the whole upstream pool."""
+    pool: int = values["max_connections"][0]  # type: ignore[assignment]
+    given: int | None = values["max_upstream_per_client"][0]  # type: ignore[assignment]
+    if given is None:
+        return max(1, pool // 4)
+    if given > pool:
+        source = values["max_upstream_per_client"][1]
+        raise ConfigError(
+            f"{source}: max_upstream_per_client: must be at most max_connections ({pool}), "
+            f"got {given}"
+        )
+    return given
 
 
 def _audit(values: _Layer) -> AuditConfig:

@@ -155,7 +155,7 @@ def check_path(raw_path: bytes) -> None:
     if _CONTROL.search(raw_path) or _CONTROL.search(decoded):
         raise UnsafeTarget("request path must not contain control characters")
     segments = re.split(rb"[/\\]", decoded)
-    if any(segment in (b".", b"..") for segment in segments):
+    if any(segment.split(b";", 1)[0] in (b".", b"..") for segment in segments):
         raise UnsafeTarget("request path must not contain '.' or '..' segments")
 
 
@@ -323,17 +323,17 @@ def client_headers(
     """Upstream response headers as sent to the client.
 
     Hop-by-hop headers removed; ``x-request-id`` is guardrail's (the upstream's own id, when it
-    differs, moves to ``x-upstream-request-id``); when ``extra`` carries ``x-guardrail-*``
-    headers, any the upstream sent are dropped so an upstream cannot forge an annotation.
+    differs, moves to ``x-upstream-request-id``); every ``x-guardrail-*`` header the upstream
+    sent is dropped, on every path (inspected or not), so only guardrail's own annotation in
+    ``extra`` reaches the client and an upstream cannot forge one.
     """
     ours = request_id.encode("latin-1")
-    strip_guardrail = any(name.startswith(b"x-guardrail-") for name, _ in extra)
     out: Headers = []
     for name, value in response_headers(raw):
         if name == b"x-request-id":
             if value != ours:
                 out.append((b"x-upstream-request-id", value))
-        elif not (strip_guardrail and name.startswith(b"x-guardrail-")):
+        elif not name.startswith(b"x-guardrail-"):
             out.append((name, value))
     return [*out, *extra, (b"x-request-id", ours)]
 

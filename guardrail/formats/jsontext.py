@@ -48,14 +48,14 @@ def dumps(value: object) -> bytes:
     return dumps_text(value).encode("utf-8")
 
 
-def loads(data: bytes | str) -> Any:
+def loads(data: bytes | str, **options: Any) -> Any:
     """``json.loads(data)``; bytes that are not UTF-8 are read with U+FFFD for each bad sequence.
 
     Raises ValueError (``json.JSONDecodeError``) on what is not JSON, RecursionError on absurd
     nesting, as ``json.loads`` does.
     """
     try:
-        return json.loads(data)
+        return json.loads(data, **options)
     except UnicodeDecodeError:
         assert isinstance(data, bytes)  # a str never fails to decode
-        return json.loads(data.decode("utf-8", "replace"))
+        return json.loads(data.decode("utf-8", "replace"), **options)

@@ -38,6 +38,7 @@ target: run one guardrail process per pod (or per port).
 | ``guardrail_policies_loaded`` | gauge | mode | policies in the set now serving |
 | ``guardrail_audit_events_total`` | counter | result | audit events written or failed |
 | ``guardrail_admin_unauthorized_total`` | counter | | admin requests refused for a missing or wrong token |
+| ``guardrail_refused_total`` | counter | reason | requests and connections refused by a limit (:data:`REFUSALS`) |
 """
 
 from __future__ import annotations
@@ -69,6 +70,7 @@ __all__ = [
     "OUTCOMES",
     "PASSTHROUGH_OUTCOMES",
     "REGENERATE_OUTCOMES",
+    "REFUSALS",
     "REGISTRY",
     "RELOAD_TRIGGERS",
     "UPSTREAM_ERRORS",
@@ -279,6 +281,21 @@ AUDIT_EVENTS = Counter(
     ("result",),
     registry=REGISTRY,
 )
+REFUSALS = (
+    "request_too_large",  # body over max_request_bytes: 413
+    "client_busy",  # the client already has max_upstream_per_client requests in flight: 429
+    "streams_busy",  # streams hold their whole share of the upstream pool: 503
+    "requests_busy",  # other requests hold their whole share of the upstream pool: 503
+    "connections_full",  # max_client_connections reached: 503, connection closed
+    "header_timeout",  # request head not complete within header_timeout: connection closed
+)
+"""Why a limit refused a request or a connection (``guardrail.limits``)."""
+REFUSED = Counter(
+    "guardrail_refused",
+    "Requests and connections refused by a limit, by reason (REFUSALS).",
+    ("reason",),
+    registry=REGISTRY,
+)
 ADMIN_UNAUTHORIZED = Counter(
     "guardrail_admin_unauthorized",
     "Admin requests refused for a missing or wrong bearer token.",
@@ -304,6 +321,8 @@ def init_process() -> None:
             RELOADS.labels(trigger, result)
     for result in ("written", "failed"):
         AUDIT_EVENTS.labels(result)
+    for reason in REFUSALS:
+        REFUSED.labels(reason)
 
 
 def init_route(route: str, api: str) -> None:

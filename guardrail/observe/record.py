@@ -81,7 +81,7 @@ def _added_crisis(verdict: Verdict, crisis: frozenset[str]) -> bool:
 def outcome_of(ex: Exchange) -> str:
     """The ``outcome`` label of a finished request (one of ``metrics.OUTCOMES``)."""
     error = ex.error or ""
-    if error in ("unsafe_target", "client_disconnected", "no_route"):
+    if error in ("unsafe_target", "client_disconnected", "no_route", *m.REFUSALS):
         return "rejected"
     if error.startswith("upstream_"):
         return "upstream_error"
@@ -282,6 +282,8 @@ class Recorder:
         if ex.regenerate is not None:
             outcome = m.bounded(ex.regenerate, m.REGENERATE_OUTCOMES)
             m.child(m.REGENERATIONS, route, api, outcome).inc()
+        if ex.error in m.REFUSALS:
+            m.child(m.REFUSED, ex.error).inc()
 
     def close(self) -> None:
         if self.auditor is not None:
