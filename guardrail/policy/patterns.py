@@ -103,7 +103,7 @@ def refuse_backtracking(written: Written, policies: list[Policy], draft: PolicyS
         readers = [p.id for p in policies if name in _leaves_read(p, draft)]
         used = f"read by {', '.join(repr(r) for r in readers)}" if readers else "read by no policy"
         raise PolicyError(
-            f"detector {name!r} ({used}): regex {text!r} backtracks catastrophically: on a "
+            f"detector {name!r} ({used}): regex '{text}' backtracks catastrophically: on a "
             f"{length}-character text built from it, it ran past its time budget of "
             f"{budget(length) * 1000:.0f} ms; rewrite it without nested or overlapping repeats "
             "(e.g. (a+)+ -> a+)",
