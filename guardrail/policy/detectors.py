@@ -22,6 +22,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from guardrail.policy.boundedregex import Matcher
 from guardrail.policy.prefilter import LiteralScanner, necessary_literals
 from guardrail.policy.reading import Reading, read
 
@@ -251,8 +252,8 @@ class Filters:
     """The negator and contrast vocabularies (defaults plus the pack's ``negators`` and
     ``contrasts`` lists), compiled once per policy set."""
 
-    negators: re.Pattern[str]
-    contrasts: re.Pattern[str]
+    negators: Matcher
+    contrasts: Matcher
 
     def negated(self, norm: str, start: int) -> bool:
         window = norm[max(0, start - _WINDOW_CHARS) : start]
@@ -284,7 +285,7 @@ class Leaf:
 
     name: str
     scope: str
-    patterns: tuple[re.Pattern[str], ...]
+    patterns: tuple[Matcher, ...]
     filters: Filters
     prefilters: tuple[tuple[str, ...] | None, ...] = ()
     _always: tuple[int, ...] = field(default=(), init=False, repr=False, compare=False)

@@ -5,7 +5,9 @@ in sorted order; names (lists, detectors, policy ids) are global across the file
 malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where there is
 one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
 condition naming a missing detector, a duplicate name, a template naming an unknown resource key,
-an action without its text, a cycle among composite detectors, locales with different keys.
+an action without its text, a cycle among composite detectors, locales with different keys, a
+regex that backtracks catastrophically (``patterns``: every ``regex:`` entry also runs under a
+time bound).
 After loading, every regex is compiled and every text formatted; evaluation compiles nothing.
 
 Detector keys beyond the basics: ``first_sentences: N`` (reply scopes: only the reply's first N
@@ -23,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from guardrail.errors import PolicyError
+from guardrail.policy.boundedregex import Matcher
 from guardrail.policy.detectors import (
     DEFAULT_CONTRASTS,
     DEFAULT_NEGATORS,
@@ -32,13 +35,18 @@ from guardrail.policy.detectors import (
     Leaf,
     phrase_key,
     phrase_pattern,
-    word_pattern,
 )
 from guardrail.policy.engine import PolicySet
 from guardrail.policy.model import Policy
+from guardrail.policy.patterns import (
+    Written,
+    compile_regex,
+    compile_trie,
+    compile_words,
+    refuse_backtracking,
+)
 from guardrail.policy.policyload import PolicyContext, build_policy
 from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
-from guardrail.policy.regexshape import first_char_hint, split_branches
 from guardrail.policy.resources import Resources, build_resources
 from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
 
@@ -146,7 +154,9 @@ def _lists(collected: _Collected) -> dict[str, tuple[str, ...]]:
     }
 
 
-def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filters) -> Leaf:
+def _leaf(
+    name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
+) -> Leaf:
     if not f.has("scope"):
         raise f.src.error(f"detector {name!r} lacks required key 'scope'")
     scope = f.choice("scope", SCOPES, "reply")
@@ -177,22 +187,19 @@ def _leaf(name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filt
             if list_name not in lists:
                 raise where.error(f"detector {name!r} names unknown list {list_name!r}")
             phrases.extend(lists[list_name])
-    patterns: list[re.Pattern[str]] = []
+    patterns: list[Matcher] = []
     prefilters: list[tuple[str, ...] | None] = []
     for chunk in _phrase_chunks(phrases, min_matches):
         combined = phrase_pattern(chunk)
         if combined is not None:
-            patterns.append(re.compile(first_char_hint(combined, 0)))
+            patterns.append(compile_trie(combined, chunk))
             prefilters.append(phrase_literals(chunk))
     if f.has("regex"):
         for text, where in f.at("regex").strings(f.map["regex"], "'regex'"):
-            try:
-                compiled = re.compile(text, re.IGNORECASE)
-            except re.error as exc:
-                raise where.error(f"detector {name!r}: bad regex {text!r}: {exc}") from None
-            for part in _branches(compiled) if min_matches == 1 else [compiled]:
-                patterns.append(re.compile(first_char_hint(part.pattern, part.flags), part.flags))
-                prefilters.append(necessary_literals(part.pattern, part.flags))
+            parts = compile_regex(name, text, where, min_matches)
+            patterns.extend(parts)
+            prefilters.extend(necessary_literals(p.pattern, p.flags) for p in parts)
+            written.append((name, text, where, parts))
     return Leaf(
         name=name,
         scope=scope,
@@ -230,22 +237,8 @@ def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
     return runs + ([plain] if plain else [])
 
 
-def _branches(compiled: re.Pattern[str]) -> list[re.Pattern[str]]:
-    """A regex without a prefilter, split at its top-level ``|`` so that each branch can have
-    one (only for ``min_matches: 1``, where a match of any branch is all that counts)."""
-    if necessary_literals(compiled.pattern, compiled.flags) is not None:
-        return [compiled]
-    parts = split_branches(compiled.pattern)
-    if len(parts) < 2:
-        return [compiled]
-    try:
-        return [re.compile(part, re.IGNORECASE) for part in parts]
-    except re.error:  # e.g. a backreference into another branch: keep it whole
-        return [compiled]
-
-
 def _detectors(
-    collected: _Collected, lists: dict[str, tuple[str, ...]], filters: Filters
+    collected: _Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
 ) -> tuple[list[Leaf], list[Composite]]:
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
@@ -256,9 +249,8 @@ def _detectors(
         if any(f"{mode}_of" in raw for mode in _COMPOSITE_MODES):
             composites[name] = _composite(name, raw, src, collected)
         else:
-            leaves.append(
-                _leaf(name, Fields(raw, src, f"detector {name!r}", _LEAF_KEYS), lists, filters)
-            )
+            fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
+            leaves.append(_leaf(name, fields, lists, filters, written))
     return leaves, _ordered(composites, where)
 
 
@@ -355,10 +347,11 @@ def load_policies(path: str | Path) -> PolicySet:
     collected, digest = _collect(_files(root))
     lists = _lists(collected)
     filters = Filters(
-        negators=word_pattern(DEFAULT_NEGATORS + lists.get("negators", ())),
-        contrasts=word_pattern(DEFAULT_CONTRASTS + lists.get("contrasts", ())),
+        negators=compile_words(DEFAULT_NEGATORS + lists.get("negators", ())),
+        contrasts=compile_words(DEFAULT_CONTRASTS + lists.get("contrasts", ())),
     )
-    leaves, composites = _detectors(collected, lists, filters)
+    written: Written = []
+    leaves, composites = _detectors(collected, lists, filters, written)
     resources = _resources(collected)
     draft = PolicySet(policies=(), leaves=leaves, composites=composites, resources=resources)
     ctx = PolicyContext(
@@ -379,6 +372,7 @@ def load_policies(path: str | Path) -> PolicySet:
             )
         seen[policy.id] = Src(src.file, policy.line)
         policies.append(policy)
+    refuse_backtracking(written, policies, draft)
     return PolicySet(
         policies=policies,
         leaves=leaves,

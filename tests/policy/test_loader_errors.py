@@ -70,6 +70,13 @@ CASES = [
         None,
     ),
     (
+        "catastrophic regex",
+        "detectors:\n  reply.re:\n    scope: reply\n    regex:\n      - '(a+)+$'  # <-\n"
+        + POLICY.replace("condition: reply.word", "condition: reply.word or reply.re"),
+        "detector 'reply.re' (read by 'p.one'): regex '(a+)+$' backtracks catastrophically",
+        "p.one",
+    ),
+    (
         "unknown list",
         "detectors:\n  reply.l:\n    scope: reply\n    lists: [nope]  # <-\n",
         "unknown list 'nope'",
