@@ -33,6 +33,7 @@ from guardrail.formats.streams import (
     Terminator,
     TextDelta,
     TextEnd,
+    scrub,
 )
 from guardrail.policy import Message
 
@@ -104,6 +105,8 @@ class ChatStream:
     * the ``done: true`` line: its content (if any) as a TextDelta, then :class:`TextEnd`,
       :class:`ReplyEnd`, and the line itself as the :class:`Terminator`.
     * anything else (``{"error": ...}`` lines, blank or malformed lines) is forwarded untouched.
+    * a ``guardrail`` key an upstream put in a line (or its message) is removed
+      (``streams.scrub``); nothing after the done line is forwarded.
 
     Build: released and appended text are lines ``{"model", "created_at", "message": {"role":
     "assistant", "content": text}, "done": false}`` copying ``model`` and ``created_at`` from the
@@ -121,12 +124,17 @@ class ChatStream:
         self._model: object = ""
         self._created: object = ""
         self._ended = False
+        self._finished = False  # the done line came
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[NDJSONLine]]:
         return [item for line in self._decoder.feed(chunk) for item in self.feed(line)]
 
     def feed(self, event: NDJSONLine) -> list[StreamItem[NDJSONLine]]:
+        if self._finished:  # after the done line nothing is the reply's
+            return []
         obj = event.value
+        if isinstance(obj, dict) and (clean := scrub(obj)) is not None:
+            obj, event = clean, NDJSONLine(encode_line(clean), clean)
         if not isinstance(obj, dict) or "error" in obj:
             return [Forward(event)]
         self._model = obj.get("model", self._model)
@@ -136,6 +144,7 @@ class ChatStream:
         text = content if isinstance(content, str) else ""
         items: list[StreamItem[NDJSONLine]] = [TextDelta(0, 0, text)] if text else []
         if obj.get("done") is True:
+            self._finished = True
             return [*items, *self._end_reply(), Terminator(event)]
         if not text:
             return [Forward(event)]

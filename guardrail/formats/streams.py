@@ -77,6 +77,8 @@ __all__ = [
     "dump_json",
     "load_json_object",
     "new_stream_codec",
+    "scrub",
+    "scrub_event",
     "spread_text",
     "sse_event",
     "text_edits",
@@ -208,6 +210,37 @@ def load_json_object(data: str | None) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+ANNOTATION = "guardrail"
+"""The member that carries guardrail's annotation; only guardrail may put it in a reply."""
+_NESTED = ("message", "response")  # objects an SDK builds its final reply from
+
+
+def scrub(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``obj`` without a ``guardrail`` member an upstream put in, at its top level or in its
+    ``message`` / ``response`` object (where Anthropic's ``message_start`` and every Responses
+    event carry the reply an SDK accumulates); None when there is none, the common case, which
+    costs three dictionary lookups. The annotation a client reads comes from guardrail alone."""
+    clean: dict[str, Any] | None = None
+    if ANNOTATION in obj:
+        clean = {k: v for k, v in obj.items() if k != ANNOTATION}
+    for key in _NESTED:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and ANNOTATION in inner:
+            clean = dict(obj) if clean is None else clean
+            clean[key] = {k: v for k, v in inner.items() if k != ANNOTATION}
+    return clean
+
+
+def scrub_event(event: SSEEvent, obj: dict[str, Any]) -> tuple[SSEEvent, dict[str, Any]]:
+    """``event`` and its parsed data ``obj``, rebuilt without a forged annotation (see
+    :func:`scrub`); the same objects when there is none."""
+    clean = scrub(obj)
+    if clean is None:
+        return event, obj
+    built = SSEEvent(event=event.event, data=dump_json(clean), id=event.id, retry=event.retry)
+    return SSEEvent(built.event, built.data, built.id, built.retry, encode_event(built)), clean
+
+
 def sse_event(data: object, event: str | None = None) -> SSEEvent:
     """A built SSE event whose ``raw`` is its own serialisation (so rendering it is a copy)."""
     built = SSEEvent(event=event, data=dump_json(data))
@@ -296,6 +329,8 @@ class ChatCompletionsStream:
       is forwarded, so released and appended text precede the finish chunk.
     * ``data: [DONE]`` ends any choice still open, then is the :class:`Terminator`.
     * anything else (usage-only chunks, error objects, comments, malformed data) is forwarded.
+    * a ``guardrail`` key an upstream put in a chunk is removed (:func:`scrub`), so it is never
+      forwarded nor copied into built chunks; nothing after ``[DONE]`` is forwarded.
 
     Build: text chunks copy every top-level field of the first chunk seen (id, object, created,
     model, system_fingerprint, service_tier, ...) except ``choices`` (and ``usage`` set to null
@@ -314,14 +349,20 @@ class ChatCompletionsStream:
         self._template: dict[str, object] | None = None
         self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
         self._ended: set[int] = set()
+        self._done = False  # [DONE] came: the stream is over
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
         return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
+        if self._done:
+            return []
         if event.data is not None and event.data.strip() == "[DONE]":
+            self._done = True
             return [*self._end_open(), Terminator(event)]
         chunk = load_json_object(event.data)
+        if chunk is not None:
+            event, chunk = scrub_event(event, chunk)
         choices = chunk.get("choices") if chunk is not None else None
         if chunk is None or not isinstance(choices, list):
             return [Forward(event)]
