@@ -246,6 +246,7 @@ class Pipeline:
             state.locale,
             holdback=route.holdback,  # type: ignore[arg-type]  # validated by config_values
             max_holdback_chars=route.max_holdback_chars,
+            max_event_bytes=self.settings.max_event_bytes,
         )
         if guard is None or not stream_guardable(kind, guard):
             ex.holdback = None

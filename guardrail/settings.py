@@ -19,6 +19,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
 | ``max_holdback_chars`` | ``GUARDRAIL_MAX_HOLDBACK_CHARS`` | ``1000`` | most characters of an unfinished sentence held back (``sentence`` mode) |
 | ``stall_timeout`` | ``GUARDRAIL_STALL_TIMEOUT`` | ``none`` (off) | seconds a stream may go without an upstream chunk before it is ended cleanly and counted as stalled |
+| ``max_event_bytes`` | ``GUARDRAIL_MAX_EVENT_BYTES`` | ``4MiB`` | largest upstream stream event (SSE event, NDJSON line) buffered, at least ``1KiB``; past it the stream ends cleanly, marked ``"incomplete": "upstream-event-too-large"`` and counted |
 | ``regenerate`` | ``GUARDRAIL_REGENERATE`` | ``false`` | ask the upstream once more when a policy with a ``regenerate`` key hits a reply, non-streamed or streamed with ``holdback: full``, with that policy's corrective instruction added to the request (a second upstream call: opt in); the second reply is sent when it passes those policies within ``regenerate_budget``, else the policy's template action (always the template action for ``sentence`` and ``none`` streams, whose text is out before the reply is judged) |
 | ``regenerate_budget`` | ``GUARDRAIL_REGENERATE_BUDGET`` | ``10`` | seconds the second upstream call may take, reply (or whole stream) read, before the template action is sent instead |
 | ``routes`` | ``GUARDRAIL_ROUTES`` (YAML text) | none | list of routes: path prefix -> upstream, API, policy set, locale, holdback (see below) |
@@ -135,6 +136,7 @@ class Settings:
     holdback: str = "sentence"
     max_holdback_chars: int = 1000
     stall_timeout: float | None = None
+    max_event_bytes: int = 4 * 1024 * 1024
     regenerate: bool = False
     regenerate_budget: float = 10.0
     route_specs: tuple[RouteSpec, ...] = ()
@@ -210,6 +212,7 @@ KEYS: tuple[Key, ...] = (
     Key("holdback", cv.holdback, "sentence"),
     Key("max_holdback_chars", cv.int_in(1, 1_000_000), 1000),
     Key("stall_timeout", cv.optional_seconds, None),
+    Key("max_event_bytes", cv.event_size, 4 * 1024 * 1024),
     Key("regenerate", cv.boolean, False),
     Key("regenerate_budget", cv.seconds, 10.0),
     Key("routes", parse_routes, ()),
@@ -386,6 +389,7 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         holdback=get("holdback"),
         max_holdback_chars=get("max_holdback_chars"),
         stall_timeout=get("stall_timeout"),
+        max_event_bytes=get("max_event_bytes"),
         regenerate=get("regenerate"),
         regenerate_budget=get("regenerate_budget"),
         route_specs=specs,

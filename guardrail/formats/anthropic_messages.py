@@ -194,8 +194,8 @@ class MessagesStream:
     name = NAME
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
         self._open: dict[int, None] = {}  # text blocks without a stop yet, in order
         self._last_block = -1
         self._tail: int | None = None  # last block, when it is text and its stop is not out yet
@@ -205,6 +205,11 @@ class MessagesStream:
         self._terminated = False
         self._stopped = False
         self._append_to: tuple[int, bool] | None = None  # (block, is new), fixed at reply end
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
         return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]

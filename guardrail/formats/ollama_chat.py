@@ -119,12 +119,17 @@ class ChatStream:
     name = NAME
     media_type = "application/x-ndjson"
 
-    def __init__(self) -> None:
-        self._decoder = NDJSONDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = NDJSONDecoder(max_event_bytes)
         self._model: object = ""
         self._created: object = ""
         self._ended = False
         self._finished = False  # the done line came
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[NDJSONLine]]:
         return [item for line in self._decoder.feed(chunk) for item in self.feed(line)]

@@ -208,8 +208,8 @@ class ResponsesStream:
     name = NAME
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
         self._event_lines = True
         self._seq = 0
         self._item_ids: dict[int, str] = {}
@@ -224,6 +224,11 @@ class ResponsesStream:
         self._finished = False  # the terminal event came
         self._append_to: tuple[int, int] | None = None
         self._new_items: list[dict[str, Any]] = []
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> _Items:
         return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]

@@ -144,6 +144,11 @@ class StreamCodec(Protocol[E]):
     name: str
     media_type: str
 
+    @property
+    def overflow(self) -> bool:
+        """An upstream event (an NDJSON line) went over the codec's ``max_event_bytes``: its
+        decoder dropped it and ignores the rest of the input (``formats.sse``, ``.ndjson``)."""
+
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[E]]:
         """Decode ``chunk`` and split every event it completes."""
 
@@ -171,18 +176,19 @@ class StreamCodec(Protocol[E]):
         """The annotation (when given) and the terminator ``event`` (or a synthesised one)."""
 
 
-def new_stream_codec(name: str) -> StreamCodec[Any]:
-    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown."""
+def new_stream_codec(name: str, max_event_bytes: int | None = None) -> StreamCodec[Any]:
+    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown.
+    ``max_event_bytes`` caps one upstream event or line (None: no cap)."""
     from guardrail.formats import anthropic_messages, ollama_chat, openai_responses
 
     if name == ChatCompletionsStream.name:
-        return ChatCompletionsStream()
+        return ChatCompletionsStream(max_event_bytes)
     if name == anthropic_messages.NAME:
-        return anthropic_messages.MessagesStream()
+        return anthropic_messages.MessagesStream(max_event_bytes)
     if name == openai_responses.NAME:
-        return openai_responses.ResponsesStream()
+        return openai_responses.ResponsesStream(max_event_bytes)
     if name == ollama_chat.NAME:
-        return ollama_chat.ChatStream()
+        return ollama_chat.ChatStream(max_event_bytes)
     raise KeyError(name)
 
 
@@ -344,12 +350,17 @@ class ChatCompletionsStream:
     name = "openai.chat"
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
         self._template: dict[str, object] | None = None
         self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
         self._ended: set[int] = set()
         self._done = False  # [DONE] came: the stream is over
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
         return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]

@@ -109,6 +109,7 @@ UPSTREAM_ERRORS = (
     "status_5xx",  # the upstream answered 5xx (passed through)
     "broken",  # a streamed body broke off
     "stalled",  # a stream stopped sending within the stall timeout
+    "oversized",  # a stream sent an event (an NDJSON line) over max_event_bytes
     "other",
 )
 REGENERATE_OUTCOMES = (
@@ -172,7 +173,8 @@ UPSTREAM_REQUESTS = Counter(
 )
 UPSTREAM_ERRORS_TOTAL = Counter(
     "guardrail_upstream_errors",
-    "Upstream failures by reason: unreachable, timed out, error status, broken or stalled stream.",
+    "Upstream failures by reason: unreachable, timed out, error status, broken, stalled or "
+    "oversized stream.",
     (*_ROUTE_API, "reason"),
     registry=REGISTRY,
 )

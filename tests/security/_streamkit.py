@@ -8,6 +8,7 @@ the test put in :attr:`Scripted.reply`: a status, headers, and the body as a lis
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -63,12 +64,23 @@ class Scripted:
         headers = [(k.encode(), v.encode()) for k, v in reply.headers.items()]
         await send({"type": "http.response.start", "status": reply.status, "headers": headers})
         chunks = reply.chunks() if callable(reply.chunks) else _aiter(reply.chunks)
+        gone = asyncio.Event()  # the proxy closed the connection: stop producing
+        watch = asyncio.ensure_future(_watch(receive, gone))
         try:
             async for chunk in chunks:
+                if gone.is_set():
+                    break
                 await send({"type": "http.response.body", "body": chunk, "more_body": True})
             await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
+            watch.cancel()
             self.finished.append(time.monotonic())
+
+
+async def _watch(receive: Any, gone: asyncio.Event) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
+    gone.set()
 
 
 async def _aiter(chunks: Iterable[bytes]) -> AsyncIterator[bytes]:
