@@ -36,6 +36,7 @@ says ``"reason": "engine-error"``. Nothing here logs, and :class:`StreamReport` 
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -81,7 +82,7 @@ __all__ = [
 UPSTREAM_BROKEN = "upstream-broken"
 """The upstream iterator raised (connection reset, protocol error, read timeout)."""
 UPSTREAM_STALLED = "upstream-stalled"
-"""No upstream chunk arrived within the stall timeout."""
+"""No upstream event but keep-alives arrived within the stall timeout."""
 UPSTREAM_UNTERMINATED = "upstream-unterminated"
 """The upstream ended cleanly but without its terminator event."""
 UPSTREAM_OVERSIZED = "upstream-event-too-large"
@@ -398,9 +399,12 @@ class StreamGuard:
     ) -> AsyncGenerator[bytes, None]:
         """Drive the stream: yield the client's bytes as upstream chunks arrive.
 
-        ``stall_timeout`` (seconds, None = none) bounds every wait for the next upstream chunk,
-        the first one included. Upstream faults end the stream cleanly (see ``close``) and are
-        recorded in ``report``; they are never raised. On exit, however it happens (the end, a
+        ``stall_timeout`` (seconds, None = none) bounds the time from the start, and then from
+        each upstream event that is not a keep-alive, to the next such event: keep-alives (SSE
+        comments, blocks without data, Anthropic ``ping``, blank NDJSON lines) and bytes of an
+        unfinished event do not count as progress, so an upstream that only keeps the
+        connection alive is cut after ``stall_timeout``. Upstream faults end the stream cleanly
+        (see ``close``) and are recorded in ``report``; they are never raised. On exit, however it happens (the end, a
         fault, the consumer's ``aclose()`` or a cancellation), the upstream iterator is closed
         and ``aclose`` awaited, shielded from cancellation, so the upstream request stops at
         once. Consumers must close this generator when they stop early (``aclosing``). A chunk
@@ -408,25 +412,19 @@ class StreamGuard:
         """
         iterator = aiter(chunks)
         finished = False
+        stall = None if stall_timeout is None else _Stall(stall_timeout)
         try:
             fault: str | None = None
             while True:
-                chunk = b""
-                stalled = False
                 try:
-                    if stall_timeout is None:  # no scope to enter: ~6 us saved per chunk
-                        chunk = await anext(iterator)
-                    else:
-                        with anyio.move_on_after(stall_timeout) as scope:
-                            chunk = await anext(iterator)
-                        stalled = scope.cancelled_caught
+                    chunk = await (anext(iterator) if stall is None else stall.read(iterator))
                 except StopAsyncIteration:
+                    break
+                except _Stalled:
+                    fault = UPSTREAM_STALLED
                     break
                 except Exception as exc:  # noqa: BLE001 -- any upstream failure ends cleanly
                     fault, self.report.error_type = UPSTREAM_BROKEN, type(exc).__name__
-                    break
-                if stalled:
-                    fault = UPSTREAM_STALLED
                     break
                 if len(chunk) > _OFFLOAD_BYTES:  # a big chunk: judge it off the event loop
                     out = await anyio.to_thread.run_sync(self.feed, chunk)
@@ -436,13 +434,80 @@ class StreamGuard:
                     yield out
                 if self.report.fault is not None:  # an event over the cap: read no further
                     break
+                if stall is not None and self.codec.progress:
+                    stall.progressed()
             out = self.close(fault)
             finished = True
             if out:
                 yield out
         finally:
             self.report.cancelled = not finished
+            if stall is not None:
+                stall.close()
             await _shut(iterator, aclose)
+
+
+class _Stalled(Exception):
+    """The stall deadline passed while the pump waited for upstream bytes."""
+
+
+class _Stall:
+    """The stall timeout of one pump: one timer per stream, not a cancel scope per read.
+
+    The deadline moves with each upstream event that is not a keep-alive (:meth:`progressed`).
+    The timer, armed at the deadline (and again at the new one if progress moved it meanwhile),
+    cancels the pump's task only while it waits for upstream bytes; :meth:`read` takes that
+    cancellation back (``Task.uncancel``) and raises :class:`_Stalled`. A deadline that passes
+    while the pump is elsewhere (sending to a slow client, feeding a big chunk) is noticed at the
+    next read. A cancellation from anyone else goes on as it came. Asyncio only, as the proxy
+    (uvicorn on asyncio or uvloop). It costs a clock read and two attribute writes per read,
+    where a cancel scope per read cost about 16 us (``bench/stall_bench.py``).
+    """
+
+    def __init__(self, seconds: float) -> None:
+        self.loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        self.task = task
+        self.seconds = seconds
+        self.deadline = self.loop.time() + seconds
+        self.fired = False
+        self.waiting = False
+        self.handle: asyncio.TimerHandle | None = None
+
+    def progressed(self) -> None:
+        self.deadline = self.loop.time() + self.seconds
+
+    async def read(self, iterator: AsyncIterator[bytes]) -> bytes:
+        """The next upstream chunk; :class:`_Stalled` if the deadline passes first."""
+        if self.loop.time() >= self.deadline:  # keep-alives kept coming, nothing else
+            raise _Stalled
+        if self.handle is None:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+        self.waiting = True
+        try:
+            return await anext(iterator)
+        except asyncio.CancelledError:
+            if not self.fired or self.task.uncancel() > 0:
+                raise
+            raise _Stalled from None
+        finally:
+            self.waiting = False
+
+    def _check(self) -> None:
+        self.handle = None
+        if not self.waiting:  # noticed (and the timer armed again) at the next read
+            return
+        if self.loop.time() < self.deadline:
+            self.handle = self.loop.call_at(self.deadline, self._check)
+            return
+        self.fired = True
+        self.task.cancel()
+
+    def close(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
 
 
 def _keepalive(event: object) -> bool:

@@ -38,6 +38,7 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
+    progress,
     scrub_event,
     spread_text,
     sse_event,
@@ -196,6 +197,7 @@ class MessagesStream:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._open: dict[int, None] = {}  # text blocks without a stop yet, in order
         self._last_block = -1
         self._tail: int | None = None  # last block, when it is text and its stop is not out yet
@@ -212,7 +214,9 @@ class MessagesStream:
         return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
         if self._stopped:  # after message_stop nothing is the message's

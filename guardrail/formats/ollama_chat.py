@@ -33,6 +33,7 @@ from guardrail.formats.streams import (
     Terminator,
     TextDelta,
     TextEnd,
+    progress,
     scrub,
 )
 from guardrail.policy import Message
@@ -121,6 +122,7 @@ class ChatStream:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._decoder = NDJSONDecoder(max_event_bytes)
+        self.progress = False
         self._model: object = ""
         self._created: object = ""
         self._ended = False
@@ -132,7 +134,9 @@ class ChatStream:
         return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[NDJSONLine]]:
-        return [item for line in self._decoder.feed(chunk) for item in self.feed(line)]
+        lines = self._decoder.feed(chunk)
+        self.progress = progress(lines)
+        return [item for line in lines for item in self.feed(line)]
 
     def feed(self, event: NDJSONLine) -> list[StreamItem[NDJSONLine]]:
         if self._finished:  # after the done line nothing is the reply's

@@ -38,6 +38,7 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
+    progress,
     scrub_event,
     spread_text,
     sse_event,
@@ -210,6 +211,7 @@ class ResponsesStream:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._event_lines = True
         self._seq = 0
         self._item_ids: dict[int, str] = {}
@@ -231,7 +233,9 @@ class ResponsesStream:
         return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> _Items:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> _Items:
         if self._finished:  # after the terminal event nothing is the response's

@@ -62,6 +62,7 @@ from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
+from guardrail.formats.ndjson import NDJSONLine
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
 
 __all__ = [
@@ -75,8 +76,10 @@ __all__ = [
     "TextDelta",
     "TextEnd",
     "dump_json",
+    "keepalive",
     "load_json_object",
     "new_stream_codec",
+    "progress",
     "scrub",
     "scrub_event",
     "spread_text",
@@ -143,6 +146,9 @@ class StreamCodec(Protocol[E]):
 
     name: str
     media_type: str
+    progress: bool
+    """The last ``feed_bytes`` completed an upstream event that is not a keep-alive (what the
+    stall timeout counts as progress; bytes of an unfinished event are not)."""
 
     @property
     def overflow(self) -> bool:
@@ -214,6 +220,20 @@ def load_json_object(data: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def keepalive(event: object) -> bool:
+    """An event that only keeps the connection alive, whose place in the stream does not matter:
+    an SSE block a client does not dispatch (comments, ``retry``), an Anthropic ``ping``, a
+    blank NDJSON line."""
+    if isinstance(event, SSEEvent):
+        return event.data is None or event.event == "ping"
+    return isinstance(event, NDJSONLine) and event.value is None and not event.raw.strip()
+
+
+def progress(events: Sequence[object]) -> bool:
+    """Whether ``events`` (decoded upstream events) hold one that is not a keep-alive."""
+    return any(not keepalive(event) for event in events)
 
 
 ANNOTATION = "guardrail"
@@ -352,6 +372,7 @@ class ChatCompletionsStream:
 
     def __init__(self, max_event_bytes: int | None = None) -> None:
         self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._template: dict[str, object] | None = None
         self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
         self._ended: set[int] = set()
@@ -363,7 +384,9 @@ class ChatCompletionsStream:
         return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
         if self._done:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -134,7 +135,9 @@ def annotation(api: str, data: bytes) -> tuple[str, dict[str, Any] | None, bool]
             text += obj["delta"]
         elif api == OLLAMA:
             text += obj["message"]["content"]
-        note = obj.get("guardrail", note)
+        response = obj.get("response")
+        inner = response.get("guardrail") if isinstance(response, dict) else None
+        note = obj.get("guardrail", inner or note)
     last = objects[-1] if objects else None
     ended = {
         CHAT: last == "[DONE]",
@@ -193,3 +196,80 @@ def test_max_event_bytes_setting() -> None:
         assert f"environment GUARDRAIL_MAX_EVENT_BYTES: max_event_bytes: {message}" in str(
             error.value
         ) or message in str(error.value)
+
+
+# --------------------------------------------------------------------------- stall timeout
+
+
+KEEPALIVE = {CHAT: b": ping\n\n", RESPONSES: b": keep-alive\n\n", OLLAMA: b"\n",
+             MESSAGES: b'event: ping\ndata: {"type": "ping"}\n\n'}
+
+
+class KeepAlivesOnly:
+    """Half a real stream, then only keep-alives every 50 ms for ``seconds``, then the end
+    (no terminator); or, with ``content``, a text event every 200 ms instead."""
+
+    def __init__(self, api: str, seconds: float = 6.0, content: bool = False) -> None:
+        events = list(STREAMS[api]("Tea helps. Rest well. " * 10, size=20))
+        self.head, self.tail = events[: len(events) // 2], events[len(events) // 2 :]
+        self.api, self.seconds, self.content = api, seconds, content
+
+    async def __call__(self) -> AsyncIterator[bytes]:
+        for event in self.head:
+            yield event
+        if self.content:  # slow but steady: each event is progress
+            for event in self.tail:
+                await asyncio.sleep(0.2)
+                yield event
+            return
+        for _ in range(int(self.seconds / 0.05)):
+            await asyncio.sleep(0.05)
+            yield KEEPALIVE[self.api]
+
+
+@pytest.fixture(scope="module")
+def stalling() -> Iterator[Proxy]:
+    with running(stall_timeout=0.5) as proxy:
+        yield proxy
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_keep_alives_alone_do_not_hold_a_stream(stalling: Proxy, api: str) -> None:
+    """An upstream that, after a few events, sends only keep-alives (SSE comments, Anthropic
+    pings, blank NDJSON lines) used to hold the stream as long as it liked: each keep-alive
+    reset the stall timeout (and the read timeout). Now only events reset it: the client's
+    stream ends cleanly, marked stalled, within about the stall timeout, and it is counted."""
+    stalling.send(api, KeepAlivesOnly(api))
+    before = counted("guardrail_upstream_errors_total", api=api, reason="stalled")
+    with structlog.testing.capture_logs() as logs:
+        started = time.monotonic()
+        response = post(stalling, api)
+        took = time.monotonic() - started
+        eventually(
+            lambda: counted("guardrail_upstream_errors_total", api=api, reason="stalled") > before
+        )
+    text, note, ended = annotation(api, response.content)
+    assert ended and text.startswith("Tea helps.")
+    if api != RESPONSES:
+        assert note is not None and note["incomplete"] == "upstream-stalled"
+    assert took < 4  # the upstream would have gone on for 6 s
+    [line] = [e for e in logs if e.get("event") == "request"]
+    assert line["stream_fault"] == "upstream-stalled"
+
+
+@pytest.mark.parametrize("api", APIS)
+def test_a_slow_stream_that_makes_progress_is_not_cut(stalling: Proxy, api: str) -> None:
+    """Events 200 ms apart for longer than the 0.5 s stall timeout: each resets it."""
+    stalling.send(api, KeepAlivesOnly(api, content=True))
+    text, note, ended = annotation(api, post(stalling, api).content)
+    assert ended and text.startswith("Tea helps. Rest well. " * 9)
+    assert note is not None and "incomplete" not in note
+
+
+def test_stall_timeout_setting() -> None:
+    """On by default (300 s), ``none`` turns it off, a bad value names the key."""
+    upstream = {"upstream": "https://api.openai.com"}
+    assert load_settings(cli=upstream, env={}).stall_timeout == 300.0
+    assert load_settings(cli=upstream, env={"GUARDRAIL_STALL_TIMEOUT": "none"}).stall_timeout is None
+    with pytest.raises(ConfigError, match="stall_timeout: must be a number of seconds > 0"):
+        load_settings(cli=upstream, env={"GUARDRAIL_STALL_TIMEOUT": "-5"})
