@@ -94,6 +94,7 @@ OUTCOMES = (
 )
 NOT_INSPECTED = (
     "stream",  # a streamed reply on a route without a stream guard
+    "encoding",  # a streamed reply in a content coding guardrail cannot undo as it arrives
     "upstream-error",  # the upstream answered with an error status
     "not-json",
     "unparseable",  # the request or reply is not in the route's wire format
