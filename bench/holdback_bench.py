@@ -31,10 +31,13 @@ USER = Conversation.of(("user", "I feel hopeless tonight"))
 def chat_stream(text: str, piece: int) -> bytes:
     """A Chat Completions stream of ``text`` in deltas of ``piece`` characters (ASCII only)."""
     head = b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
-    out = [head + b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n']
+    role = b'[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]}\n\n'
+    out = [head + role]
     for at in range(0, len(text), piece):
         delta = text[at : at + piece].encode()
-        out.append(head + b'[{"index":0,"delta":{"content":"' + delta + b'"},"finish_reason":null}]}\n\n')
+        out.append(
+            head + b'[{"index":0,"delta":{"content":"' + delta + b'"},"finish_reason":null}]}\n\n'
+        )
     out.append(head + b'[{"index":0,"delta":{},"finish_reason":"stop"}]}\n\ndata: [DONE]\n\n')
     return b"".join(out)
 

@@ -77,8 +77,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     off, on = statistics.median(results["off"]), statistics.median(results["on"])
     print(f"| stall_timeout | µs per {args.chunks}-chunk stream (median of 5) |\n|---|---|")
     print(f"| off | {off:,.0f} |\n| {DEFAULT_STALL_TIMEOUT:g} s | {on:,.0f} |")
-    print(f"\ndifference: {on - off:+,.0f} µs per stream, {(on - off) / (args.chunks + 1):+.1f} µs "
-          "per upstream read")
+    per_read = (on - off) / (args.chunks + 1)
+    print(f"\ndifference: {on - off:+,.0f} µs per stream, {per_read:+.1f} µs per upstream read")
     return 0
 
 

@@ -36,7 +36,6 @@ says ``"reason": "engine-error"``. Nothing here logs, and :class:`StreamReport` 
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -68,6 +67,7 @@ from guardrail.formats.streams import (
 from guardrail.guard import DEFAULT_MAX_HOLDBACK_CHARS, Holdback, TextGuard, check_holdback
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
+from guardrail.stall import Stall, Stalled
 
 __all__ = [
     "DEFAULT_MAX_EVENT_BYTES",
@@ -412,7 +412,7 @@ class StreamGuard:
         """
         iterator = aiter(chunks)
         finished = False
-        stall = None if stall_timeout is None else _Stall(stall_timeout)
+        stall = None if stall_timeout is None else Stall(stall_timeout)
         try:
             fault: str | None = None
             while True:
@@ -420,7 +420,7 @@ class StreamGuard:
                     chunk = await (anext(iterator) if stall is None else stall.read(iterator))
                 except StopAsyncIteration:
                     break
-                except _Stalled:
+                except Stalled:
                     fault = UPSTREAM_STALLED
                     break
                 except Exception as exc:  # noqa: BLE001 -- any upstream failure ends cleanly
@@ -445,69 +445,6 @@ class StreamGuard:
             if stall is not None:
                 stall.close()
             await _shut(iterator, aclose)
-
-
-class _Stalled(Exception):
-    """The stall deadline passed while the pump waited for upstream bytes."""
-
-
-class _Stall:
-    """The stall timeout of one pump: one timer per stream, not a cancel scope per read.
-
-    The deadline moves with each upstream event that is not a keep-alive (:meth:`progressed`).
-    The timer, armed at the deadline (and again at the new one if progress moved it meanwhile),
-    cancels the pump's task only while it waits for upstream bytes; :meth:`read` takes that
-    cancellation back (``Task.uncancel``) and raises :class:`_Stalled`. A deadline that passes
-    while the pump is elsewhere (sending to a slow client, feeding a big chunk) is noticed at the
-    next read. A cancellation from anyone else goes on as it came. Asyncio only, as the proxy
-    (uvicorn on asyncio or uvloop). It costs a clock read and two attribute writes per read,
-    where a cancel scope per read cost about 16 us (``bench/stall_bench.py``).
-    """
-
-    def __init__(self, seconds: float) -> None:
-        self.loop = asyncio.get_running_loop()
-        task = asyncio.current_task()
-        assert task is not None
-        self.task = task
-        self.seconds = seconds
-        self.deadline = self.loop.time() + seconds
-        self.fired = False
-        self.waiting = False
-        self.handle: asyncio.TimerHandle | None = None
-
-    def progressed(self) -> None:
-        self.deadline = self.loop.time() + self.seconds
-
-    async def read(self, iterator: AsyncIterator[bytes]) -> bytes:
-        """The next upstream chunk; :class:`_Stalled` if the deadline passes first."""
-        if self.loop.time() >= self.deadline:  # keep-alives kept coming, nothing else
-            raise _Stalled
-        if self.handle is None:
-            self.handle = self.loop.call_at(self.deadline, self._check)
-        self.waiting = True
-        try:
-            return await anext(iterator)
-        except asyncio.CancelledError:
-            if not self.fired or self.task.uncancel() > 0:
-                raise
-            raise _Stalled from None
-        finally:
-            self.waiting = False
-
-    def _check(self) -> None:
-        self.handle = None
-        if not self.waiting:  # noticed (and the timer armed again) at the next read
-            return
-        if self.loop.time() < self.deadline:
-            self.handle = self.loop.call_at(self.deadline, self._check)
-            return
-        self.fired = True
-        self.task.cancel()
-
-    def close(self) -> None:
-        if self.handle is not None:
-            self.handle.cancel()
-            self.handle = None
 
 
 def _keepalive(event: object) -> bool:
