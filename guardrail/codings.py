@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import zlib
 
-__all__ = ["TooLarge", "Undecodable", "decode_body"]
+__all__ = ["STREAM_CODINGS", "TooLarge", "Undecodable", "decode_body", "stream_decodable"]
 
 
 class Undecodable(ValueError):
@@ -50,3 +50,16 @@ def _inflate(data: bytes, coding: str, limit: int) -> bytes:
         if inflater.eof:
             return out
     raise Undecodable(f"corrupt or truncated {coding} body")
+
+
+STREAM_CODINGS = frozenset({"identity", "gzip", "deflate"})
+"""The content codings a streamed reply is decoded from as it arrives (httpx's own decoders;
+``br`` and ``zstd`` only with optional packages guardrail does not require)."""
+
+
+def stream_decodable(content_encoding: str) -> bool:
+    """Whether every coding in a streamed reply's ``Content-Encoding`` is in
+    :data:`STREAM_CODINGS`. A stream in another coding passes through untouched, marked
+    ``encoding``: read as plain event bytes it would lose its text."""
+    codings = (c.strip().lower() for c in content_encoding.split(","))
+    return all(c in STREAM_CODINGS for c in codings if c)

@@ -171,3 +171,12 @@ HOLDBACK_MODES = ("sentence", "none", "full")
 api = choice(("auto", *API_NAMES))
 """``auto`` (recognise the API from the path) or one API name."""
 holdback = choice(HOLDBACK_MODES)
+
+
+def event_size(raw: object) -> int:
+    """A :func:`size` of at least 1 KiB: the largest upstream stream event (an SSE event, an
+    NDJSON line) guardrail buffers; smaller would cut ordinary events."""
+    value = size(raw)
+    if value < 1024:
+        raise ValueError(f"must be at least 1KiB (1024 bytes), got {raw!r}")
+    return value

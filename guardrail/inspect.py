@@ -58,7 +58,7 @@ from guardrail.guard import DEFAULT_MAX_HOLDBACK_CHARS, Holdback
 from guardrail.observe.logs import safe_stack
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
-from guardrail.streaming import StreamGuard, StreamReport
+from guardrail.streaming import DEFAULT_MAX_EVENT_BYTES, StreamGuard, StreamReport
 
 __all__ = [
     "APIS",
@@ -389,6 +389,7 @@ def open_stream_guard(
     *,
     holdback: Holdback = "sentence",
     max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
 ) -> StreamGuard | None:
     """A stream guard for one streamed reply of API ``api``; None when ``policies`` is not a
     :class:`~guardrail.policy.PolicySet` (an engine that can only judge whole replies: the
@@ -403,6 +404,7 @@ def open_stream_guard(
         holdback=holdback,
         max_holdback_chars=max_holdback_chars,
         extra={"version": __version__},
+        max_event_bytes=max_event_bytes,
     )
 
 

@@ -269,7 +269,7 @@ class ChatExchange:
         """Set up the stream guard; the reason the stream cannot be guarded, else None."""
         assert self.chat is not None
         if header(headers, b"content-encoding").lower() not in ("", "identity"):
-            return "stream"  # compressed by the app: the guard reads plain event bytes
+            return "encoding"  # compressed by the app: the guard reads plain event bytes
         opening = functools.partial(
             open_stream_guard,
             self.api,

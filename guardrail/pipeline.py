@@ -20,8 +20,9 @@ this module does the HTTP around it. Three paths:
   ``regenerate`` on, the whole stream is held until its end, so that a policy's request to
   regenerate can still replace it by a second stream (``guardrail.regenerate_stream``).
 * **Pass-through**: every other request, and chat replies that cannot be inspected (reasons:
-  ``stream`` for a stream of another media type, ``upstream-error``, ``not-json``,
-  ``too-large``, ``unparseable``, ``engine-error``): status, headers (hop-by-hop removed) and
+  ``stream`` for a stream of another media type, ``encoding`` for a stream in a content coding
+  guardrail cannot undo as it arrives (byte for byte, never with its text lost),
+  ``upstream-error``, ``not-json``, ``too-large``, ``unparseable``, ``engine-error``): status, headers (hop-by-hop removed) and
   body unchanged, relayed chunk by chunk unless it was already read.
 
 Guarantees: the client never gets a traceback; an exception inside the policy engine never loses
@@ -43,6 +44,7 @@ import httpx
 from starlette.requests import Request
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from guardrail.codings import stream_decodable
 from guardrail.errors import UpstreamTimeout
 from guardrail.formats import ChatRequest
 from guardrail.inspect import (
@@ -283,6 +285,8 @@ class Pipeline:
         self, response: httpx.Response, state: _Chat, ex: Exchange, kind: str
     ) -> ASGIApp:
         route = state.route
+        if not stream_decodable(response.headers.get("content-encoding", "")):
+            return self._uninspected(response, response.aiter_raw(), [], ex, "encoding")
         ex.holdback = route.holdback
         started = time.perf_counter()
         opening = functools.partial(
@@ -293,6 +297,7 @@ class Pipeline:
             state.locale,
             holdback=route.holdback,  # type: ignore[arg-type]  # validated by config_values
             max_holdback_chars=route.max_holdback_chars,
+            max_event_bytes=self.settings.max_event_bytes,
         )
         guard = await self.worker.run(opening, len(state.body))  # reads the conversation
         ex.guardrail_s = (ex.guardrail_s or 0.0) + time.perf_counter() - started

@@ -16,7 +16,7 @@ has ended:
    streamed, and read through a fresh held full-holdback guard that judges it against the
    ORIGINAL conversation (the instruction's words never trigger a detector).
 3. The second stream is accepted when, within ``regenerate_budget`` seconds (request sent, whole
-   stream read; ``stall_timeout`` applies to each wait), it is a 2xx stream of the API's media
+   stream read; ``stall_timeout`` applies between its events), it is a 2xx stream of the API's media
    type that ended with its terminator, the engine did not fail, it is not blocked, and none of
    the requesting policies hits it again. Then the first stream is dropped and the second goes
    out whole, head to terminator. Otherwise the first goes out whole: its template fallback.
@@ -72,8 +72,8 @@ class StreamRegeneration:
     """Per streamed response: send its reply, or the reply asked for once more (module docstring).
 
     ``first`` is the response's guard, with holdback ``full`` and nothing fed yet: it is put on
-    hold here. ``second`` says where and how to ask again; ``stall_timeout`` bounds each wait for
-    a chunk of the second stream. Once
+    hold here. ``second`` says where and how to ask again; ``stall_timeout`` bounds the time
+    between two events of the second stream (keep-alives do not count). Once
     :meth:`finish` has run: ``result`` (one of ``regenerate.OUTCOMES``; None when nothing asked),
     ``policies`` (the ids that asked), ``sent`` (the second stream's guard when its reply went
     out, else None), ``upstream_s`` (the second call's time, its guard's excluded) and

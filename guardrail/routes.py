@@ -60,7 +60,8 @@ class Route:
     ``api``: ``auto`` (the API recognised from the path, see ``guardrail.inspect``) or an API
     name, used for ``POST`` paths that are not a known chat endpoint. ``policies``: this route's
     own policy set (a folder or file), None for the main one. ``stall_timeout``: seconds a stream
-    may go without an upstream chunk (None: only ``timeouts.read`` applies). ``regenerate``:
+    may go without an upstream event other than keep-alives (None: only ``timeouts.read``
+    applies, which keep-alives reset). ``regenerate``:
     ask the upstream once more when a policy requests it, within ``regenerate_budget`` seconds.
     """
 

@@ -18,7 +18,8 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``api`` | ``GUARDRAIL_API`` | ``auto`` | wire format of ``POST`` paths that are not a known chat endpoint: ``auto`` (pass them through) or ``openai.chat``, ``openai.responses``, ``anthropic.messages``, ``ollama.chat``; known endpoints are always read as their own API |
 | ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
 | ``max_holdback_chars`` | ``GUARDRAIL_MAX_HOLDBACK_CHARS`` | ``1000`` | most characters of an unfinished sentence held back (``sentence`` mode) |
-| ``stall_timeout`` | ``GUARDRAIL_STALL_TIMEOUT`` | ``none`` (off) | seconds a stream may go without an upstream chunk before it is ended cleanly and counted as stalled |
+| ``stall_timeout`` | ``GUARDRAIL_STALL_TIMEOUT`` | ``300`` | seconds a stream may go without an upstream event other than keep-alives (SSE comments, Anthropic ``ping``) before it is ended cleanly, marked ``"incomplete": "upstream-stalled"`` and counted; ``none`` turns it off. Longer than the longest silence of a reasoning model or a model loading, shorter than ``timeouts.read``, which keep-alives reset |
+| ``max_event_bytes`` | ``GUARDRAIL_MAX_EVENT_BYTES`` | ``4MiB`` | largest upstream stream event (SSE event, NDJSON line) buffered, at least ``1KiB``; past it the stream ends cleanly, marked ``"incomplete": "upstream-event-too-large"`` and counted |
 | ``regenerate`` | ``GUARDRAIL_REGENERATE`` | ``false`` | ask the upstream once more when a policy with a ``regenerate`` key hits a reply, non-streamed or streamed with ``holdback: full``, with that policy's corrective instruction added to the request (a second upstream call: opt in); the second reply is sent when it passes those policies within ``regenerate_budget``, else the policy's template action (always the template action for ``sentence`` and ``none`` streams, whose text is out before the reply is judged) |
 | ``regenerate_budget`` | ``GUARDRAIL_REGENERATE_BUDGET`` | ``10`` | seconds the second upstream call may take, reply (or whole stream) read, before the template action is sent instead |
 | ``routes`` | ``GUARDRAIL_ROUTES`` (YAML text) | none | list of routes: path prefix -> upstream, API, policy set, locale, holdback (see below) |
@@ -116,6 +117,12 @@ DEFAULT_POLICIES = Path(guardrail.__file__).parent.parent / "policies"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_ADMIN_PORT = 9787
+DEFAULT_STALL_TIMEOUT = 300.0
+"""Seconds a stream may bring nothing but keep-alives. A reasoning model (OpenAI's with high
+effort, Anthropic's with a large thinking budget, sending pings meanwhile) or Ollama loading a
+large model can be silent for minutes before its first token; 300 s allows that and still
+frees a stream held by keep-alives alone, which ``timeouts.read`` (600 s) never does, since
+every keep-alive is a read."""
 
 
 @dataclass(frozen=True)
@@ -141,7 +148,8 @@ class Settings:
     api: str = "auto"
     holdback: str = "sentence"
     max_holdback_chars: int = 1000
-    stall_timeout: float | None = None
+    stall_timeout: float | None = DEFAULT_STALL_TIMEOUT
+    max_event_bytes: int = 4 * 1024 * 1024
     regenerate: bool = False
     regenerate_budget: float = 10.0
     route_specs: tuple[RouteSpec, ...] = ()
@@ -222,7 +230,8 @@ KEYS: tuple[Key, ...] = (
     Key("api", cv.api, "auto"),
     Key("holdback", cv.holdback, "sentence"),
     Key("max_holdback_chars", cv.int_in(1, 1_000_000), 1000),
-    Key("stall_timeout", cv.optional_seconds, None),
+    Key("stall_timeout", cv.optional_seconds, DEFAULT_STALL_TIMEOUT),
+    Key("max_event_bytes", cv.event_size, 4 * 1024 * 1024),
     Key("regenerate", cv.boolean, False),
     Key("regenerate_budget", cv.seconds, 10.0),
     Key("routes", parse_routes, ()),
@@ -405,6 +414,7 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         holdback=get("holdback"),
         max_holdback_chars=get("max_holdback_chars"),
         stall_timeout=get("stall_timeout"),
+        max_event_bytes=get("max_event_bytes"),
         regenerate=get("regenerate"),
         regenerate_budget=get("regenerate_budget"),
         route_specs=specs,

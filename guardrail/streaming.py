@@ -14,7 +14,8 @@ Stages, when they run and what they guarantee:
   decoders only act on complete lines, and the guards on complete sentences.
 * :meth:`StreamGuard.close` (end of upstream input, clean or not) -> the last bytes: held text
   is judged and released, end-of-reply texts are appended, and the annotation rides on the
-  terminator. If the upstream broke off, stalled or never sent its terminator, the client still
+  terminator. If the upstream broke off, stalled, sent an event over ``max_event_bytes`` or
+  never sent its terminator, the client still
   gets a clean end of stream (a synthesised terminator carrying the annotation with
   ``"incomplete": <reason>``); a trailing half-received event is dropped rather than glued to it.
 * :meth:`StreamGuard.pump` (the async driver) runs both over an async byte iterator, applies
@@ -26,8 +27,9 @@ call, a usage chunk) until the reply ends, in order; only keep-alives (SSE comme
 ``ping``) still go out at once. The other modes never hold an event. :meth:`StreamGuard.hold`
 (``full`` only) holds the whole stream, first event to terminator, until ``release()`` or
 ``discard()`` after ``close()``: the caller may still replace it (``guardrail.regenerate_stream``).
-Memory per stream, outside ``full``, is the holdback window plus a few counters and codec indexes
-(the Responses codec alone keeps released text, see its docstring). An exception inside the engine
+Memory per stream, outside ``full``, is the holdback window, at most ``max_event_bytes`` of an
+unfinished upstream event, and a few counters and codec indexes (the Responses codec alone keeps
+released text, see its docstring). An exception inside the engine
 never kills the stream: that reply passes through unchanged from there on and the annotation
 says ``"reason": "engine-error"``. Nothing here logs, and :class:`StreamReport` never holds text.
 """
@@ -65,9 +67,12 @@ from guardrail.formats.streams import (
 from guardrail.guard import DEFAULT_MAX_HOLDBACK_CHARS, Holdback, TextGuard, check_holdback
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
+from guardrail.stall import Stall, Stalled
 
 __all__ = [
+    "DEFAULT_MAX_EVENT_BYTES",
     "UPSTREAM_BROKEN",
+    "UPSTREAM_OVERSIZED",
     "UPSTREAM_STALLED",
     "UPSTREAM_UNTERMINATED",
     "StreamGuard",
@@ -77,9 +82,14 @@ __all__ = [
 UPSTREAM_BROKEN = "upstream-broken"
 """The upstream iterator raised (connection reset, protocol error, read timeout)."""
 UPSTREAM_STALLED = "upstream-stalled"
-"""No upstream chunk arrived within the stall timeout."""
+"""No upstream event but keep-alives arrived within the stall timeout."""
 UPSTREAM_UNTERMINATED = "upstream-unterminated"
 """The upstream ended cleanly but without its terminator event."""
+UPSTREAM_OVERSIZED = "upstream-event-too-large"
+"""An upstream event (an NDJSON line) went over ``max_event_bytes``; the stream ended there."""
+DEFAULT_MAX_EVENT_BYTES = 4 * 1024 * 1024
+"""Largest upstream event or line a stream guard buffers: ``max_inspect_bytes``' default, since a
+Responses stream repeats the whole reply in its last event (``response.completed``)."""
 
 Slot = Hashable
 _CLOSE_SECONDS = 5.0
@@ -129,8 +139,10 @@ class _Reply:
 class StreamGuard:
     """Guard one streamed response of API ``api`` (a format module's NAME, e.g. "openai.chat").
 
-    ``extra`` is merged into the annotation (e.g. the proxy's version). Raises KeyError for an
-    unknown ``api`` and ValueError for a bad holdback setting, at construction.
+    ``extra`` is merged into the annotation (e.g. the proxy's version). ``max_event_bytes`` caps
+    one upstream event or NDJSON line: past it the stream ends there, cleanly, with the fault
+    :data:`UPSTREAM_OVERSIZED` (so memory per stream stays bounded whatever the upstream sends).
+    Raises KeyError for an unknown ``api`` and ValueError for a bad setting, at construction.
     """
 
     def __init__(
@@ -143,8 +155,9 @@ class StreamGuard:
         holdback: Holdback = "sentence",
         max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
         extra: Mapping[str, object] | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
-        self.codec = new_stream_codec(api)
+        self.codec = new_stream_codec(api, max_event_bytes)
         check_holdback(holdback, max_holdback_chars)
         self._new_guard = partial(
             TextGuard,
@@ -206,6 +219,8 @@ class StreamGuard:
         self.report.chunks_in += 1
         self.report.bytes_in += len(chunk)
         self._handle(self.codec.feed_bytes(chunk))
+        if self.codec.overflow and self.report.fault is None:
+            self.report.fault = UPSTREAM_OVERSIZED  # the pump stops reading; close() ends it
         return self._flush(started)
 
     def close(self, fault: str | None = None) -> bytes:
@@ -384,9 +399,12 @@ class StreamGuard:
     ) -> AsyncGenerator[bytes, None]:
         """Drive the stream: yield the client's bytes as upstream chunks arrive.
 
-        ``stall_timeout`` (seconds, None = none) bounds every wait for the next upstream chunk,
-        the first one included. Upstream faults end the stream cleanly (see ``close``) and are
-        recorded in ``report``; they are never raised. On exit, however it happens (the end, a
+        ``stall_timeout`` (seconds, None = none) bounds the time from the start, and then from
+        each upstream event that is not a keep-alive, to the next such event: keep-alives (SSE
+        comments, blocks without data, Anthropic ``ping``, blank NDJSON lines) and bytes of an
+        unfinished event do not count as progress, so an upstream that only keeps the
+        connection alive is cut after ``stall_timeout``. Upstream faults end the stream cleanly
+        (see ``close``) and are recorded in ``report``; they are never raised. On exit, however it happens (the end, a
         fault, the consumer's ``aclose()`` or a cancellation), the upstream iterator is closed
         and ``aclose`` awaited, shielded from cancellation, so the upstream request stops at
         once. Consumers must close this generator when they stop early (``aclosing``). A chunk
@@ -394,25 +412,19 @@ class StreamGuard:
         """
         iterator = aiter(chunks)
         finished = False
+        stall = None if stall_timeout is None else Stall(stall_timeout)
         try:
             fault: str | None = None
             while True:
-                chunk = b""
-                stalled = False
                 try:
-                    if stall_timeout is None:  # no scope to enter: ~6 us saved per chunk
-                        chunk = await anext(iterator)
-                    else:
-                        with anyio.move_on_after(stall_timeout) as scope:
-                            chunk = await anext(iterator)
-                        stalled = scope.cancelled_caught
+                    chunk = await (anext(iterator) if stall is None else stall.read(iterator))
                 except StopAsyncIteration:
+                    break
+                except Stalled:
+                    fault = UPSTREAM_STALLED
                     break
                 except Exception as exc:  # noqa: BLE001 -- any upstream failure ends cleanly
                     fault, self.report.error_type = UPSTREAM_BROKEN, type(exc).__name__
-                    break
-                if stalled:
-                    fault = UPSTREAM_STALLED
                     break
                 if len(chunk) > _OFFLOAD_BYTES:  # a big chunk: judge it off the event loop
                     out = await anyio.to_thread.run_sync(self.feed, chunk)
@@ -420,12 +432,18 @@ class StreamGuard:
                     out = self.feed(chunk)
                 if out:
                     yield out
+                if self.report.fault is not None:  # an event over the cap: read no further
+                    break
+                if stall is not None and self.codec.progress:
+                    stall.progressed()
             out = self.close(fault)
             finished = True
             if out:
                 yield out
         finally:
             self.report.cancelled = not finished
+            if stall is not None:
+                stall.close()
             await _shut(iterator, aclose)
 
 

@@ -38,6 +38,8 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
+    progress,
+    scrub_event,
     spread_text,
     sse_event,
 )
@@ -170,6 +172,9 @@ class MessagesStream:
       :class:`Terminator`: it carries the annotation. ``message_start``, ``ping``, ``error``,
       the ``message_stop`` after a ``message_delta``, unknown event types and malformed events
       are forwarded untouched.
+    * a ``guardrail`` key an upstream put in any event (or in ``message_start``'s message) is
+      removed (``streams.scrub``): a second ``message_delta`` goes out without it; nothing after
+      ``message_stop`` is forwarded.
 
     Build: released text is a ``content_block_delta`` / ``text_delta`` for the slot's index.
     Appended text goes into the last text block when it is the last block of the message and
@@ -190,8 +195,9 @@ class MessagesStream:
     name = NAME
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._open: dict[int, None] = {}  # text blocks without a stop yet, in order
         self._last_block = -1
         self._tail: int | None = None  # last block, when it is text and its stop is not out yet
@@ -202,13 +208,26 @@ class MessagesStream:
         self._stopped = False
         self._append_to: tuple[int, bool] | None = None  # (block, is new), fixed at reply end
 
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
+
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
-        if event.data is None or event.event == "ping":
+        if self._stopped:  # after message_stop nothing is the message's
+            return []
+        if event.data is None:
             return [Forward(event)]
         obj = load_json_object(event.data)
+        if obj is not None:
+            event, obj = scrub_event(event, obj)
+        if event.event == "ping":
+            return [Forward(event)]
         kind = obj.get("type") if obj is not None else None
         items: list[StreamItem[SSEEvent]] = []
         if self._held is not None:

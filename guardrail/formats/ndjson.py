@@ -7,6 +7,11 @@ complete. Each line comes out as an :class:`NDJSONLine` with its exact bytes (``
 included) next to the parsed value, so a line the proxy does not touch (blank, not JSON, not an
 object) is re-emitted byte for byte. The concatenation of ``raw`` over everything :meth:`feed`
 and :meth:`flush` return equals the input.
+
+``max_line_bytes`` (a constructor argument; None: no cap) bounds the bytes of one line, its LF
+included: a line over it stops the decoder, which drops what it buffered, sets
+:attr:`NDJSONDecoder.overflow`, returns the lines completed before, and ignores the rest of its
+input. Memory is then at most the cap plus one chunk, however long an upstream's line.
 """
 
 from __future__ import annotations
@@ -35,24 +40,42 @@ class NDJSONDecoder:
     Per-stream state only; memory is the current unfinished line.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_line_bytes: int | None = None) -> None:
+        if max_line_bytes is not None and max_line_bytes < 1:
+            raise ValueError("max_line_bytes must be at least 1")
+        self.max_line_bytes = max_line_bytes
+        self.overflow = False
         self._buf = bytearray()
         self._scan = 0  # offset from which no LF has been found yet
 
     def feed(self, chunk: bytes) -> list[NDJSONLine]:
         """Consume ``chunk``; return the lines it completes, in order."""
+        if self.overflow:
+            return []
         self._buf += chunk
+        cap = self.max_line_bytes
         out: list[NDJSONLine] = []
         start = 0
         while (end := self._buf.find(b"\n", max(start, self._scan))) != -1:
+            if cap is not None and end + 1 - start > cap:
+                return self._stop(out)
             out.append(_line(bytes(self._buf[start : end + 1])))
             start = end + 1
         self._scan = len(self._buf) - start
         del self._buf[:start]
+        if cap is not None and len(self._buf) > cap:
+            return self._stop(out)
+        return out
+
+    def _stop(self, out: list[NDJSONLine]) -> list[NDJSONLine]:
+        self.overflow = True
+        self._buf, self._scan = bytearray(), 0
         return out
 
     def flush(self) -> list[NDJSONLine]:
         """End of stream: the last line if it lacks its LF (parsed all the same)."""
+        if self.overflow:
+            return []
         rest = bytes(self._buf)
         self._buf.clear()
         self._scan = 0

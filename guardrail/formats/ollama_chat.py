@@ -33,6 +33,8 @@ from guardrail.formats.streams import (
     Terminator,
     TextDelta,
     TextEnd,
+    progress,
+    scrub,
 )
 from guardrail.policy import Message
 
@@ -104,6 +106,8 @@ class ChatStream:
     * the ``done: true`` line: its content (if any) as a TextDelta, then :class:`TextEnd`,
       :class:`ReplyEnd`, and the line itself as the :class:`Terminator`.
     * anything else (``{"error": ...}`` lines, blank or malformed lines) is forwarded untouched.
+    * a ``guardrail`` key an upstream put in a line (or its message) is removed
+      (``streams.scrub``); nothing after the done line is forwarded.
 
     Build: released and appended text are lines ``{"model", "created_at", "message": {"role":
     "assistant", "content": text}, "done": false}`` copying ``model`` and ``created_at`` from the
@@ -116,17 +120,30 @@ class ChatStream:
     name = NAME
     media_type = "application/x-ndjson"
 
-    def __init__(self) -> None:
-        self._decoder = NDJSONDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = NDJSONDecoder(max_event_bytes)
+        self.progress = False
         self._model: object = ""
         self._created: object = ""
         self._ended = False
+        self._finished = False  # the done line came
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[NDJSONLine]]:
-        return [item for line in self._decoder.feed(chunk) for item in self.feed(line)]
+        lines = self._decoder.feed(chunk)
+        self.progress = progress(lines)
+        return [item for line in lines for item in self.feed(line)]
 
     def feed(self, event: NDJSONLine) -> list[StreamItem[NDJSONLine]]:
+        if self._finished:  # after the done line nothing is the reply's
+            return []
         obj = event.value
+        if isinstance(obj, dict) and (clean := scrub(obj)) is not None:
+            obj, event = clean, NDJSONLine(encode_line(clean), clean)
         if not isinstance(obj, dict) or "error" in obj:
             return [Forward(event)]
         self._model = obj.get("model", self._model)
@@ -136,6 +153,7 @@ class ChatStream:
         text = content if isinstance(content, str) else ""
         items: list[StreamItem[NDJSONLine]] = [TextDelta(0, 0, text)] if text else []
         if obj.get("done") is True:
+            self._finished = True
             return [*items, *self._end_reply(), Terminator(event)]
         if not text:
             return [Forward(event)]

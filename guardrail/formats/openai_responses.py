@@ -38,6 +38,8 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
+    progress,
+    scrub_event,
     spread_text,
     sse_event,
 )
@@ -181,7 +183,9 @@ class ResponsesStream:
       event shows whether the response ends there. If it does (``response.completed``,
       ``.incomplete`` or ``.failed``), :class:`ReplyEnd` comes first, so appended text is sent as
       extra ``output_text.delta`` events before that ``.done``.
-    * the terminal event is the :class:`Terminator`; everything else is forwarded untouched.
+    * the terminal event is the :class:`Terminator`; everything else is forwarded untouched,
+      but for a ``guardrail`` key an upstream put in an event or its ``response`` object, which is
+      removed (``streams.scrub``); nothing after the terminal event is forwarded.
 
     Rewrite (the events that repeat the whole text are made consistent with the released text):
     ``output_text.done`` ``text``, ``content_part.done`` ``part.text``, ``output_item.done``
@@ -205,8 +209,9 @@ class ResponsesStream:
     name = NAME
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._event_lines = True
         self._seq = 0
         self._item_ids: dict[int, str] = {}
@@ -218,18 +223,30 @@ class ResponsesStream:
         self._held_output: int | None = None
         self._tail: tuple[int, int] | None = None
         self._ended = False
+        self._finished = False  # the terminal event came
         self._append_to: tuple[int, int] | None = None
         self._new_items: list[dict[str, Any]] = []
 
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
+
     def feed_bytes(self, chunk: bytes) -> _Items:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> _Items:
+        if self._finished:  # after the terminal event nothing is the response's
+            return []
         obj = load_json_object(event.data)
         if obj is None:
             return [Forward(event)] if event.data is None else [*self._release(), Forward(event)]
+        event, obj = scrub_event(event, obj)
         self._event_lines = event.event is not None
         kind = obj.get("type")
+        self._finished = kind in _TERMINAL
         output, content = obj.get("output_index"), obj.get("content_index")
         if (
             self._held

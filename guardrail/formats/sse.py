@@ -27,6 +27,14 @@ A proxy needs more than the dispatched events, so the decoder reports *every* bl
 * :meth:`SSEDecoder.flush` returns the bytes after the last complete block as one event with
   ``data=None`` (the standard discards an unfinished event; the proxy may still forward it).
 
+Memory is bounded when the caller sets ``max_event_bytes`` (h11's ``max_incomplete_event_size``):
+an event whose bytes (its lines so far, the unfinished line included) exceed it stops the decoder.
+It drops what it buffered, sets :attr:`SSEDecoder.overflow`, returns the events completed before
+that one, and from then on ignores its input (``feed`` and ``flush`` return nothing): what follows
+an event that was cut cannot be framed. An upstream sending ``data:`` lines with no blank line
+never grows the buffer past the cap. Whether an event is over the cap does not depend on how the
+input is cut.
+
 Chunk boundaries never change the result: lines are cut at CR and LF bytes, which never occur
 inside a multi-byte UTF-8 sequence, and decoded only once complete, so a character split between
 two chunks is decoded whole. A CR that ends the buffered input is only interpreted once the next
@@ -82,10 +90,15 @@ class SSEDecoder:
     """Incremental event-stream decoder: ``feed(chunk) -> events``, then ``flush()`` at the end.
 
     Per-stream state only; one decoder per stream. ``last_event_id`` follows the standard's last
-    event id buffer (it persists across events).
+    event id buffer (it persists across events). ``max_event_bytes`` (None: no cap) bounds the
+    bytes of one event, see the module docstring.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        if max_event_bytes is not None and max_event_bytes < 1:
+            raise ValueError("max_event_bytes must be at least 1")
+        self.max_event_bytes = max_event_bytes
+        self.overflow = False
         self._buf = bytearray()
         self._scan = 0  # offset in _buf from which no line end has been found yet
         self._block = bytearray()  # raw bytes of the lines of the current block
@@ -98,13 +111,34 @@ class SSEDecoder:
 
     def feed(self, chunk: bytes) -> list[SSEEvent]:
         """Consume ``chunk``; return the blocks it completes, in order."""
+        if self.overflow:
+            return []
         self._buf += chunk
         if self._first_line and self._buf[:3] != _BOM[: len(self._buf[:3])]:
             self._first_line = False  # no byte order mark can start this stream: nothing to drop
         if self._block or self._first_line or b"\r" in self._buf:
-            return self._lines(final=False)
-        out = self._data_blocks()
-        return out + self._lines(final=False) if self._buf else out
+            out = self._lines(final=False)
+        else:
+            out = self._data_blocks()
+            out = out + self._lines(final=False) if self._buf else out
+        return out if self.max_event_bytes is None else self._bounded(out)
+
+    def _bounded(self, events: list[SSEEvent]) -> list[SSEEvent]:
+        """``events`` up to the first one over the cap; stop if it or the unfinished one is."""
+        cap = self.max_event_bytes
+        assert cap is not None
+        for i, event in enumerate(events):
+            if len(event.raw) > cap:
+                self._stop()
+                return events[:i]
+        if len(self._block) + len(self._buf) > cap:
+            self._stop()
+        return events
+
+    def _stop(self) -> None:
+        self.overflow = True
+        self._buf, self._scan = bytearray(), 0
+        self._reset_block()
 
     def _data_blocks(self) -> list[SSEEvent]:
         """The common case, fast: leading blocks that are one ``data`` line and a blank line.
@@ -130,6 +164,8 @@ class SSEDecoder:
 
     def flush(self) -> list[SSEEvent]:
         """End of stream: complete blocks still buffered, then the unfinished rest (``data=None``)."""
+        if self.overflow:
+            return []
         out = self._lines(final=True)
         if self._buf:
             self._block += self._buf

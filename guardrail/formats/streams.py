@@ -63,6 +63,7 @@ from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from guardrail.formats import jsontext
+from guardrail.formats.ndjson import NDJSONLine
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
 
 __all__ = [
@@ -76,8 +77,12 @@ __all__ = [
     "TextDelta",
     "TextEnd",
     "dump_json",
+    "keepalive",
     "load_json_object",
     "new_stream_codec",
+    "progress",
+    "scrub",
+    "scrub_event",
     "spread_text",
     "sse_event",
     "text_edits",
@@ -142,6 +147,14 @@ class StreamCodec(Protocol[E]):
 
     name: str
     media_type: str
+    progress: bool
+    """The last ``feed_bytes`` completed an upstream event that is not a keep-alive (what the
+    stall timeout counts as progress; bytes of an unfinished event are not)."""
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event (an NDJSON line) went over the codec's ``max_event_bytes``: its
+        decoder dropped it and ignores the rest of the input (``formats.sse``, ``.ndjson``)."""
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[E]]:
         """Decode ``chunk`` and split every event it completes."""
@@ -170,18 +183,19 @@ class StreamCodec(Protocol[E]):
         """The annotation (when given) and the terminator ``event`` (or a synthesised one)."""
 
 
-def new_stream_codec(name: str) -> StreamCodec[Any]:
-    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown."""
+def new_stream_codec(name: str, max_event_bytes: int | None = None) -> StreamCodec[Any]:
+    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown.
+    ``max_event_bytes`` caps one upstream event or line (None: no cap)."""
     from guardrail.formats import anthropic_messages, ollama_chat, openai_responses
 
     if name == ChatCompletionsStream.name:
-        return ChatCompletionsStream()
+        return ChatCompletionsStream(max_event_bytes)
     if name == anthropic_messages.NAME:
-        return anthropic_messages.MessagesStream()
+        return anthropic_messages.MessagesStream(max_event_bytes)
     if name == openai_responses.NAME:
-        return openai_responses.ResponsesStream()
+        return openai_responses.ResponsesStream(max_event_bytes)
     if name == ollama_chat.NAME:
-        return ollama_chat.ChatStream()
+        return ollama_chat.ChatStream(max_event_bytes)
     raise KeyError(name)
 
 
@@ -202,6 +216,51 @@ def load_json_object(data: str | None) -> dict[str, Any] | None:
     except ValueError:
         return None
     return value if isinstance(value, dict) else None
+
+
+def keepalive(event: object) -> bool:
+    """An event that only keeps the connection alive, whose place in the stream does not matter:
+    an SSE block a client does not dispatch (comments, ``retry``), an Anthropic ``ping``, a
+    blank NDJSON line."""
+    if isinstance(event, SSEEvent):
+        return event.data is None or event.event == "ping"
+    return isinstance(event, NDJSONLine) and event.value is None and not event.raw.strip()
+
+
+def progress(events: Sequence[object]) -> bool:
+    """Whether ``events`` (decoded upstream events) hold one that is not a keep-alive."""
+    return any(not keepalive(event) for event in events)
+
+
+ANNOTATION = "guardrail"
+"""The member that carries guardrail's annotation; only guardrail may put it in a reply."""
+_NESTED = ("message", "response")  # objects an SDK builds its final reply from
+
+
+def scrub(obj: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``obj`` without a ``guardrail`` member an upstream put in, at its top level or in its
+    ``message`` / ``response`` object (where Anthropic's ``message_start`` and every Responses
+    event carry the reply an SDK accumulates); None when there is none, the common case, which
+    costs three dictionary lookups. The annotation a client reads comes from guardrail alone."""
+    clean: dict[str, Any] | None = None
+    if ANNOTATION in obj:
+        clean = {k: v for k, v in obj.items() if k != ANNOTATION}
+    for key in _NESTED:
+        inner = obj.get(key)
+        if isinstance(inner, dict) and ANNOTATION in inner:
+            clean = dict(obj) if clean is None else clean
+            clean[key] = {k: v for k, v in inner.items() if k != ANNOTATION}
+    return clean
+
+
+def scrub_event(event: SSEEvent, obj: dict[str, Any]) -> tuple[SSEEvent, dict[str, Any]]:
+    """``event`` and its parsed data ``obj``, rebuilt without a forged annotation (see
+    :func:`scrub`); the same objects when there is none."""
+    clean = scrub(obj)
+    if clean is None:
+        return event, obj
+    built = SSEEvent(event=event.event, data=dump_json(clean), id=event.id, retry=event.retry)
+    return SSEEvent(built.event, built.data, built.id, built.retry, encode_event(built)), clean
 
 
 def sse_event(data: object, event: str | None = None) -> SSEEvent:
@@ -292,6 +351,8 @@ class ChatCompletionsStream:
       is forwarded, so released and appended text precede the finish chunk.
     * ``data: [DONE]`` ends any choice still open, then is the :class:`Terminator`.
     * anything else (usage-only chunks, error objects, comments, malformed data) is forwarded.
+    * a ``guardrail`` key an upstream put in a chunk is removed (:func:`scrub`), so it is never
+      forwarded nor copied into built chunks; nothing after ``[DONE]`` is forwarded.
 
     Build: text chunks copy every top-level field of the first chunk seen (id, object, created,
     model, system_fingerprint, service_tier, ...) except ``choices`` (and ``usage`` set to null
@@ -305,19 +366,33 @@ class ChatCompletionsStream:
     name = "openai.chat"
     media_type = "text/event-stream"
 
-    def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+    def __init__(self, max_event_bytes: int | None = None) -> None:
+        self._decoder = SSEDecoder(max_event_bytes)
+        self.progress = False
         self._template: dict[str, object] | None = None
         self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
         self._ended: set[int] = set()
+        self._done = False  # [DONE] came: the stream is over
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
 
     def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        return [item for event in self._decoder.feed(chunk) for item in self.feed(event)]
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
+        if self._done:
+            return []
         if event.data is not None and event.data.strip() == "[DONE]":
+            self._done = True
             return [*self._end_open(), Terminator(event)]
         chunk = load_json_object(event.data)
+        if chunk is not None:
+            event, chunk = scrub_event(event, chunk)
         choices = chunk.get("choices") if chunk is not None else None
         if chunk is None or not isinstance(choices, list):
             return [Forward(event)]

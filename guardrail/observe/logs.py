@@ -66,7 +66,7 @@ class Exchange:
     locale: str | None = None
     stream: bool | None = None
     holdback: str | None = None  # a guarded stream's holdback mode
-    stream_fault: str | None = None  # upstream-broken, -stalled, -unterminated (streaming.py)
+    stream_fault: str | None = None  # upstream-broken, -stalled, -unterminated, -event-too-large
     status: int | None = None
     upstream_status: int | None = None
     upstream_request_id: str | None = None

@@ -96,6 +96,7 @@ OUTCOMES = (
 )
 NOT_INSPECTED = (
     "stream",  # a streamed reply on a route without a stream guard
+    "encoding",  # a streamed reply in a content coding guardrail cannot undo as it arrives
     "upstream-error",  # the upstream answered with an error status
     "not-json",
     "unparseable",  # the request or reply is not in the route's wire format
@@ -111,6 +112,7 @@ UPSTREAM_ERRORS = (
     "status_5xx",  # the upstream answered 5xx (passed through)
     "broken",  # a streamed body broke off
     "stalled",  # a stream stopped sending within the stall timeout
+    "oversized",  # a stream sent an event (an NDJSON line) over max_event_bytes
     "other",
 )
 REGENERATE_OUTCOMES = (
@@ -174,7 +176,8 @@ UPSTREAM_REQUESTS = Counter(
 )
 UPSTREAM_ERRORS_TOTAL = Counter(
     "guardrail_upstream_errors",
-    "Upstream failures by reason: unreachable, timed out, error status, broken or stalled stream.",
+    "Upstream failures by reason: unreachable, timed out, error status, broken, stalled or "
+    "oversized stream.",
     (*_ROUTE_API, "reason"),
     registry=REGISTRY,
 )

@@ -108,6 +108,8 @@ def upstream_error_of(ex: Exchange) -> str | None:
         return "broken"
     if fault == "upstream-stalled":
         return "stalled"
+    if fault == "upstream-event-too-large":
+        return "oversized"
     status = ex.upstream_status
     if status is not None and 400 <= status < 600:
         return "status_4xx" if status < 500 else "status_5xx"

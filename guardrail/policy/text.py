@@ -74,6 +74,8 @@ _BOUNDARY = re.compile(rf"[.!?\u2026]+[{re.escape(_CLOSERS)}]*\s+(?=\S)|[ \t\r\f
 _CANDIDATE = re.compile(r"[.!?\u2026\n]")
 """The characters a boundary can begin at, or (a line break) end its leading blanks at."""
 _BLANKS = " \t\r\f\v"
+_SAME_FATE = re.compile(r"[.!?\u2026]+|\s+")
+"""From a candidate that failed: the run whose other candidates fail too."""
 _TAIL_CHARS = frozenset(".!?\u2026" + _CLOSERS + " \t\r\n\f\v")
 _ABBREVIATIONS = frozenset(
     {
@@ -110,12 +112,13 @@ def _matches(buf: str, pos: int) -> Iterator[re.Match[str]]:
     A match can only start at a terminator (first branch) or at the first of the blanks right
     before a line break (second branch, never before ``pos``): the candidates come from a fast
     character scan and are tried in order, so the first that matches is the leftmost match, and
-    the search goes on after it, as ``finditer`` does (no match is empty).
+    the search goes on after it, as ``finditer`` does (no match is empty). When a candidate fails,
+    so does every other candidate in its run of terminators (the same suffix follows) or of
+    whitespace (it failed because the run ends the buffer): they are skipped, so a run costs one
+    attempt, not one per character (which was quadratic in the run's length).
     """
-    for c in _CANDIDATE.finditer(buf, pos):
+    while (c := _CANDIDATE.search(buf, pos)) is not None:
         at = c.start()
-        if at < pos:  # inside the previous match
-            continue
         if buf[at] == "\n":
             while at > pos and buf[at - 1] in _BLANKS:
                 at -= 1
@@ -123,6 +126,8 @@ def _matches(buf: str, pos: int) -> Iterator[re.Match[str]]:
         if m is not None:
             yield m
             pos = m.end()
+        else:
+            pos = _SAME_FATE.match(buf, c.start()).end()  # type: ignore[union-attr]
 
 
 def _is_boundary(buf: str, start: int, m: re.Match[str]) -> bool:
@@ -141,13 +146,22 @@ def _is_boundary(buf: str, start: int, m: re.Match[str]) -> bool:
     at = m.start()
     if at - start >= _PLAIN and _PLAIN_WORD.fullmatch(buf, at - _PLAIN, at):
         return True  # the word before the period is too long to be an exception below
-    before = buf[start:at]
-    word = before.rsplit(None, 1)[-1] if before.strip() else ""
-    word = word.lstrip(_LEADING_PUNCT).lower()
-    if run == "." and (word + "." in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())):
+    # the last word of buf[start:at], found from its end: the sentence is not read again for
+    # each candidate (which was quadratic in a sentence of initials, "A. B. C. ...")
+    end = at
+    while end > start and buf[end - 1].isspace():
+        end -= 1
+    begin = end
+    while begin > start and not buf[begin - 1].isspace():
+        begin -= 1
+    raw = buf[begin:end]
+    word = raw.lstrip(_LEADING_PUNCT).lower()
+    if word + "." in _ABBREVIATIONS or (len(word) == 1 and word.isalpha()):
         return False
     # "1. " at the start of a numbered list item is no boundary
-    return not (run == "." and word.isdigit() and before.strip() == word and len(word) <= 3)
+    return not (
+        word.isdigit() and len(word) <= 3 and word == raw and not buf[start:begin].strip()
+    )
 
 
 class SentenceSplitter:
@@ -172,18 +186,19 @@ class SentenceSplitter:
         buf = self._buf + text
         out: list[str] = []
         start = 0
-        pos = self._scan
-        for m in _matches(buf, pos):
+        for m in _matches(buf, self._scan):
             if _is_boundary(buf, start, m):
                 out.append(buf[start : m.end()])
                 start = m.end()
-            pos = m.end()
         rest = buf[start:]
         tail = len(rest)
-        while tail > 0 and rest[tail - 1] in _TAIL_CHARS:
+        while tail > 0 and (rest[tail - 1] in _TAIL_CHARS or rest[tail - 1].isspace()):
             tail -= 1
         self._buf = rest
-        self._scan = min(max(pos - start, 0), tail)
+        # a candidate before ``tail`` has a character after it that no match can consume, so
+        # whether it matches is settled: the next feed scans from ``tail`` on, never the whole
+        # held text again (which made a long sentence fed in small pieces quadratic)
+        self._scan = tail
         return out
 
     def flush(self) -> str:

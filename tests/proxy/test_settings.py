@@ -29,7 +29,7 @@ def test_defaults() -> None:
         ("/", "https://api.openai.com", "auto")
     ]
     assert (s.holdback, s.max_holdback_chars, s.stall_timeout, s.api) == (
-        "sentence", 1000, None, "auto"
+        "sentence", 1000, 300.0, "auto"
     )
 
 
