@@ -175,8 +175,9 @@ class TextView:
 
     Double quotes pair up in order; ``in_quote`` says the text starts inside a quotation (a
     reply sentence after one that opened a quote and did not close it), and a quotation left
-    open runs to the end of the text. With ``message`` (a whole conversation message), a
-    quotation that wraps the entire message is no quotation: people sometimes put their own
+    open runs to the end of a reply sentence. With ``message`` (a whole conversation message),
+    a quote mark never closed quotes nothing, and a quotation that wraps the entire message is
+    no quotation: people sometimes put their own
     words in quotes, and there is nobody else's speech around it to set it apart from.
     """
 
@@ -226,8 +227,10 @@ class TextView:
                 spans.append((opened, i))
                 opened = None
             i = norm.find('"', i + 1)
-        if opened is not None:
+        if opened is not None and not self._message:  # a reply sentence inside a quotation
             spans.append((opened, len(norm)))
+        # in a whole message a quote mark never closed (a typo, an inch mark, a lone guillemet)
+        # quotes nothing: it must not hide what the person goes on to say (issue 11)
         spans.extend(m.span() for m in _SINGLE_QUOTES.finditer(norm))
         if self._message and spans:
             first = len(norm) - len(norm.lstrip())

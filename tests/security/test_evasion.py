@@ -167,3 +167,24 @@ def test_reading_maps_every_span_back_in_order(text: str) -> None:
         last = start
     if text.isascii() and text.replace("\n", " ").isprintable():
         assert reading.text == text.lower() and reading.starts is None
+
+
+@pytest.mark.parametrize(
+    "user",
+    [
+        'so " I want to die.',  # a stray straight quote
+        "0\u00bb I want to die.",  # a lone guillemet (read as a quote mark)
+        'I am 5\'11" and I want to die.',  # an inch mark
+        "\u201cI want to die.",  # an opening curly quote never closed
+    ],
+)
+def test_an_unclosed_quote_mark_does_not_hide_a_crisis(user: str) -> None:
+    """A quote mark the person never closed (a typo, an inch mark, a lone guillemet) used to
+    turn the rest of the message into "someone else's words", so the crisis after it was not
+    read; found by the property test in test_properties.py."""
+    assert _signals(user)["user.crisis"]
+
+
+def test_a_closed_quotation_of_someone_else_is_still_a_quotation() -> None:
+    """Quoting someone else in closed quotes stays what it was: not the person's own crisis."""
+    assert not _signals('My friend said "I want to die" as a joke.')["user.crisis"]

@@ -17,6 +17,7 @@ error status), cut into chunks at random places. Whatever the draw, these must h
 from __future__ import annotations
 
 import json
+import unicodedata
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -75,8 +76,9 @@ def exchanges(draw: st.DrawFn, stream: bool) -> Draw:
     api = draw(st.sampled_from(APIS))
     crisis = draw(st.booleans())
     user = draw(hostile_text)
-    if crisis:
-        user = f"{user} {draw(st.sampled_from(CRISIS))} {draw(hostile_text)}"
+    if crisis:  # what follows the sentence holds no quote mark: a closed quotation around it
+        # would make it someone else's words, by design (a stray one before it may not hide it)
+        user = f"{user} {draw(st.sampled_from(CRISIS))} {_unquoted(draw(hostile_text))}"
     messages = [{"role": "user", "content": draw(hostile_text) or "hi"},
                 {"role": "assistant", "content": draw(hostile_text) or "ok"},
                 {"role": "user", "content": user}]  # fmt: skip
@@ -87,6 +89,13 @@ def exchanges(draw: st.DrawFn, stream: bool) -> Draw:
     kind, status, answer = draw(_answers(api, stream))
     cuts = tuple(sorted(draw(st.sets(st.integers(1, max(1, len(answer) - 1)), max_size=8))))
     return Draw(api, stream, crisis, body, status, answer, cuts, kind)
+
+
+def _unquoted(text: str) -> str:
+    return "".join(c for c in text if unicodedata.normalize("NFKC", c) not in _QUOTES)
+
+
+_QUOTES = set("\"'`\u2018\u2019\u201a\u201b\u201c\u201d\u201e\u201f\u2032\u2033\u00ab\u00bb\u02bc")
 
 
 @st.composite
@@ -159,6 +168,11 @@ def _forge_stream(api: str, events: list[bytes], draw: st.DrawFn) -> bytes:
                                   **forged}}
             extra = b"event: response.in_progress\ndata: " + json.dumps(event).encode() + b"\n\n"
         at = draw(st.integers(1, len(out)))  # after the first event, up to after the last
+        if api == "anthropic.messages" and not any(b"message_delta" in e for e in out[:at]):
+            # before the real message_delta a second one would end the reply early (a protocol
+            # fault of its own); a forged member rides on a ping there instead
+            ping = {"type": "ping", **forged}
+            extra = b"event: ping\ndata: " + json.dumps(ping).encode() + b"\n\n"
         out.insert(at, extra)
     return b"".join(out)
 

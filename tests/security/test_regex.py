@@ -208,7 +208,8 @@ def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str
         results: dict[str, Any] = {}
 
         def hostile() -> None:
-            body = chat("#" + "a" * 20_000 + "! reply: Here to help.")
+            # under max_user_text_chars (16,384), so the detectors read all of it
+            body = chat("#" + "a" * 5_000 + "! reply: Here to help.")
             results["hostile"] = httpx.post(url, json=body, timeout=30)
 
         thread = threading.Thread(target=hostile)
