@@ -116,6 +116,23 @@ def stream_for(api: str, text: str, headers: dict[str, str]) -> Iterator[bytes]:
     return STREAMS[api](text, **opts)
 
 
+
+async def lifespan(receive: Any, send: Any) -> None:
+    """Answer an ASGI lifespan scope: every startup and shutdown message completes."""
+    while (message := await receive())["type"] != "lifespan.shutdown":
+        await send({"type": message["type"] + ".complete"})
+    await send({"type": "lifespan.shutdown.complete"})
+
+
+async def read_body(receive: Any) -> bytes:
+    """The whole request body of an ASGI ``http`` scope."""
+    body = b""
+    while True:
+        message = await receive()
+        body += message.get("body", b"")
+        if not message.get("more_body"):
+            return body
+
 class MockAPI:
     """The four chat APIs, scripted by request headers (see the module docstring)."""
 
@@ -124,16 +141,9 @@ class MockAPI:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         headers = _headers(scope)
         self.seen.append((scope["path"], headers, body))
         api = api_of(scope["path"])

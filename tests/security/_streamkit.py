@@ -23,7 +23,7 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.observe.metrics import REGISTRY
 from guardrail.settings import Settings
 from integration.conftest import FIXTURES, POLICIES
-from integration.servers import Background
+from integration.servers import Background, lifespan
 from integration.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
 
 USER = "I feel hopeless tonight"
@@ -54,9 +54,7 @@ class Scripted:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while (message := await receive())["type"] != "lifespan.shutdown":
-                await send({"type": message["type"] + ".complete"})
-            await send({"type": "lifespan.shutdown.complete"})
+            await lifespan(receive, send)
             return
         while (await receive()).get("more_body"):
             pass

@@ -26,7 +26,7 @@ from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy import scan as scan_module
 from guardrail.settings import DEFAULT_POLICIES, Settings
 from embed._wire import ALL_PATHS, read_stream, read_whole, request_body
-from integration.servers import Background, MockAPI, quoted
+from integration.servers import Background, MockAPI, quoted, read_body
 
 MARK = "\u2603"
 """Stands for the hostile text while bodies are built; swapped for its bytes on the wire."""
@@ -63,12 +63,7 @@ class HostileUpstream:
             return
         headers = {k.decode("latin-1"): v.decode("latin-1") for k, v in scope["headers"]}
         kind = headers.get("x-hostile")
-        body = b""
-        while True:
-            message = await receive()
-            body += message.get("body", b"")
-            if not message.get("more_body"):
-                break
+        body = await read_body(receive)
         self.bodies.append(body)
         readable = body.decode("utf-8", "replace").encode()  # the mock must read the request
         sent = False
