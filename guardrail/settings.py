@@ -113,7 +113,14 @@ __all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "
 
 ENV_PREFIX = "GUARDRAIL_"
 CONFIG_ENV = "GUARDRAIL_CONFIG"
-DEFAULT_POLICIES = Path(guardrail.__file__).parent.parent / "policies"
+_PACKAGED_POLICIES = Path(guardrail.__file__).parent / "pack"  # in an installed wheel
+DEFAULT_POLICIES = (
+    _PACKAGED_POLICIES
+    if _PACKAGED_POLICIES.is_dir()
+    else Path(guardrail.__file__).parent.parent / "policies"  # a checkout or editable install
+)
+"""The bundled default pack: ``guardrail/pack/`` as package data, else the repository's
+``policies/`` folder beside the package."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_ADMIN_PORT = 9787

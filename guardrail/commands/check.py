@@ -21,21 +21,21 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO, Any
 
-import guardrail
 from guardrail.formats import jsontext
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
 from guardrail.policy.model import ROLES
+from guardrail.settings import DEFAULT_POLICIES
 
 REQUIRED_SIGNALS = ("user.distress", "user.crisis", "reply.referral")
 _PROGRESS_EVERY = 500
 
 
 def default_policies() -> Path:
-    """$GUARDRAIL_POLICIES if set, else the policies/ folder beside the package."""
+    """$GUARDRAIL_POLICIES if set, else the bundled pack (``settings.DEFAULT_POLICIES``)."""
     env = os.environ.get("GUARDRAIL_POLICIES")
     if env:
         return Path(env)
-    return Path(guardrail.__file__).resolve().parent.parent / "policies"
+    return DEFAULT_POLICIES
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
