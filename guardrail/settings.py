@@ -42,7 +42,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``demo`` | ``GUARDRAIL_DEMO`` | ``false`` | serve the built-in demo upstream in the same process and use it as the upstream (``--demo``) |
 | ``demo_port`` | ``GUARDRAIL_DEMO_PORT`` | ``port + 1`` | port of the demo upstream on 127.0.0.1 (``--demo-port``) |
 | ``admin_host`` | ``GUARDRAIL_ADMIN_HOST`` | ``host`` | address of the admin listener: metrics, reload, dashboard (``--admin-host``) |
-| ``admin_port`` | ``GUARDRAIL_ADMIN_PORT`` | ``9787`` (``0`` when ``port`` is 0) | port of the admin listener; 0 picks a free one (``--admin-port``) |
+| ``admin_port`` | ``GUARDRAIL_ADMIN_PORT`` | ``port + 1000`` (``9787``; ``0`` when ``port`` is 0) | port of the admin listener; 0 picks a free one (``--admin-port``) |
 | ``admin_token`` | ``GUARDRAIL_ADMIN_TOKEN`` | none | bearer token the admin endpoints require (16+ characters; prefer the environment) |
 | ``audit.sink`` | ``GUARDRAIL_AUDIT_SINK`` | ``stdout`` | where policy-hit audit events go: ``stdout``, ``file`` or ``off`` (``--audit-sink``) |
 | ``audit.path`` | ``GUARDRAIL_AUDIT_PATH`` | none | audit file for the ``file`` sink (``--audit-path``); relative paths in the config file are relative to it |
@@ -124,6 +124,17 @@ DEFAULT_POLICIES = (
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_ADMIN_PORT = 9787
+ADMIN_PORT_OFFSET = DEFAULT_ADMIN_PORT - 8787
+
+
+def admin_port_for(port: int) -> int:
+    """The admin listener's default port for a proxy on ``port``: ``ADMIN_PORT_OFFSET`` above it
+    (9787 for the default 8787), the one below when that is past 65535, any free port (0)
+    when the proxy's own is picked (0)."""
+    if port == 0:
+        return 0
+    above = port + ADMIN_PORT_OFFSET
+    return above if above <= 65535 else port - ADMIN_PORT_OFFSET
 DEFAULT_STALL_TIMEOUT = 300.0
 """Seconds a stream may bring nothing but keep-alives. A reasoning model (OpenAI's with high
 effort, Anthropic's with a large thinking budget, sending pings meanwhile) or Ollama loading a
@@ -398,8 +409,8 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
                 "upstream or set the top-level upstream"
             )
     admin_port: int | None = get("admin_port")
-    if admin_port is None:  # default: 9787, or any free port when the proxy's is picked too
-        admin_port = DEFAULT_ADMIN_PORT if port != 0 else 0
+    if admin_port is None:  # default: 1000 above the proxy's (9787 for 8787), so --port alone
+        admin_port = admin_port_for(port)  # moves both; any free port when the proxy's is picked
     taken = {port: "port", **({demo_port: "demo_port"} if demo else {})}
     if admin_port != 0 and admin_port in taken:
         clash = taken[admin_port]

@@ -417,6 +417,9 @@ Or with the openai Python package:
   print(reply.choices[0].message.content)
   print(reply.model_extra["guardrail"])
 {watch if admin_url else ""}
+Ports taken? `--port 9000` moves the proxy, the demo upstream (port + 1) and the admin listener
+(port + 1000) together; `--demo-port` and `--admin-port` set those two apart.
+
 This is a DEMO: the upstream is guardrail's own scripted stand-in, not a language model. Some of
 its canned replies are deliberately poor so you can watch the policies rewrite them. Other
 prompts to try: "I'm so overwhelmed I can't cope", "Was I right to quit?". Ctrl+C stops it.

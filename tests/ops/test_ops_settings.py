@@ -30,6 +30,18 @@ def test_defaults() -> None:
     assert load_settings(cli={**UP, "port": "0"}, env={}).admin_port == 0
 
 
+@pytest.mark.parametrize(
+    ("port", "admin"), [("9000", 10000), ("8080", 9080), ("65000", 64000), ("1", 1001)]
+)
+def test_changing_port_alone_moves_the_admin_port_with_it(port: str, admin: int) -> None:
+    """First-run friction (issue 13): ``--port 9000`` alone used to keep the admin listener on
+    9787, so two proxies on one host collided there. The admin port now follows the proxy's,
+    1000 above it (below when that is past 65535), unless it is set."""
+    s = load_settings(cli={**UP, "port": port}, env={})
+    assert s.admin_port == admin
+    assert load_settings(cli={**UP, "port": port, "admin_port": "7000"}, env={}).admin_port == 7000
+
+
 def test_environment_and_config_file(tmp_path: Path) -> None:
     config = tmp_path / "guardrail.yaml"
     config.write_text(
