@@ -54,7 +54,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from guardrail.errors import UpstreamTimeout, UpstreamUnavailable
+from guardrail.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
 from guardrail.inspect import PolicyEngine, guardrail_headers
 from guardrail.limits import Refused
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
@@ -142,6 +142,8 @@ def error_response(exc: BaseException, ex: Exchange) -> ErrorResponse:
         ex.error = "no_route"
         message = "No route is configured for this path."
         return ErrorResponse(404, "invalid_request_error", "no_route", message, ex)
+    if isinstance(exc, UpstreamError):
+        ex.upstream_host, ex.upstream_cause = exc.host, exc.cause
     if isinstance(exc, UpstreamTimeout):
         ex.error = "upstream_timeout"
         message = f"The upstream API did not answer in time (guardrail request {rid})."

@@ -59,7 +59,17 @@ class PolicyTestFailure(PolicyError):
 
 
 class UpstreamError(GuardrailError):
-    """The upstream could not be reached or did not answer in time."""
+    """The upstream could not be reached or did not answer in time.
+
+    ``host`` is the configured upstream host it was sent to, ``cause`` what went wrong in one
+    word (``dns``, ``refused``, ``tls``, ``reset``, ``connect-timeout``, ``read-timeout``, ...):
+    both for the request's log line, never for the client.
+    """
+
+    def __init__(self, message: str, *, host: str | None = None, cause: str | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.cause = cause
 
 
 class UpstreamUnavailable(UpstreamError):

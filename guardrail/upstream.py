@@ -27,6 +27,8 @@ from __future__ import annotations
 
 import functools
 import re
+import socket
+import ssl
 from collections.abc import AsyncIterator, Iterable, Sequence
 from http.cookiejar import Cookie, CookieJar, DefaultCookiePolicy
 from typing import Any, Protocol
@@ -256,10 +258,58 @@ async def send(
 
 
 def upstream_error(exc: httpx.HTTPError) -> UpstreamError:
-    """The guardrail error for an httpx failure; its message names only the failure kind."""
+    """The guardrail error for an httpx failure; its message names only the failure kind, its
+    ``host`` and ``cause`` say where it went and what went wrong (for the log line)."""
+    try:
+        host: str | None = exc.request.url.host
+    except RuntimeError:  # an error raised without its request
+        host = None
+    cause = failure_cause(exc)
     if isinstance(exc, httpx.TimeoutException):
-        return UpstreamTimeout(f"upstream timed out ({type(exc).__name__})")
-    return UpstreamUnavailable(f"upstream unreachable ({type(exc).__name__})")
+        return UpstreamTimeout(f"upstream timed out ({type(exc).__name__})", host=host, cause=cause)
+    message = f"upstream unreachable ({type(exc).__name__})"
+    return UpstreamUnavailable(message, host=host, cause=cause)
+
+
+_TIMEOUTS: tuple[tuple[type[Exception], str], ...] = (
+    (httpx.ConnectTimeout, "connect-timeout"),
+    (httpx.ReadTimeout, "read-timeout"),
+    (httpx.WriteTimeout, "write-timeout"),
+    (httpx.PoolTimeout, "pool-timeout"),
+)
+_CAUSES: tuple[tuple[type[BaseException], str], ...] = (
+    (socket.gaierror, "dns"),
+    (ssl.SSLError, "tls"),
+    (ssl.CertificateError, "tls"),
+    (ConnectionRefusedError, "refused"),
+    (ConnectionResetError, "reset"),
+    (ConnectionAbortedError, "reset"),
+    (TimeoutError, "timeout"),
+)
+
+
+def failure_cause(exc: BaseException) -> str:
+    """One word for why an upstream call failed, read from the exception and what it wraps."""
+    for timeout, name in _TIMEOUTS:
+        if isinstance(exc, timeout):
+            return name
+    seen: set[int] = set()
+    inner: BaseException | None = exc
+    while inner is not None and id(inner) not in seen:
+        seen.add(id(inner))
+        for kind, cause in _CAUSES:
+            if isinstance(inner, kind):
+                return cause
+        if "ssl" in type(inner).__name__.lower() or "certificate" in type(inner).__name__.lower():
+            return "tls"  # aiohttp's ClientSSLError and ClientConnectorCertificateError
+        if type(inner).__name__ == "ClientConnectorDNSError":
+            return "dns"
+        inner = inner.__cause__ or inner.__context__
+    if isinstance(exc, httpx.RemoteProtocolError):
+        return "protocol"
+    if isinstance(exc, httpx.ConnectError):
+        return "connect"
+    return "network"
 
 
 async def read_capped(chunks: AsyncIterator[bytes], limit: int) -> tuple[list[bytes], bool]:

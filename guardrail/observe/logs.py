@@ -86,6 +86,8 @@ class Exchange:
     policy_digest: str | None = None
     error: str | None = None
     error_stack: list[str] | None = None
+    upstream_host: str | None = None  # on an upstream failure: the configured host it went to
+    upstream_cause: str | None = None  # and why it failed (dns, refused, tls, read-timeout, ...)
 
     def fields(self) -> dict[str, object]:
         """The canonical log line's fields, latencies in milliseconds."""

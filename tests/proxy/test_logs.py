@@ -10,7 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from proxykit import SENTINEL, Upstream, chat_request, completion, live_server, open_proxy, reply
+from proxykit import (
+    FIXTURES,
+    SENTINEL,
+    Upstream,
+    chat_request,
+    completion,
+    live_server,
+    open_proxy,
+    reply,
+)
 
 from guardrail.app import build_app
 from guardrail.observe.logs import REQUEST_FIELDS, configure_logging, new_request_id
@@ -159,3 +168,51 @@ def test_console_format_when_asked(capsys: pytest.CaptureFixture[str]) -> None:
     logging.getLogger("guardrail.test").info("hello")
     configure_logging("info", "auto")
     assert "hello" in stream.getvalue() and not stream.getvalue().startswith("{")
+
+
+@pytest.mark.parametrize(
+    ("upstream", "status", "cause"),
+    [
+        ("http://127.0.0.1:{closed}", 502, "refused"),  # nothing listens there
+        ("http://guardrail-no-such-host.invalid", 502, "dns"),  # .invalid never resolves
+    ],
+)
+async def test_an_upstream_failure_names_the_host_and_the_cause(
+    log_stream: io.StringIO, fixture_policies: PolicySet, upstream: str, status: int, cause: str
+) -> None:
+    """First-run friction (issue 13): a 502 logged only ``upstream_unavailable``, with no host and
+    no cause, even at debug level. The line now says which configured host and why (a real
+    connection through the production transport, no mock)."""
+    import socket
+
+    with socket.socket() as sock:  # a port that was free a moment ago: connecting is refused
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    url = upstream.format(closed=closed)
+    settings = Settings(upstream=url, policies=FIXTURES / "policies")
+    app = build_app(settings, fixture_policies)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
+    ) as client:
+        response = await client.post("/v1/chat/completions", json=chat_request("hi"))
+    await app.state.client.aclose()
+    assert response.status_code == status
+    (line,) = [r for r in lines(log_stream) if r.get("event") == "request"]
+    assert line["upstream_host"] == httpx.URL(url).host
+    assert line["upstream_cause"] == cause
+    assert "upstream_host" not in response.text  # for the log, not the client
+
+
+async def test_an_upstream_timeout_names_the_host_and_the_cause(
+    log_stream: io.StringIO, settings: Settings, fixture_policies: PolicySet
+) -> None:
+    """A read timeout is logged as such, with the host it went to."""
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("no answer", request=request)
+
+    async with open_proxy(settings, fixture_policies, Upstream(slow)) as client:
+        response = await client.post("/v1/chat/completions", json=chat_request("hi"))
+    assert response.status_code == 504
+    (line,) = [r for r in lines(log_stream) if r.get("event") == "request"]
+    assert (line["upstream_host"], line["upstream_cause"]) == ("upstream.test", "read-timeout")
