@@ -122,6 +122,33 @@ def _renderer(fmt: str, stream: TextIO) -> structlog.types.Processor:
     return structlog.dev.ConsoleRenderer(colors=hasattr(stream, "isatty") and stream.isatty())
 
 
+class _OnceAProcess(logging.Filter):
+    """Let uvicorn's life-cycle lines through once a process: ``guardrail serve`` runs up to three
+    servers (proxy, admin, demo) in one process, and each would print the same lines."""
+
+    _LIFECYCLE = frozenset({
+        "Started server process [%d]",
+        "Waiting for application startup.",
+        "Application startup complete.",
+        "Shutting down",
+        "Waiting for application shutdown.",
+        "Application shutdown complete.",
+        "Finished server process [%d]",
+    })  # fmt: skip
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._seen: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.name != "uvicorn.error" or record.msg not in self._LIFECYCLE:
+            return True
+        if record.msg in self._seen:
+            return False
+        self._seen.add(str(record.msg))
+        return True
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and the standard library through one renderer on ``stream`` (stderr).
 
@@ -153,6 +180,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
     handler = logging.StreamHandler(stream)
     handler.set_name(_HANDLER_NAME)
     handler.setFormatter(formatter)
+    handler.addFilter(_OnceAProcess())
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)

@@ -141,6 +141,8 @@ def test_demo_end_to_end(demo_process: tuple[str, list[str]]) -> None:
     assert f'OpenAI(base_url="{url}/v1"' in text
     assert "DEMO" in text
     assert "`--port 9000` moves the proxy" in text  # how to change ports (issue 13)
+    for line in ("Started server process", "Application startup complete."):
+        assert text.count(line) == 1, line  # once, though three servers start (issue 13)
     client = openai.OpenAI(base_url=f"{url}/v1", api_key="demo", max_retries=0, timeout=10)
     raw = client.chat.completions.with_raw_response.create(
         model="guardrail-demo",
