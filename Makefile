@@ -6,16 +6,28 @@ STAMP  := $(VENV)/.installed
 
 .PHONY: demo test install lint typecheck policy-test clean
 
-$(STAMP): pyproject.toml
+DEMO_STAMP := $(VENV)/.installed-demo
+SOURCES := $(shell find guardrail policies -type f \( -name '*.py' -o -name '*.yaml' \) 2>/dev/null)
+
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+
+# Development and tests: an editable install with the test tools.
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	touch $(STAMP)
 
 install: $(STAMP)
 
+# The demo needs only the proxy: a plain install of the package (no test tools, and none of the
+# build backend's editable-install notices), unless the development install is already there.
+$(DEMO_STAMP): pyproject.toml $(SOURCES) | $(BIN)/python
+	@if [ -f $(STAMP) ]; then touch $@; else \
+	  $(BIN)/python -m pip install --quiet --disable-pip-version-check . && rm -rf build && touch $@; fi
+
 ## Run the proxy on 127.0.0.1:8787 in front of the built-in demo upstream, with the default policies.
-demo: $(STAMP)
+demo: $(DEMO_STAMP)
 	$(BIN)/guardrail serve --demo
 
 ## Install everything and run the whole test suite (what CI runs).
