@@ -192,6 +192,9 @@ class Settings:
     watch_policies: bool = False
     watch_interval: float = 2.0
     config_file: Path | None = None
+    sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    """Where each key's value came from (``default``, the config file and line, ``environment
+    GUARDRAIL_X``, ``--flag``), for errors found after loading."""
 
     @property
     def routes(self) -> tuple[Route, ...]:
@@ -457,6 +460,7 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         watch_policies=get("watch_policies"),
         watch_interval=get("watch_interval"),
         config_file=config_file,
+        sources={name: source for name, (_, source) in values.items()},
     )
 
 

@@ -114,11 +114,7 @@ def run(args: argparse.Namespace) -> int:
         for route in settings.routes
         if route.policies is not None
     }
-    try:
-        recorder = recorder_for(settings)
-    except OSError as exc:
-        where = f"audit.path: cannot open {settings.audit.path}"
-        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
+    recorder = _recorder(settings)
     proxy_sock = _bind(settings.host, settings.port, "port")
     admin_sock = _bind(settings.admin_host, settings.admin_port, "admin_port")
     settings = replace(settings, admin_port=admin_sock.getsockname()[1])
@@ -395,6 +391,20 @@ def _loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return host == "localhost"
+
+
+def _recorder(settings: Settings) -> Recorder:
+    """The recorder; a file audit sink's folder is created when missing (a fresh host), and a
+    path that still cannot be opened is a ConfigError naming where the value came from."""
+    path = settings.audit.path if settings.audit.sink == "file" else None
+    try:
+        if path is not None:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        return recorder_for(settings)
+    except OSError as exc:
+        source = settings.sources.get("audit.path", "audit.path")
+        where = f"{source}: audit.path: cannot open {path}"
+        raise ConfigError(f"{where}: {exc.strerror or exc}") from None
 
 
 def demo_banner(proxy_url: str, upstream_url: str, admin_url: str | None = None) -> str:

@@ -102,7 +102,9 @@ def test_serve_flags_map_to_the_settings() -> None:
 def test_an_audit_file_that_cannot_be_opened_stops_start_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    missing = tmp_path / "no-such-folder" / "audit.jsonl"
+    """The error says where the value came from (here the flag), like every config error."""
+    (tmp_path / "a-file").write_text("")
+    blocked = tmp_path / "a-file" / "audit.jsonl"  # its folder is a file: it cannot be made
     argv = [
         "serve",
         "--upstream",
@@ -112,7 +114,22 @@ def test_an_audit_file_that_cannot_be_opened_stops_start_up(
         "--audit-sink",
         "file",
         "--audit-path",
-        str(missing),
+        str(blocked),
     ]
     assert main(argv) == 2
-    assert f"audit.path: cannot open {missing}" in capsys.readouterr().err
+    assert f"--audit-path: audit.path: cannot open {blocked}" in capsys.readouterr().err
+
+
+def test_an_audit_folder_missing_on_a_fresh_host_is_created(tmp_path: Path) -> None:
+    """First-run friction (issue 13): the production config's audit path failed on a fresh host
+    because its folder did not exist. The folder is now made at start-up."""
+    path = tmp_path / "var" / "log" / "guardrail" / "audit.jsonl"
+    config = tmp_path / "guardrail.yaml"
+    config.write_text(f"upstream: http://up.test\naudit: {{sink: file, path: {path}}}\n")
+    settings = load_settings(config=config, env={})
+    assert settings.sources["audit.path"].startswith(f"config file {config}")
+    recorder = serve._recorder(settings)
+    try:
+        assert path.parent.is_dir()
+    finally:
+        recorder.close()
