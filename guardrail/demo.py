@@ -1,4 +1,4 @@
-"""The built-in demo upstream: a scripted, OpenAI-compatible stand-in for a chat model.
+"""The built-in demo upstream: a scripted stand-in for a chat model, in all four APIs.
 
 ``guardrail serve --demo`` runs this app on 127.0.0.1 beside the proxy and points the proxy at it,
 so a newcomer sees the policies act without an API key. It is NOT a model: it picks one of a few
@@ -6,9 +6,14 @@ canned replies from keywords in the last user message. Several replies are delib
 (pure validation, invitations to depend on the assistant, no referral to human support) because
 they exist to show what the guardrail catches.
 
-Endpoints: ``POST /v1/chat/completions`` (JSON, or SSE chunks with ``"stream": true``; ``n`` and
-``stream_options.include_usage`` honoured), ``GET /v1/models``, ``GET /v1/models/{id}``. Anything
-else answers 404 in the OpenAI error format. No key is checked.
+Endpoints, whole or streamed as the request asks: ``POST /v1/chat/completions`` (``n`` and
+``stream_options.include_usage`` honoured), ``POST /v1/responses``, ``POST /v1/messages``
+(Anthropic), ``POST /api/chat`` (Ollama, streamed unless ``"stream": false``); ``GET /v1/models``,
+``GET /v1/models/{id}``. Anything else answers 404. No key is checked.
+
+The request header ``x-demo-reply`` chooses the reply: a script's name (``dependency``,
+``pure-validation``, ``missing-referral``, ``missing-crisis-resources``) or any text, sent as
+the model's reply, so a user can watch a policy of their own act with nothing but curl.
 """
 
 from __future__ import annotations
@@ -17,7 +22,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -26,9 +31,19 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 from starlette.types import Receive, Scope, Send
 
-__all__ = ["DEMO_MODEL", "SCRIPTS", "Script", "build_demo_app", "choose_reply"]
+from guardrail.demo_wire import (
+    anthropic_events,
+    anthropic_message,
+    ollama_lines,
+    ollama_reply,
+    response_object,
+    responses_events,
+)
+
+__all__ = ["DEMO_MODEL", "REPLY_HEADER", "SCRIPTS", "Script", "build_demo_app", "choose_reply"]
 
 DEMO_MODEL = "guardrail-demo"
+REPLY_HEADER = "x-demo-reply"
 
 
 @dataclass(frozen=True)
@@ -105,6 +120,29 @@ def choose_reply(messages: object) -> str:
     return DEFAULT_REPLY
 
 
+def requested_reply(request: Request, messages: object) -> str:
+    """The reply the ``x-demo-reply`` header asks for (a script's name, or the text itself),
+    else the scripted one for ``messages``."""
+    raw = request.headers.get(REPLY_HEADER, "")
+    text = raw.encode("latin-1").decode("utf-8", "replace").strip()
+    if not text:
+        return choose_reply(messages)
+    named = {script.name: script.reply for script in SCRIPTS}
+    return named.get(text.lower(), text)
+
+
+def _input_messages(value: object) -> list[object] | None:
+    """A Responses ``input`` (a string or a list of items) as chat-style messages."""
+    if isinstance(value, str):
+        return [{"role": "user", "content": value}]
+    return value if isinstance(value, list) else None
+
+
+def _pieces(reply: str) -> list[str]:
+    words = reply.split(" ")
+    return [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+
+
 def _parts_text(content: object) -> str:
     if not isinstance(content, list):
         return ""
@@ -113,11 +151,20 @@ def _parts_text(content: object) -> str:
     )
 
 
-def _error(status: int, message: str, code: str) -> JSONResponse:
-    body = {
+def _error(status: int, message: str, code: str, api: str = "openai") -> JSONResponse:
+    body: dict[str, object] = {
         "error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}
     }
+    if api == "anthropic":
+        body = {"type": "error", "error": {"type": "invalid_request_error", "message": message}}
+    elif api == "ollama":
+        body = {"error": message}
     return JSONResponse(body, status_code=status)
+
+
+def _tokens(prompt: object, reply: str) -> tuple[int, int]:
+    """(prompt, reply) token counts, roughly: words."""
+    return len(json.dumps(prompt).split()), len(reply.split())
 
 
 def _usage(prompt: object, reply: str, n: int) -> dict[str, int]:
@@ -143,7 +190,7 @@ class DemoUpstream:
             return _error(400, "The request body is not valid JSON.", "invalid_json")
         if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
             return _error(400, "'messages' is required and must be a list.", "invalid_messages")
-        reply = choose_reply(body["messages"])
+        reply = requested_reply(request, body["messages"])
         raw_n = body.get("n")
         n = raw_n if isinstance(raw_n, int) and 0 < raw_n <= 8 else 1
         model = body["model"] if isinstance(body.get("model"), str) else DEMO_MODEL
@@ -185,8 +232,7 @@ class DemoUpstream:
             data = {**meta, "object": "chat.completion.chunk", "choices": choices, **extra}
             return f"data: {json.dumps(data)}\n\n".encode()
 
-        words = reply.split(" ")
-        pieces = [w + (" " if i < len(words) - 1 else "") for i, w in enumerate(words)]
+        pieces = _pieces(reply)
         for i in range(n):
             yield chunk(
                 [{"index": i, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]
@@ -200,6 +246,62 @@ class DemoUpstream:
         if usage is not None:
             yield chunk([], usage=usage)
         yield b"data: [DONE]\n\n"
+
+    async def _request(
+        self, request: Request, key: str, api: str
+    ) -> tuple[dict[str, object], list[object], str, str] | Response:
+        """(the body, its messages, the reply, the model), or the error response."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            return _error(400, "The request body is not valid JSON.", "invalid_json", api)
+        messages = _input_messages(body.get(key)) if isinstance(body, dict) else None
+        if messages is None or (key == "messages" and not isinstance(body.get(key), list)):
+            return _error(400, f"'{key}' is required.", f"invalid_{key}", api)
+        model = body["model"] if isinstance(body.get("model"), str) else DEMO_MODEL
+        return body, messages, requested_reply(request, messages), model
+
+    async def _paced(self, events: Iterator[bytes]) -> AsyncIterator[bytes]:
+        for i, event in enumerate(events):
+            if i:
+                await asyncio.sleep(self.delay)
+            yield event
+
+    async def responses(self, request: Request) -> Response:
+        """OpenAI Responses, whole or streamed."""
+        got = await self._request(request, "input", "openai")
+        if isinstance(got, Response):
+            return got
+        body, messages, reply, model = got
+        rid, tokens = f"resp_demo{next(_ids)}", _tokens(messages, reply)
+        if body.get("stream") is True:
+            events = responses_events(rid, model, _pieces(reply), tokens)
+            return StreamingResponse(self._paced(events), media_type="text/event-stream")
+        return JSONResponse(response_object(rid, model, reply, "completed", tokens))
+
+    async def messages(self, request: Request) -> Response:
+        """Anthropic Messages, whole or streamed."""
+        got = await self._request(request, "messages", "anthropic")
+        if isinstance(got, Response):
+            return got
+        body, messages, reply, model = got
+        mid, tokens = f"msg_demo{next(_ids)}", _tokens(messages, reply)
+        if body.get("stream") is True:
+            events = anthropic_events(mid, model, _pieces(reply), tokens)
+            return StreamingResponse(self._paced(events), media_type="text/event-stream")
+        return JSONResponse(anthropic_message(mid, model, reply, tokens))
+
+    async def ollama(self, request: Request) -> Response:
+        """Ollama chat: streamed (NDJSON) unless the request says ``"stream": false``."""
+        got = await self._request(request, "messages", "ollama")
+        if isinstance(got, Response):
+            return got
+        body, messages, reply, model = got
+        tokens = _tokens(messages, reply)
+        if body.get("stream") is False:
+            return JSONResponse(ollama_reply(model, reply, tokens))
+        lines = ollama_lines(model, _pieces(reply), tokens)
+        return StreamingResponse(self._paced(lines), media_type="application/x-ndjson")
 
     async def models(self, request: Request) -> Response:
         return JSONResponse({"object": "list", "data": [_model()]})
@@ -216,7 +318,10 @@ class DemoUpstream:
 
 async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "http":
-        message = "The demo upstream serves /v1/chat/completions and /v1/models only."
+        message = (
+            "The demo upstream serves /v1/chat/completions, /v1/responses, /v1/messages, "
+            "/api/chat and /v1/models only."
+        )
         await _error(404, message, "not_found")(scope, receive, send)
 
 
@@ -230,6 +335,9 @@ def build_demo_app(delay: float = 0.03) -> Starlette:
     app = Starlette(
         routes=[
             Route("/v1/chat/completions", demo.chat, methods=["POST"]),
+            Route("/v1/responses", demo.responses, methods=["POST"]),
+            Route("/v1/messages", demo.messages, methods=["POST"]),
+            Route("/api/chat", demo.ollama, methods=["POST"]),
             Route("/v1/models", demo.models, methods=["GET"]),
             Route("/v1/models/{model}", demo.model, methods=["GET"]),
         ]

@@ -419,6 +419,9 @@ Try it with curl:
     -H 'content-type: application/json' \\
     -d '{{"model": "{DEMO_MODEL}", "messages": [{{"role": "user", "content": "{prompt}"}}]}}'
 
+Choose the upstream's reply yourself: add -H 'x-demo-reply: <a script name or any text>'.
+The demo speaks /v1/chat/completions, /v1/responses, /v1/messages and /api/chat.
+
 Or with the openai Python package:
   from openai import OpenAI
   client = OpenAI(base_url="{proxy_url}/v1", api_key="demo")
