@@ -15,7 +15,8 @@ path               method  what
 ``/-/stats``       GET     the dashboard's figures as JSON (``guardrail.observe.stats``)
 ``/dashboard``     GET     the built-in dashboard page (also ``/-/dashboard``)
 ``/-/healthy``     GET     200 while the process answers (liveness)
-``/-/ready``       GET     200 once the proxy listener serves, else 503 (readiness)
+``/-/ready``       GET     200 once the proxy listener serves (every policy set is loaded before
+                           it starts), 503 before that and while draining (readiness)
 =================  ======  ===========================================================
 
 With ``admin_token`` set (``GUARDRAIL_ADMIN_TOKEN``), every endpoint but ``/-/healthy``,
@@ -103,12 +104,14 @@ def build_admin_app(
     *,
     token: str | None = None,
     ready: Callable[[], bool] = lambda: True,
+    draining: Callable[[], bool] = lambda: False,
     history: StatsHistory | None = None,
     sample_every: float = 5.0,
 ) -> ASGIApp:
     """The admin ASGI app. ``reloader`` None: ``/-/reload`` answers 503 (reload not available).
 
-    ``ready`` tells whether the proxy listener serves; the lifespan samples the metrics every
+    ``ready`` tells whether the proxy listener serves, ``draining`` whether it is finishing its
+    work after SIGTERM (both read by ``/-/ready``); the lifespan samples the metrics every
     ``sample_every`` seconds so the dashboard's windows fill in without a page open.
     """
     stats_history = history if history is not None else StatsHistory()
@@ -151,6 +154,8 @@ def build_admin_app(
         return _json({"status": "ok"})
 
     async def ready_endpoint(request: Request) -> Response:
+        if draining():  # SIGTERM: let the load balancer stop sending while in-flight work ends
+            return _json({"status": "draining"}, 503)
         ok = ready()
         return _json({"status": "ready" if ok else "starting"}, 200 if ok else 503)
 

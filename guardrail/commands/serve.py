@@ -196,14 +196,30 @@ class _Server(uvicorn.Server):
         yield
 
 
-@contextlib.contextmanager
-def _stop_on_signals(servers: list[uvicorn.Server]) -> Generator[None, None, None]:
-    """SIGINT/SIGTERM: shut every server down gracefully (a second signal forces it)."""
+class Drain:
+    """SIGTERM or SIGINT, the first time: the proxy listener stops accepting, readiness answers
+    503 (``draining``) while requests and streams in flight finish, for at most
+    ``drain_timeout`` (then they are cut); once the proxy is done the other listeners stop and
+    the process exits 0. A second signal stops everything at once."""
 
-    def stop() -> None:
-        for server in servers:
-            server.force_exit = server.should_exit
-            server.should_exit = True
+    def __init__(self, proxy: uvicorn.Server, servers: list[uvicorn.Server]) -> None:
+        self.proxy, self.servers = proxy, servers
+        self.draining = False
+
+    def __call__(self) -> None:
+        if self.draining:  # the second signal: now
+            for server in self.servers:
+                server.force_exit = server.should_exit = True
+            return
+        self.draining = True
+        timeout = self.proxy.config.timeout_graceful_shutdown
+        get_logger("guardrail.serve").info("draining", drain_timeout=timeout)
+        self.proxy.should_exit = True
+
+
+@contextlib.contextmanager
+def _stop_on_signals(stop: Callable[[], None]) -> Generator[None, None, None]:
+    """SIGINT/SIGTERM call ``stop`` (see :class:`Drain`)."""
 
     loop = asyncio.get_running_loop()
     handled = [sig for sig in (signal.SIGINT, signal.SIGTERM) if hasattr(signal, sig.name)]
@@ -231,6 +247,7 @@ def _server(
             max_connections=settings.max_client_connections,
         )
         limits["timeout_keep_alive"] = settings.keepalive_timeout
+        limits["timeout_graceful_shutdown"] = settings.drain_timeout
     config = uvicorn.Config(
         app,
         host=host,
@@ -271,18 +288,21 @@ async def _serve(
         installed=installed,
         load=sets.load,
     )
+    servers: list[uvicorn.Server] = [proxy]
+    drain = Drain(proxy, servers)
     admin = build_admin_app(
         app.state.policies,
         reloader,
         token=settings.admin_token,
         ready=lambda: bool(proxy.started),
+        draining=lambda: drain.draining,
     )
-    servers = [proxy, _server(admin, settings.admin_host, settings.admin_port, settings)]
+    servers.append(_server(admin, settings.admin_host, settings.admin_port, settings))
     sockets = [proxy_sock, admin_sock]
     if demo_sock is not None:
         servers.append(_server(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
         sockets.append(demo_sock)
-    with _stop_on_signals(servers), reload_on_sighup(reloader):
+    with _stop_on_signals(drain), reload_on_sighup(reloader):
         tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
         if settings.watch_policies:
             watcher = watch(reloader, settings.watch_interval)
