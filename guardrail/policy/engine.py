@@ -72,7 +72,7 @@ class LeafIndex:
     at most ``_CHOICES``).
     """
 
-    __slots__ = ("_always", "_chosen", "_leaves", "_mask_of", "_spans")
+    __slots__ = ("_always", "_chosen", "_leaves", "_mask_of", "_owner")
 
     _CHOICES = 4096
 
@@ -80,11 +80,11 @@ class LeafIndex:
         self._leaves = tuple(leaves)
         self._always = 0
         self._mask_of: dict[str, int] = {}
-        self._spans: list[tuple[int, int]] = []  # per leaf: its first bit, its pattern count
+        self._owner: list[tuple[int, int]] = []  # per bit: its leaf's index, its pattern's
         bit = 0
-        for leaf in self._leaves:
-            self._spans.append((bit, len(leaf.patterns)))
-            for needed in leaf.prefilters:
+        for i, leaf in enumerate(self._leaves):
+            for j, needed in enumerate(leaf.prefilters):
+                self._owner.append((i, j))
                 if needed is None:
                     self._always |= 1 << bit
                 for lit in needed or ():
@@ -110,12 +110,21 @@ class LeafIndex:
         return chosen
 
     def _choose(self, mask: int) -> tuple[tuple[Leaf, tuple[int, ...]], ...]:
-        out = []
-        for leaf, (first, count) in zip(self._leaves, self._spans):
-            bits = mask >> first & ((1 << count) - 1)
-            if bits:
-                out.append((leaf, tuple(j for j in range(count) if bits >> j & 1)))
-        return tuple(out)
+        """The leaves of the bits set in ``mask`` (bits go in leaf order, then pattern order),
+        each with its patterns' indices: one step per bit set, not per leaf."""
+        out: list[tuple[Leaf, list[int]]] = []
+        owner = self._owner
+        current = -1
+        while mask:
+            low = mask & -mask
+            at, j = owner[low.bit_length() - 1]
+            if at != current:
+                out.append((self._leaves[at], [j]))
+                current = at
+            else:
+                out[-1][1].append(j)
+            mask ^= low
+        return tuple((leaf, tuple(indices)) for leaf, indices in out)
 
     def candidates(self, view: TextView) -> tuple[Leaf, ...]:
         """The leaves that may match ``view``, in their order (all of them without a scanner)."""
