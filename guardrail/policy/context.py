@@ -144,9 +144,9 @@ def _scan_message(
     ``failed`` and make the result unfit to remember (returned with a ``""`` marker)."""
     view = TextView(content, ps.scanners.get(role), message=True)
     found: dict[str, Found] = {}
-    for leaf in ps.indexes[role].candidates(view):  # the role's leaves its literals allow
+    for leaf, chosen in ps.indexes[role].chosen(view):  # the role's leaves its literals allow
         try:
-            matches = leaf.find(view)
+            matches = leaf.find(view, chosen)
         except Exception as exc:  # noqa: BLE001 -- a detector failure must not lose the reply
             failed[leaf.name] = type(exc).__name__
             found[""] = ()

@@ -351,12 +351,16 @@ class Leaf:
         """False only when no pattern can match ``view`` (its prefilters rule all out)."""
         return bool(self._candidates(view))
 
-    def find(self, view: TextView) -> list[tuple[int, int, str]]:
+    def find(
+        self, view: TextView, chosen: Iterable[int] | None = None
+    ) -> list[tuple[int, int, str]]:
         """The surviving matches: spans of the original text (``TextView.reading`` maps them
-        back), keys read from the normalised text."""
+        back), keys read from the normalised text. ``chosen``: the indices of the patterns
+        that may match, when the caller knows them (``engine.LeafIndex``); else the leaf's
+        prefilters choose."""
         norm = view.norm
         found: list[tuple[int, int, str]] = []
-        for i in self._candidates(view):
+        for i in self._candidates(view) if chosen is None else chosen:
             for m in self.patterns[i].finditer(view.flat):
                 start, end = m.span()
                 if self.unless_negated and self.filters.negated(norm, start):

@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import importlib
 import itertools
+import math
 import operator
 import re
 from collections.abc import Iterable
@@ -185,7 +186,7 @@ def _frequency(lit: str) -> float:
 def _cost(lits: Lits) -> float:
     """Rough cost of a prefilter: a little per string (one scanner pass finds them all), plus
     the full regex whenever one of them occurs."""
-    return 0.002 * len(lits) + sum(_frequency(s) for s in lits)
+    return 0.002 * len(lits) + math.fsum(map(_frequency, lits))  # in any order: the same
 
 
 def _long_enough(lit: str) -> bool:

@@ -161,14 +161,14 @@ class Scan:
         self._in_quote = view.ends_in_quote
         local: dict[str, bool] = dict.fromkeys(ps.sentence_leaves, False)
         here: dict[str, list[Evidence]] = {}
-        for leaf in ps.indexes["reply"].candidates(view):  # the leaves its literals allow
+        for leaf, chosen in ps.indexes["reply"].chosen(view):  # the leaves its literals allow
             name = leaf.name
             if name in self._failed or (
                 leaf.first_sentences is not None and position >= leaf.first_sentences
             ):
                 continue
             try:
-                found = leaf.find(view)
+                found = leaf.find(view, chosen)
             except Exception as exc:  # noqa: BLE001 -- a detector failure must not lose the reply
                 self._failed[name] = type(exc).__name__
                 self._values.pop(name, None)

@@ -449,9 +449,9 @@ def test_a_message_seen_again_is_not_scanned_again(
     calls: list[str] = []
     original = Leaf.find
 
-    def counting(self: Leaf, view: object) -> list[tuple[int, int, str]]:
+    def counting(self: Leaf, view: object, *chosen: object) -> list[tuple[int, int, str]]:
         calls.append(self.name)
-        return original(self, view)  # type: ignore[arg-type]
+        return original(self, view, *chosen)  # type: ignore[arg-type]
 
     monkeypatch.setattr(Leaf, "find", counting)
     first = Conversation.of(("user", "so sad today"))
@@ -541,7 +541,7 @@ def test_a_context_detector_that_raises_is_not_remembered(
     )
     original = Leaf.find
 
-    def failing(self: Leaf, view: object) -> list[tuple[int, int, str]]:
+    def failing(self: Leaf, view: object, *chosen: object) -> list[tuple[int, int, str]]:
         raise RuntimeError("boom")
 
     monkeypatch.setattr(Leaf, "find", failing)
