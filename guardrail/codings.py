@@ -8,15 +8,9 @@ from __future__ import annotations
 
 import zlib
 
+from guardrail.errors import TooLarge, Undecodable  # re-exported: their old home
+
 __all__ = ["STREAM_CODINGS", "TooLarge", "Undecodable", "decode_body", "stream_decodable"]
-
-
-class Undecodable(ValueError):
-    """A body whose Content-Encoding guardrail cannot undo (unknown coding, corrupt data)."""
-
-
-class TooLarge(Undecodable):
-    """A body that decodes to more than the inspection limit."""
 
 
 def decode_body(raw: bytes, content_encoding: str, limit: int) -> bytes:

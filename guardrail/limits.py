@@ -30,6 +30,13 @@ from typing import TypeVar
 import anyio
 import anyio.to_thread
 
+from guardrail.errors import (  # re-exported: their old home
+    ClientBusy,
+    Refused,
+    RequestsBusy,
+    RequestTooLarge,
+    StreamsBusy,
+)
 from guardrail.inspect import OFFLOAD_BYTES
 
 __all__ = [
@@ -55,45 +62,6 @@ SHARE = 0.75
 all other requests may hold together."""
 HEAVY_THREADS = 4
 """Worker threads that large requests' parsing and evaluation may use at once."""
-
-
-class Refused(Exception):
-    """A request a limit turned away; ``code`` is also its metric reason (``REFUSALS``)."""
-
-    status = 503
-    code = "refused"
-    kind = "server_error"
-    retry_after: int | None = None
-
-
-class RequestTooLarge(Refused):
-    status, code, kind = 413, "request_too_large", "invalid_request_error"
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"Request body larger than {limit} bytes (max_request_bytes).")
-
-
-class ClientBusy(Refused):
-    status, code, kind, retry_after = 429, "client_busy", "rate_limit_error", 1
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(
-            f"Too many requests in flight from this client (at most {limit}); retry later."
-        )
-
-
-class StreamsBusy(Refused):
-    status, code, kind, retry_after = 503, "streams_busy", "server_error", 1
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"All {limit} stream slots of the upstream pool are taken; retry later.")
-
-
-class RequestsBusy(Refused):
-    status, code, kind, retry_after = 503, "requests_busy", "server_error", 1
-
-    def __init__(self, limit: int) -> None:
-        super().__init__(f"All {limit} request slots of the upstream pool are taken; retry later.")
 
 
 # --------------------------------------------------------------------------- request size

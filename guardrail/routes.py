@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from guardrail import config_values as cv
+from guardrail.errors import NoRoute, RouteError  # re-exported: their old home
 
 __all__ = [
     "ROUTE_KEYS",
@@ -100,13 +101,6 @@ def _same(a: Path, b: Path) -> bool:
     except OSError:
         return a == b
 
-
-class RouteError(ValueError):
-    """A bad ``routes:`` entry; ``index`` says which (the message names the key)."""
-
-    def __init__(self, index: int, message: str) -> None:
-        super().__init__(f"routes[{index}].{message}")
-        self.index = index
 
 
 def _prefix(raw: object) -> str:
@@ -190,10 +184,6 @@ def _entry(index: int, entry: object, base: Path | None) -> RouteSpec:
 
 
 # --------------------------------------------------------------------------- request time
-
-
-class NoRoute(LookupError):
-    """No configured route matches the request path (answered 404, nothing forwarded)."""
 
 
 def _fold(segment: bytes) -> str:

@@ -11,11 +11,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
+from guardrail.errors import Stalled  # re-exported: its old home
+
 __all__ = ["Stall", "Stalled"]
-
-
-class Stalled(Exception):
-    """The stall deadline passed while the pump waited for upstream bytes."""
 
 
 class Stall:

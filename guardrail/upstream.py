@@ -39,7 +39,13 @@ import httpx
 from starlette.types import Receive, Scope, Send
 
 from guardrail.codings import TooLarge, Undecodable, decode_body
-from guardrail.errors import UpstreamError, UpstreamTimeout, UpstreamUnavailable
+from guardrail.errors import (
+    RelayAborted,
+    UnsafeTarget,
+    UpstreamError,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
 from guardrail.settings import Settings
 from guardrail.transport import AiohttpTransport
 
@@ -70,10 +76,6 @@ HOP_BY_HOP = frozenset(
     {b"connection", b"keep-alive", b"te", b"trailer", b"transfer-encoding", b"upgrade"}
 )
 _NOT_FORWARDED = frozenset({b"host", b"expect"})
-
-
-class UnsafeTarget(ValueError):
-    """A request target that could leave the configured upstream base; answered with 400."""
 
 
 def build_client(
@@ -360,11 +362,6 @@ async def watch_disconnect(
     if not responder.complete:
         responder.record.error = responder.record.error or "client_disconnected"
         scope.cancel()
-
-
-class RelayAborted(Exception):
-    """The upstream body broke off after the response started; the client connection is dropped
-    so the client sees a truncated response instead of a falsely complete one."""
 
 
 def client_headers(

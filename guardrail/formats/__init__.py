@@ -19,6 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from guardrail.errors import FormatError  # re-exported: its old home
 from guardrail.policy import Conversation, Message
 
 __all__ = [
@@ -32,12 +33,6 @@ __all__ = [
 ]
 
 
-class FormatError(ValueError):
-    """A request or response body that a wire-format module cannot parse.
-
-    The message describes the shape problem (``"choices[0].message is not an object"``) and never
-    quotes message or reply text, so it is safe to log.
-    """
 
 
 @dataclass(frozen=True)

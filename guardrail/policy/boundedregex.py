@@ -37,6 +37,7 @@ from typing import Protocol
 
 import regex
 
+from guardrail.errors import RegexTimeout  # re-exported: its old home
 from guardrail.policy.regexshape import attack_texts
 
 __all__ = [
@@ -80,10 +81,6 @@ class Matcher(Protocol):
 _CACHED = 4096
 """Compiled patterns and probe results remembered (a reload reuses those of the patterns it
 keeps)."""
-
-
-class RegexTimeout(TimeoutError):
-    """A policy pattern spent its whole budget on one text (it backtracks catastrophically)."""
 
 
 def budget(length: int) -> float:

@@ -196,7 +196,7 @@ def _odd() -> frozenset[str]:
     """Characters ``_read_cluster`` changes even in NFKC text: controls, format characters,
     whitespace other than the ASCII space and line feed, surrogates (built once, ~30 ms)."""
     odd = {chr(code) for code in range(0xD800, 0xE000)}
-    for plane in (range(0x0, 0xD800), range(0xE000, 0x20000), range(0xE0000, 0xE1000)):
+    for plane in (range(0xD800), range(0xE000, 0x20000), range(0xE0000, 0xE1000)):
         for code in plane:
             ch = chr(code)
             if ch.isspace() or unicodedata.category(ch) in ("Cc", "Cf"):
