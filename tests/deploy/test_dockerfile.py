@@ -7,6 +7,7 @@ and admin app; tests/deploy/test_container_command.py runs its command line for 
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -30,8 +31,9 @@ HADOLINT = Path(sys.executable).with_name("hadolint")
 
 
 def instructions(text: str | None = None) -> list[dict[str, Any]]:
-    parser = DockerfileParser(fileobj=None)
-    parser.content = DOCKERFILE.read_text(encoding="utf-8") if text is None else text
+    content = DOCKERFILE.read_text(encoding="utf-8") if text is None else text
+    # In memory: given no file object, the parser writes a ./Dockerfile of its own.
+    parser = DockerfileParser(fileobj=io.BytesIO(content.encode("utf-8")))
     return list(parser.structure)
 
 
