@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -71,15 +72,35 @@ def environment() -> tuple[dict[str, str], int, int]:
     return env, port, admin
 
 
+READ_ONLY = (
+    'for m in $(cut -d" " -f2 /proc/self/mounts | sort -u); do '
+    'mount -o remount,bind,ro "$m" 2>/dev/null; done; '
+    'if touch /tmp/.guardrail-rw-probe 2>/dev/null; then echo "/tmp still writable"; exit 97; fi; '
+    'exec "$@"'
+)
+"""Run a command with every mount of the file system read-only, as a container's
+readOnlyRootFilesystem (in a user and mount namespace: no privileges needed)."""
+
+
+def read_only_wrapper() -> list[str]:
+    wrapper = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", READ_ONLY, "sh"]
+    probe = subprocess.run([*wrapper, "true"], check=False, capture_output=True, timeout=10)
+    if shutil.which("unshare") is None or probe.returncode != 0:
+        pytest.skip("no user namespaces here: cannot make the file system read-only")
+    return wrapper
+
+
 @contextlib.contextmanager
-def serve(cwd: Path) -> Iterator[Running]:
+def serve(cwd: Path, wrapper: list[str] | None = None) -> Iterator[Running]:
     env, port, admin = environment()
     command = ["guardrail", *json.loads(one(final_stage(), "CMD"))]
     command[command.index("--config") + 1] = str(CONTAINER_CONFIG)
     command[0] = str(Path(sys.executable).with_name("guardrail"))
     log = cwd / "guardrail.log"
     with log.open("wb") as out:
-        process = subprocess.Popen(command, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = subprocess.Popen(
+            [*(wrapper or []), *command], cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -162,3 +183,22 @@ def test_the_command_refuses_to_start_without_an_upstream(tmp_path: Path) -> Non
     )
     assert result.returncode == 2, result.stdout + result.stderr
     assert "upstream" in result.stderr and "GUARDRAIL_UPSTREAM" in result.stderr
+
+
+def test_the_container_command_runs_on_a_read_only_file_system(tmp_path: Path) -> None:
+    """readOnlyRootFilesystem / `read_only: true`: guardrail writes nothing to start and serve.
+    Every mount is made read-only (the log goes to an open file, like a container's stdout)."""
+    with serve(tmp_path, read_only_wrapper()) as running:
+        admin = f"http://127.0.0.1:{running.admin_port}"
+        assert httpx.get(admin + "/-/ready", timeout=5).status_code == 200
+        reply = httpx.post(
+            f"http://127.0.0.1:{running.port}/v1/chat/completions",
+            json={"model": "demo", "messages": [{"role": "user", "content": "I feel so alone"}]},
+            timeout=30,
+        )
+        assert reply.status_code == 200, reply.text
+        reload = httpx.post(admin + "/-/reload", timeout=30)  # a policy reload writes nothing
+        assert reload.status_code == 200, reload.text
+        assert healthcheck(running.env) == 0
+    assert running.process.returncode == 0, running.log.read_text()
+    assert "Read-only file system" not in running.log.read_text()
