@@ -91,11 +91,14 @@ def read_only_wrapper() -> list[str]:
 
 
 @contextlib.contextmanager
-def serve(cwd: Path, wrapper: list[str] | None = None) -> Iterator[Running]:
+def serve(
+    cwd: Path, wrapper: list[str] | None = None, bin_dir: Path | None = None
+) -> Iterator[Running]:
+    """The image's CMD with ``bin_dir``'s guardrail (default: this venv's)."""
     env, port, admin = environment()
     command = ["guardrail", *json.loads(one(final_stage(), "CMD"))]
     command[command.index("--config") + 1] = str(CONTAINER_CONFIG)
-    command[0] = str(Path(sys.executable).with_name("guardrail"))
+    command[0] = str((bin_dir or Path(sys.executable).parent) / "guardrail")
     log = cwd / "guardrail.log"
     with log.open("wb") as out:
         process = subprocess.Popen(
