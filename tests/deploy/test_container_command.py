@@ -92,10 +92,14 @@ def read_only_wrapper() -> list[str]:
 
 @contextlib.contextmanager
 def serve(
-    cwd: Path, wrapper: list[str] | None = None, bin_dir: Path | None = None
+    cwd: Path,
+    wrapper: list[str] | None = None,
+    bin_dir: Path | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> Iterator[Running]:
     """The image's CMD with ``bin_dir``'s guardrail (default: this venv's)."""
     env, port, admin = environment()
+    env |= extra_env or {}
     command = ["guardrail", *json.loads(one(final_stage(), "CMD"))]
     command[command.index("--config") + 1] = str(CONTAINER_CONFIG)
     command[0] = str((bin_dir or Path(sys.executable).parent) / "guardrail")
