@@ -22,7 +22,7 @@ import asyncio
 import itertools
 import json
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 
 from starlette.applications import Starlette
@@ -269,27 +269,37 @@ class DemoUpstream:
 
     async def responses(self, request: Request) -> Response:
         """OpenAI Responses, whole or streamed."""
-        got = await self._request(request, "input", "openai")
-        if isinstance(got, Response):
-            return got
-        body, messages, reply, model = got
-        rid, tokens = f"resp_demo{next(_ids)}", _tokens(messages, reply)
-        if body.get("stream") is True:
-            events = responses_events(rid, model, _pieces(reply), tokens)
-            return StreamingResponse(self._paced(events), media_type="text/event-stream")
-        return JSONResponse(response_object(rid, model, reply, "completed", tokens))
+
+        def whole(rid: str, model: str, reply: str, tokens: tuple[int, int]) -> object:
+            return response_object(rid, model, reply, "completed", tokens)
+
+        return await self._answer(request, "input", "openai", "resp_demo", whole, responses_events)
 
     async def messages(self, request: Request) -> Response:
         """Anthropic Messages, whole or streamed."""
-        got = await self._request(request, "messages", "anthropic")
+        return await self._answer(
+            request, "messages", "anthropic", "msg_demo", anthropic_message, anthropic_events
+        )
+
+    async def _answer(
+        self,
+        request: Request,
+        key: str,
+        api: str,
+        prefix: str,
+        whole: Callable[[str, str, str, tuple[int, int]], object],
+        events: Callable[[str, str, list[str], tuple[int, int]], Iterator[bytes]],
+    ) -> Response:
+        """One SSE API's answer: the whole reply as JSON, or its events when streamed."""
+        got = await self._request(request, key, api)
         if isinstance(got, Response):
             return got
         body, messages, reply, model = got
-        mid, tokens = f"msg_demo{next(_ids)}", _tokens(messages, reply)
+        rid, tokens = f"{prefix}{next(_ids)}", _tokens(messages, reply)
         if body.get("stream") is True:
-            events = anthropic_events(mid, model, _pieces(reply), tokens)
-            return StreamingResponse(self._paced(events), media_type="text/event-stream")
-        return JSONResponse(anthropic_message(mid, model, reply, tokens))
+            stream = events(rid, model, _pieces(reply), tokens)
+            return StreamingResponse(self._paced(stream), media_type="text/event-stream")
+        return JSONResponse(whole(rid, model, reply, tokens))
 
     async def ollama(self, request: Request) -> Response:
         """Ollama chat: streamed (NDJSON) unless the request says ``"stream": false``."""
