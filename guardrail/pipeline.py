@@ -22,8 +22,9 @@ this module does the HTTP around it. Three paths:
 * **Pass-through**: every other request, and chat replies that cannot be inspected (reasons:
   ``stream`` for a stream of another media type, ``encoding`` for a stream in a content coding
   guardrail cannot undo as it arrives (byte for byte, never with its text lost),
-  ``upstream-error``, ``not-json``, ``too-large``, ``unparseable``, ``engine-error``): status, headers (hop-by-hop removed) and
-  body unchanged, relayed chunk by chunk unless it was already read.
+  ``upstream-error``, ``not-json``, ``too-large``, ``unparseable``, ``engine-error``): status,
+  headers (hop-by-hop removed) and body unchanged, relayed chunk by chunk unless it was already
+  read.
 
 Guarantees: the client never gets a traceback; an exception inside the policy engine never loses
 the reply (fail open, marked ``engine-error``). Per-request state lives in
@@ -437,7 +438,6 @@ class Pipeline:
             conversation_id=state.conversation_id,
             stream=stream,
         )
-
 
 
 class _Capped:
