@@ -12,7 +12,7 @@
     ├── RequestRefused             a request guardrail answers itself, without the upstream
     │   ├── UnsafeTarget           a target that could leave the upstream base     -> 400
     │   ├── NoRoute                no route matches the path (also a LookupError)  -> 404
-    │   └── Refused                a limit turned it away (``guardrail.limits``)
+    │   └── Refused                a limit turned it away (``guardrail.proxy.limits``)
     │       ├── RequestTooLarge    over ``max_request_bytes``                       -> 413
     │       ├── ClientBusy         over ``max_upstream_per_client``                 -> 429
     │       ├── StreamsBusy        streams hold their share of the upstream pool    -> 503
@@ -33,6 +33,8 @@ traceback: the pipeline turns them into an error body in the wire format of the 
 """
 
 from __future__ import annotations
+
+import traceback
 
 
 class GuardrailError(Exception):
@@ -187,3 +189,9 @@ class RelayAborted(UpstreamError):
 
 class Stalled(UpstreamError):
     """The stall deadline passed while the pump waited for upstream bytes."""
+
+
+def safe_stack(exc: BaseException, limit: int = 8) -> list[str]:
+    """The innermost frames of ``exc`` as ``file:line:function``: no message, no locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}" for frame in frames]
