@@ -42,6 +42,7 @@ from guardrail.policysets import PolicySets
 from guardrail.reload import Reloader, fingerprint, reload_on_sighup, watch
 from guardrail.serverproto import protocol_class
 from guardrail.settings import Settings, load_settings
+from guardrail.state import StateAccess, StateStore, open_store
 
 __all__ = [
     "SWITCH_INTERVAL",
@@ -290,12 +291,16 @@ async def _serve(
     )
     servers: list[uvicorn.Server] = [proxy]
     drain = Drain(proxy, servers)
+    # The proxy's own store when its app has one (the request flow's), so an erase reaches the
+    # state requests use; until then the configured store (issue 14, item 2).
+    store: StateStore = getattr(app.state, "state_store", None) or open_store(settings.state)
     admin = build_admin_app(
         app.state.policies,
         reloader,
         token=settings.admin_token,
         ready=lambda: bool(proxy.started),
         draining=lambda: drain.draining,
+        state=StateAccess(store, settings.state),
     )
     servers.append(_server(admin, settings.admin_host, settings.admin_port, settings))
     sockets = [proxy_sock, admin_sock]
@@ -322,6 +327,7 @@ async def _serve(
         for task in tasks[len(servers) :]:  # the policy watcher
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await store.aclose()
 
 
 def settle_memory() -> None:

@@ -122,7 +122,9 @@ def current(state: UserState, now: float, session: str | None, gap: float) -> Us
 
 
 def _recent_days(days: Iterable[int], today: int) -> tuple[int, ...]:
-    return tuple(sorted({d for d in days if today - DEPENDENCY_WINDOW_DAYS < d <= today}))
+    """The days still in the window; tomorrow is kept too (another replica's clock may be ahead
+    across midnight), so at most ``DEPENDENCY_WINDOW_DAYS + 1`` days are ever kept."""
+    return tuple(sorted({d for d in days if today - DEPENDENCY_WINDOW_DAYS < d <= today + 1}))
 
 
 def observed(

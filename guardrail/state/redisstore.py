@@ -107,7 +107,7 @@ local days, seen = {}, {}
 if dependency then days[1] = today; seen[today] = true end
 for d in string.gmatch(f.dd or '', '[^,]+') do
   local n = tonumber(d)
-  if n ~= nil and n > today - window and n <= today and not seen[n] then
+  if n ~= nil and n > today - window and n <= today + 1 and not seen[n] then
     days[#days + 1] = n; seen[n] = true
   end
 end
