@@ -41,9 +41,12 @@ from guardrail.state.model import (
     from_fields,
 )
 
-__all__ = ["KEY_PREFIX", "OBSERVE", "RedisStore"]
+__all__ = ["KEY_PREFIX", "MAX_CONNECTIONS", "OBSERVE", "RedisStore"]
 
 KEY_PREFIX = "guardrail:state:"
+MAX_CONNECTIONS = 64
+"""Connections one process opens to Redis at most; more concurrent operations wait for one
+(within ``state.timeout``) rather than fail."""
 
 OBSERVE = """
 local key = KEYS[1]
@@ -84,8 +87,11 @@ else
   bits = tonumber(f.db) or 0
 end
 
-local set = {}
-local function put(name, value) f[name] = value; set[#set + 1] = name; set[#set + 1] = value end
+local set, written = {}, {}
+local function put(name, value)
+  f[name] = value; written[name] = true
+  set[#set + 1] = name; set[#set + 1] = value
+end
 if f.fs == nil then put('fs', ms(now)) end
 put('la', ms(now))
 put('ss', f.ss or ms(now))
@@ -122,7 +128,7 @@ end
 
 local kept = {}
 for _, name in ipairs(drop) do
-  if f[name] == nil then kept[#kept + 1] = name end
+  if not written[name] then kept[#kept + 1] = name end
 end
 if #kept > 0 then redis.call('HDEL', key, unpack(kept)) end
 redis.call('HSET', key, unpack(set))
@@ -141,15 +147,16 @@ class RedisStore:
         if not config.url:
             raise ValueError("the redis backend needs state.url")
         self.config = config
-        self._client: aioredis.Redis = aioredis.Redis.from_url(
+        pool = aioredis.BlockingConnectionPool.from_url(
             config.url,
+            max_connections=MAX_CONNECTIONS,
+            timeout=config.timeout,  # waiting for a free connection counts against the bound
             socket_timeout=config.timeout,
             socket_connect_timeout=config.timeout,
             retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
             health_check_interval=0,
-            decode_responses=False,
         )
+        self._client: aioredis.Redis = aioredis.Redis(connection_pool=pool)
         self._observe = self._client.register_script(OBSERVE)
 
     @staticmethod
@@ -203,4 +210,4 @@ class RedisStore:
             return False
 
     async def aclose(self) -> None:
-        await self._client.aclose()
+        await self._client.aclose(close_connection_pool=True)
