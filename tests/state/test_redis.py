@@ -219,6 +219,8 @@ async def test_a_redis_that_never_answers_times_out_and_recovers(
         finally:
             redis_server.resume()
         await store.observe(alice, now, Observation())
-        assert (await store.load(alice, now)).turns == 2  # the timed-out observe may or may not
-    finally:  # have landed; both outcomes are fine, a third count is not
+        # The timed-out observe may have reached Redis before it froze (then it ran on SIGCONT)
+        # or not: either is a consistent count. Lost or doubled updates are not.
+        assert (await store.load(alice, now)).turns in (2, 3)
+    finally:
         await store.aclose()

@@ -137,3 +137,20 @@ def test_commands_that_do_not_proxy_need_no_upstream() -> None:
     with pytest.raises(ConfigError, match="no upstream configured"):
         load_settings(env={})
     assert load_settings(env={}, require_upstream=False).upstream is None
+
+
+def test_guardrail_serve_refuses_a_shared_store_without_a_shared_key() -> None:
+    import os
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
+    env = {
+        **clean,
+        "GUARDRAIL_STATE_BACKEND": "redis",
+        "GUARDRAIL_STATE_URL": "redis://127.0.0.1:6379/0",
+    }
+    command = [sys.executable, "-m", "guardrail", "serve", "--upstream", "http://up.test"]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "environment GUARDRAIL_STATE_BACKEND: state.backend: 'redis' is shared" in done.stderr
