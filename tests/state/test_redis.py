@@ -224,3 +224,35 @@ async def test_a_redis_that_never_answers_times_out_and_recovers(
         assert (await store.load(alice, now)).turns in (2, 3)
     finally:
         await store.aclose()
+
+
+async def test_a_damaged_or_foreign_entry_never_crashes_a_request(
+    redis_server: RedisServer,
+) -> None:
+    """Malformed fields read as absent; a key of another type is the one error, not a crash."""
+    import redis.asyncio as aioredis
+
+    store = RedisStore(config(redis_server, timeout=5.0))
+    raw = aioredis.Redis.from_url(redis_server.url)
+    alice, bob = Identity("a" * 32), Identity("b" * 32)
+    now = FakeClock().now()
+    try:
+        await raw.hset(
+            KEY_PREFIX + alice.user,
+            mapping={"tn": "many", "la": "yesterday", "dd": "x,,7", "db": "", "zz": "?"},
+        )
+        assert (await store.load(alice, now)).turns == 0
+        await store.observe(alice, now, Observation(dependency=True))
+        state = await store.load(alice, now)
+        assert state.turns == 1 and len(state.dependency_days) == 1
+        await raw.set(KEY_PREFIX + bob.user, "not a hash")
+        for operation in (
+            lambda: store.load(bob, now),
+            lambda: store.observe(bob, now, Observation()),
+        ):
+            with pytest.raises(StateUnavailable) as caught:
+                await operation()
+            assert caught.value.cause == "error"
+    finally:
+        await raw.aclose()
+        await store.aclose()
