@@ -9,6 +9,7 @@
     ├── FormatError                a body a wire-format module cannot parse (also a ValueError)
     ├── Undecodable                a Content-Encoding guardrail cannot undo (also a ValueError)
     │   └── TooLarge               a body that decodes past the inspection limit
+    ├── StateUnavailable           the state store failed or did not answer within state.timeout
     ├── RequestRefused             a request guardrail answers itself, without the upstream
     │   ├── UnsafeTarget           a target that could leave the upstream base     -> 400
     │   ├── NoRoute                no route matches the path (also a LookupError)  -> 404
@@ -105,6 +106,19 @@ class Undecodable(GuardrailError, ValueError):
 
 class TooLarge(Undecodable):
     """A body that decodes to more than the inspection limit."""
+
+
+class StateUnavailable(GuardrailError):
+    """The state store (``guardrail.state``) failed or did not answer within ``state.timeout``.
+
+    ``cause`` says what in one word (``timeout``, ``connection``, ``error``), for the log line
+    and a metric label. The request flow catches it and goes on without state: state-based
+    policies are skipped, everything else works. The message never names a user.
+    """
+
+    def __init__(self, message: str = "", *, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class RequestRefused(GuardrailError):

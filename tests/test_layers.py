@@ -35,6 +35,7 @@ LAYERS = {
     "formats": 2,
     "guard": 3,
     "library": 3,
+    "state": 4,
     "observe": 4,
     "config": 5,
     "demo": 6,

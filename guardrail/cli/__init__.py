@@ -1,6 +1,6 @@
-"""The ``guardrail`` command line: ``serve``, ``test`` and ``check``.
+"""The ``guardrail`` command line: ``serve``, ``test``, ``check`` and ``state``.
 
-This module only parses arguments and dispatches; each command lives in ``guardrail/commands/``.
+This module only parses arguments and dispatches; each command lives in its own module beside it (``guardrail/cli/*.py``).
 Every command returns a process exit status: 0 on success, 1 when the checked thing failed
 (a policy test, a check run), 2 on a usage or configuration error.
 """
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from guardrail.cli import check, policytest, serve
+    from guardrail.cli import check, policytest, serve, state
 
     serve.add_arguments(
         sub.add_parser("serve", help="run the guardrail proxy", description=serve.__doc__)
@@ -33,6 +33,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_arguments(
         sub.add_parser("check", help="evaluate JSONL cases offline", description=check.__doc__)
+    )
+    state.add_arguments(
+        sub.add_parser("state", help="act on the per-user state store", description=state.__doc__)
     )
     return parser
 

@@ -43,6 +43,7 @@ from guardrail.config.policysets import PolicySets
 from guardrail.proxy.reload import Reloader, fingerprint, reload_on_sighup, watch
 from guardrail.proxy.serverproto import protocol_class
 from guardrail.config.settings import Settings, load_settings
+from guardrail.state import StateAccess, StateStore, open_store
 
 __all__ = [
     "SWITCH_INTERVAL",
@@ -291,12 +292,16 @@ async def _serve(
     )
     servers: list[uvicorn.Server] = [proxy]
     drain = Drain(proxy, servers)
+    # The proxy's own store when its app has one (the request flow's), so an erase reaches the
+    # state requests use; until then the configured store (issue 14, item 2).
+    store: StateStore = getattr(app.state, "state_store", None) or open_store(settings.state)
     admin = build_admin_app(
         app.state.policies,
         reloader,
         token=settings.admin_token,
         ready=lambda: bool(proxy.started),
         draining=lambda: drain.draining,
+        state=StateAccess(store, settings.state),
     )
     servers.append(_server(admin, settings.admin_host, settings.admin_port, settings))
     sockets = [proxy_sock, admin_sock]
@@ -323,6 +328,7 @@ async def _serve(
         for task in tasks[len(servers) :]:  # the policy watcher
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await store.aclose()
 
 
 def settle_memory() -> None:

@@ -50,6 +50,7 @@ ROUTE_KEYS = (
     "stall_timeout",
     "regenerate",
     "regenerate_budget",
+    "minor",
 )
 """The keys of one ``routes:`` entry; all but ``prefix`` default to the top-level key."""
 
@@ -64,6 +65,7 @@ class Route:
     may go without an upstream event other than keep-alives (None: only ``timeouts.read``
     applies, which keep-alives reset). ``regenerate``:
     ask the upstream once more when a policy requests it, within ``regenerate_budget`` seconds.
+    ``minor``: every user of this route is a minor (``user.minor``, ``guardrail.state``).
     """
 
     prefix: str
@@ -76,6 +78,7 @@ class Route:
     stall_timeout: float | None = None
     regenerate: bool = False
     regenerate_budget: float = 10.0
+    minor: bool = False
 
 
 @dataclass(frozen=True)
@@ -92,6 +95,7 @@ class RouteSpec:
         own, main = given.get("policies"), defaults.get("policies")
         same = own is None or (main is not None and _same(own, main))
         values["policies"] = None if same else own  # None: the main set, reloaded with it
+        values["minor"] = bool(values["minor"])  # no top-level default: off unless the route says
         return Route(prefix=self.prefix, **values)
 
 
@@ -125,6 +129,7 @@ _PARSERS: dict[str, Callable[[object], Any]] = {
     "stall_timeout": cv.optional_seconds,
     "regenerate": cv.boolean,
     "regenerate_budget": cv.seconds,
+    "minor": cv.boolean,
 }
 
 

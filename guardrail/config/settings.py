@@ -52,6 +52,17 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``audit.key`` | ``GUARDRAIL_AUDIT_KEY`` | random per process | HMAC key of the audit's conversation hash (16+ characters); set it to correlate across restarts and workers |
 | ``audit.excerpt`` | ``GUARDRAIL_AUDIT_EXCERPT`` | ``false`` | add the matched spans (only those) to audit events; makes the audit sink hold personal data |
 | ``audit.conversation_header`` | ``GUARDRAIL_AUDIT_CONVERSATION_HEADER`` | none | request header with a stable conversation id to hash instead of the first user message |
+| ``state.backend`` | ``GUARDRAIL_STATE_BACKEND`` | ``memory`` | where per-user state lives (``guardrail.state``): ``memory`` (this process, bounded, nothing to install) or ``redis`` (shared by replicas; needs ``state.url`` and ``state.key`` or ``audit.key``) |
+| ``state.url`` | ``GUARDRAIL_STATE_URL`` | none | Redis URL for the ``redis`` backend: ``redis://host:6379/0``, ``rediss://...`` (TLS), ``unix:///path``; credentials in it are never logged (prefer the environment) |
+| ``state.key`` | ``GUARDRAIL_STATE_KEY`` | ``audit.key``, else random per process | HMAC key (16+ characters) that user and session keys are hashed with before they are stored or logged; replicas sharing a store must share it |
+| ``state.retention`` | ``GUARDRAIL_STATE_RETENTION`` | ``30d`` | how long a user's state is kept after their last activity (seconds, or ``30m``, ``12h``, ``30d``) |
+| ``state.session_gap`` | ``GUARDRAIL_STATE_SESSION_GAP`` | ``30m`` | time without activity after which a new session starts (unless a session key is given; a new session key always starts one) |
+| ``state.max_users`` | ``GUARDRAIL_STATE_MAX_USERS`` | ``100000`` | most users the ``memory`` backend holds; past it the least recently active is dropped |
+| ``state.timezone`` | ``GUARDRAIL_STATE_TIMEZONE`` | ``UTC`` | IANA time zone of ``clock.local_hour`` and of the days counted by ``dependency.days_recent`` |
+| ``state.user_header`` | ``GUARDRAIL_STATE_USER_HEADER`` | ``x-guardrail-user`` | request header with the user key (else the API's body field: OpenAI ``safety_identifier``/``user``, Anthropic ``metadata.user_id``); not forwarded upstream |
+| ``state.session_header`` | ``GUARDRAIL_STATE_SESSION_HEADER`` | ``x-guardrail-session`` | request header with an optional session key; not forwarded upstream |
+| ``state.minor_header`` | ``GUARDRAIL_STATE_MINOR_HEADER`` | ``x-guardrail-minor`` | request header that marks the user a minor (``true``); a route's ``minor: true`` marks all its users; not forwarded upstream |
+| ``state.timeout`` | ``GUARDRAIL_STATE_TIMEOUT`` | ``0.05`` | seconds one state-store operation may take; past it the request goes on without state |
 | ``watch_policies`` | ``GUARDRAIL_WATCH_POLICIES`` | ``false`` | reload the policies when their files change (``--watch-policies``); SIGHUP and ``POST /-/reload`` always work |
 | ``watch_interval`` | ``GUARDRAIL_WATCH_INTERVAL`` | ``2`` | seconds between two looks at the policy files' modification times |
 
@@ -69,8 +80,8 @@ config file and unknown ``GUARDRAIL_*`` variables are errors, so a typo never go
 
 Routes (``guardrail.config.routes``): each entry of ``routes`` has a ``prefix`` and any of ``upstream``,
 ``api``, ``policies``, ``locale``, ``holdback``, ``max_holdback_chars``, ``stall_timeout``,
-``regenerate``, ``regenerate_budget``; the
-keys it leaves out take the top-level value. The longest matching prefix wins, and the prefix is
+``regenerate``, ``regenerate_budget``, and ``minor`` (``true``: every user of the route is a
+minor; there is no top-level ``minor``); the keys it leaves out take the top-level value. The longest matching prefix wins, and the prefix is
 stripped before the rest of the path is joined onto the route's upstream. A route with its own
 ``policies`` gets its own policy set, loaded at start-up and reloaded (SIGHUP, ``/-/reload``, the
 watcher) together with the main one: if any set fails to load, none is swapped. A path that no
@@ -108,6 +119,8 @@ from guardrail.errors import ConfigError
 from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
 from guardrail.policy.engine import DEFAULT_MAX_USER_CHARS
 from guardrail.config.routes import Route, RouteError, RouteSpec, parse_routes
+from guardrail.state import config as state_config
+from guardrail.state.config import BACKENDS, StateConfig
 
 __all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "load_settings"]
 
@@ -191,6 +204,7 @@ class Settings:
     admin_port: int = DEFAULT_ADMIN_PORT
     admin_token: str | None = field(default=None, repr=False)
     audit: AuditConfig = field(default_factory=AuditConfig)
+    state: StateConfig = field(default_factory=StateConfig)
     watch_policies: bool = False
     watch_interval: float = 2.0
     config_file: Path | None = None
@@ -212,6 +226,7 @@ class Settings:
             "stall_timeout": self.stall_timeout,
             "regenerate": self.regenerate,
             "regenerate_budget": self.regenerate_budget,
+            "minor": False,
         }
         specs = list(self.route_specs)
         if self.upstream is not None and all(spec.prefix != "/" for spec in specs):
@@ -286,6 +301,17 @@ KEYS: tuple[Key, ...] = (
     Key("audit.key", cv.secret, None),
     Key("audit.excerpt", cv.boolean, False),
     Key("audit.conversation_header", cv.header_name, None),
+    Key("state.backend", cv.choice(BACKENDS), "memory"),
+    Key("state.url", cv.redis_url, None),
+    Key("state.key", cv.secret, None),
+    Key("state.retention", cv.duration, state_config.DEFAULT_RETENTION),
+    Key("state.session_gap", cv.duration, state_config.DEFAULT_SESSION_GAP),
+    Key("state.max_users", cv.int_in(1, 100_000_000), state_config.DEFAULT_MAX_USERS),
+    Key("state.timezone", state_config.timezone, "UTC"),
+    Key("state.user_header", cv.header_name, "x-guardrail-user"),
+    Key("state.session_header", cv.header_name, "x-guardrail-session"),
+    Key("state.minor_header", cv.header_name, "x-guardrail-minor"),
+    Key("state.timeout", cv.seconds, state_config.DEFAULT_TIMEOUT),
     Key("watch_policies", cv.boolean, False, "--watch-policies"),
     Key("watch_interval", cv.seconds, 2.0),
 )
@@ -374,11 +400,15 @@ def load_settings(
     cli: Mapping[str, object] | None = None,
     env: Mapping[str, str] | None = None,
     config: str | Path | None = None,
+    *,
+    require_upstream: bool = True,
 ) -> Settings:
     """Resolve settings from defaults, the config file, the environment and flags, in that order.
 
     ``cli`` maps dotted key names to flag values (None = flag not given); ``env`` defaults to
     ``os.environ``; ``config`` is the ``--config`` value. Raises ConfigError on any bad value.
+    ``require_upstream`` False: for commands that do not proxy (``guardrail state``), a
+    configuration without any upstream is not an error.
     """
     env = os.environ if env is None else env
     config_file = _config_path(config, env)
@@ -387,10 +417,10 @@ def load_settings(
         values.update(_from_file(config_file))
     values.update(_from_env(env))
     values.update(_from_cli(cli or {}))
-    return _build(values, config_file)
+    return _build(values, config_file, require_upstream)
 
 
-def _build(values: _Layer, config_file: Path | None) -> Settings:
+def _build(values: _Layer, config_file: Path | None, require_upstream: bool = True) -> Settings:
     def get(name: str) -> Any:
         return values[name][0]
 
@@ -403,13 +433,13 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         raise ConfigError(f"{values['demo_port'][1]}: demo_port: must differ from port {port}")
     upstream: str | None = demo_upstream(demo_port) if demo else get("upstream")
     specs: tuple[RouteSpec, ...] = get("routes")
-    if upstream is None and not specs:
+    if upstream is None and not specs and require_upstream:
         raise ConfigError(
             "upstream: no upstream configured; pass --upstream URL, set GUARDRAIL_UPSTREAM, "
             "put `upstream:` in the config file, or try --demo"
         )
     for index, spec in enumerate(specs):
-        if upstream is None and "upstream" not in dict(spec.given):
+        if upstream is None and "upstream" not in dict(spec.given) and require_upstream:
             raise ConfigError(
                 f"{values['routes'][1]}: routes[{index}].upstream: missing; give the route an "
                 "upstream or set the top-level upstream"
@@ -428,6 +458,7 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         pool=get("timeouts.pool"),
         total=get("timeouts.total"),
     )
+    audit = _audit(values)
     return Settings(
         upstream=upstream,
         host=get("host"),
@@ -460,7 +491,8 @@ def _build(values: _Layer, config_file: Path | None) -> Settings:
         admin_host=get("admin_host") or get("host"),
         admin_port=admin_port,
         admin_token=get("admin_token"),
-        audit=_audit(values),
+        audit=audit,
+        state=_state(values, audit),
         watch_policies=get("watch_policies"),
         watch_interval=get("watch_interval"),
         config_file=config_file,
@@ -500,4 +532,36 @@ def _audit(values: _Layer) -> AuditConfig:
         key=None if key is None else key.encode("utf-8"),
         excerpt=get("excerpt"),
         conversation_header=get("conversation_header"),
+    )
+
+
+def _state(values: _Layer, audit: AuditConfig) -> StateConfig:
+    """``state.*``: the redis backend needs a URL and a key its replicas share."""
+
+    def get(name: str) -> Any:
+        return values["state." + name][0]
+
+    backend: str = get("backend")
+    source = values["state.backend"][1]
+    key, key_source = state_config.resolve_key(get("key"), audit.key)
+    if backend == "redis" and get("url") is None:
+        raise ConfigError(f"{source}: state.backend: 'redis' needs state.url (redis://host:6379/0)")
+    if backend == "redis" and key_source == "random":
+        raise ConfigError(
+            f"{source}: state.backend: 'redis' is shared by replicas, which must hash user keys "
+            "alike: set state.key (or audit.key) to a secret of 16+ characters"
+        )
+    return StateConfig(
+        backend=backend,
+        url=get("url"),
+        key=key,
+        key_source=key_source,
+        retention=get("retention"),
+        session_gap=get("session_gap"),
+        max_users=get("max_users"),
+        timezone=get("timezone"),
+        user_header=get("user_header"),
+        session_header=get("session_header"),
+        minor_header=get("minor_header"),
+        timeout=get("timeout"),
     )

@@ -21,6 +21,7 @@ __all__ = [
     "api",
     "boolean",
     "choice",
+    "duration",
     "header_name",
     "holdback",
     "int_in",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_upstream",
     "path",
     "port",
+    "redis_url",
     "seconds",
     "secret",
     "size",
@@ -68,6 +70,23 @@ def seconds(raw: object) -> float:
         value = -1
     if not value > 0:
         raise ValueError(f"must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration(raw: object) -> float:
+    """Seconds > 0 given as a number or with a unit: ``90``, ``30m``, ``12h``, ``30d``."""
+    if isinstance(raw, (int, float)) and not isinstance(raw, bool):
+        return seconds(raw)
+    match = _DURATION.match(raw) if isinstance(raw, str) else None
+    value = float(match[1]) * _DURATION_UNITS[(match[2] or "s").lower()] if match else 0.0
+    if not value > 0:
+        raise ValueError(
+            f"must be a duration > 0 (seconds, or with s, m, h, d: 30m, 30d), got {raw!r}"
+        )
     return value
 
 
@@ -157,6 +176,28 @@ def parse_upstream(raw: object) -> str:
     if parts.query or parts.fragment or text.endswith(("?", "#")):
         raise ValueError(f"must not have a query or fragment, got {raw!r}")
     return f"{parts.scheme.lower()}://{parts.netloc}{parts.path.rstrip('/')}"
+
+
+REDIS_SCHEMES = ("redis", "rediss", "unix")
+
+
+def redis_url(raw: object) -> str:
+    """A Redis URL: ``redis://[user:password@]host[:port][/db]``, ``rediss://`` (TLS) or
+    ``unix:///path``. The error never quotes it back: it may hold a password."""
+    text = nonempty(raw)
+    parts = urlsplit(text)
+    try:
+        number = parts.port
+    except ValueError:
+        number = -1
+    scheme = parts.scheme.lower()
+    if scheme not in REDIS_SCHEMES or any(c.isspace() for c in text):
+        raise ValueError("must be a redis://, rediss:// or unix:// URL")
+    if scheme == "unix" and not parts.path:
+        raise ValueError("a unix:// URL must name a socket path (unix:///run/redis.sock)")
+    if scheme != "unix" and (not parts.hostname or number == -1 or number == 0):
+        raise ValueError("must name a host and a valid port (redis://host:6379/0)")
+    return text
 
 
 def secret(raw: object) -> str:

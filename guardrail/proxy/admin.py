@@ -17,6 +17,9 @@ path               method  what
 ``/-/healthy``     GET     200 while the process answers (liveness)
 ``/-/ready``       GET     200 once the proxy listener serves (every policy set is loaded before
                            it starts), 503 before that and while draining (readiness)
+``/-/state/users/  DELETE  erase one user's state (``guardrail.state``): the raw user id, as
+{user}``                   sent in requests (percent-encoded), is hashed like theirs;
+                           200 ``{"erased": true|false}``, 503 when the store is unreachable
 =================  ======  ===========================================================
 
 With ``admin_token`` set (``GUARDRAIL_ADMIN_TOKEN``), every endpoint but ``/-/healthy``,
@@ -47,6 +50,7 @@ from guardrail.observe.stats import StatsHistory
 from guardrail.proxy.pipeline import PolicyHolder
 from guardrail.policy import PolicySet
 from guardrail.proxy.reload import Reloader
+from guardrail.state import StateAccess, StateUnavailable
 
 __all__ = ["OPEN_PATHS", "RequireToken", "build_admin_app"]
 
@@ -107,12 +111,14 @@ def build_admin_app(
     draining: Callable[[], bool] = lambda: False,
     history: StatsHistory | None = None,
     sample_every: float = 5.0,
+    state: StateAccess | None = None,
 ) -> ASGIApp:
     """The admin ASGI app. ``reloader`` None: ``/-/reload`` answers 503 (reload not available).
 
     ``ready`` tells whether the proxy listener serves, ``draining`` whether it is finishing its
     work after SIGTERM (both read by ``/-/ready``); the lifespan samples the metrics every
     ``sample_every`` seconds so the dashboard's windows fill in without a page open.
+    ``state``: the state store that ``DELETE /-/state/users/{user}`` erases from (None: 503).
     """
     stats_history = history if history is not None else StatsHistory()
 
@@ -159,6 +165,20 @@ def build_admin_app(
         ok = ready()
         return _json({"status": "ready" if ok else "starting"}, 200 if ok else 503)
 
+    async def erase_user(request: Request) -> Response:
+        if state is None:
+            return _json({"status": "unavailable", "message": "no state store"}, 503)
+        raw: str = request.path_params["user"]
+        if not raw.strip():
+            body = {"error": {"code": "bad_user", "message": "the user id is empty"}}
+            return _json(body, 400)
+        try:
+            erased = await state.erase(raw)
+        except StateUnavailable as exc:
+            body = {"error": {"code": "state_unavailable", "message": exc.cause}}
+            return _json(body, 503)
+        return _json({"erased": erased})
+
     async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
         body = {"error": {"code": "not_found", "message": "no such admin endpoint"}}
         await _json(body, 404)(scope, receive, send)
@@ -184,6 +204,7 @@ def build_admin_app(
             Route("/-/dashboard", dashboard, methods=["GET"]),
             Route("/-/healthy", healthy, methods=["GET"]),
             Route("/-/ready", ready_endpoint, methods=["GET"]),
+            Route("/-/state/users/{user:path}", erase_user, methods=["DELETE"]),
         ],
         lifespan=lifespan,
     )
