@@ -44,8 +44,6 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from email.utils import formatdate
-from pathlib import Path
-
 import httpx
 import structlog
 from starlette.applications import Starlette
@@ -60,6 +58,7 @@ from guardrail.limits import Refused
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
 from guardrail.observe.record import Recorder, recorder_for
 from guardrail.pipeline import Pipeline
+from guardrail.policy.sources import PolicySource
 from guardrail.policysets import PolicySets
 from guardrail.routes import NoRoute
 from guardrail.settings import Settings
@@ -231,7 +230,7 @@ def build_app(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     recorder: Recorder | None = None,
-    route_policies: Mapping[Path, PolicyEngine] | None = None,
+    route_policies: Mapping[PolicySource, PolicyEngine] | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests);
     ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink);

@@ -1,7 +1,14 @@
-"""``load_policies(path)``: a folder (or one file) of policy YAML -> a checked ``PolicySet``.
+"""``load_policies(sources)``: policy YAML from one source or a list of them -> a checked ``PolicySet``.
 
-Runs once, before anything is served. A folder means every ``*.yaml`` / ``*.yml`` directly in it,
-in sorted order; names (lists, detectors, policy ids) are global across the files. Anything
+Runs once, before anything is served. A source is a folder (every ``*.yaml`` / ``*.yml`` directly
+in it, in sorted order), one file, or ``default``, the bundled pack (``sources``). Sources are read
+in the order given and make one namespace: names (lists, detectors, policy ids, resource keys)
+are global across their files, so a later source uses an earlier one's lists, detectors (signals)
+and resources; defining a name again is an error naming both places. What an earlier source
+defines is changed only through a file's ``overrides:`` block (``overrides``): a policy's mode or
+whether it runs, a list's or a detector's phrases, resource values. A turned-off policy is built
+and checked like any other, then left out of the set (``PolicySet.composition`` keeps it for
+``guardrail test``). Anything
 malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where there is
 one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
 condition naming a missing detector, a duplicate name, a template naming an unknown resource key,
@@ -21,8 +28,10 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeAlias
 
 from guardrail.errors import PolicyError
 from guardrail.policy.boundedregex import Matcher
@@ -37,7 +46,15 @@ from guardrail.policy.detectors import (
     phrase_pattern,
 )
 from guardrail.policy.engine import PolicySet
-from guardrail.policy.model import Policy
+from guardrail.policy.model import Composition, Policy
+from guardrail.policy.overrides import (
+    Overrides,
+    PhraseEdit,
+    PolicyChange,
+    check_order,
+    edit_phrases,
+    read_overrides,
+)
 from guardrail.policy.patterns import (
     Written,
     compile_regex,
@@ -47,12 +64,13 @@ from guardrail.policy.patterns import (
 )
 from guardrail.policy.policyload import PolicyContext, build_policy
 from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
-from guardrail.policy.resources import Resources, build_resources
+from guardrail.policy.resources import compose_resources
+from guardrail.policy.sources import PolicySource, as_list, describe, parse_sources
 from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
 
 __all__ = ["load_policies"]
 
-_TOP_KEYS = ("lists", "detectors", "policies", "resources")
+_TOP_KEYS = ("lists", "detectors", "policies", "resources", "overrides")
 _LEAF_KEYS = (
     "description",
     "scope",
@@ -80,17 +98,24 @@ _COMPOSITE_KEYS = (
 )
 _COMPOSITE_MODES = ("any", "all", "none")
 _NAME = re.compile(r"[A-Za-z0-9_.\-]+")
+_Locate: TypeAlias = Callable[[str], tuple[Src | None, int | None]]
 _KEYWORDS = frozenset({"and", "or", "not"})
 
 
 @dataclass
 class _Collected:
-    """Sections gathered from every file, before anything is built."""
+    """Sections gathered from every file of every source, before anything is built."""
 
     lists: dict[str, tuple[object, Src]] = field(default_factory=dict)
     detectors: dict[str, tuple[object, Src]] = field(default_factory=dict)
     policies: list[tuple[object, Src]] = field(default_factory=list)
-    resources: tuple[object, Src] | None = None
+    resources: list[tuple[object, Src]] = field(default_factory=list)
+    overrides: Overrides = field(default_factory=Overrides)
+    source_of: dict[str, int] = field(default_factory=dict)
+    """Each file read (as displayed) -> the index of its source."""
+
+    def origin(self, src: Src | None) -> int | None:
+        return None if src is None else self.source_of.get(src.file)
 
 
 def _files(root: Path) -> list[Path]:
@@ -104,7 +129,24 @@ def _files(root: Path) -> list[Path]:
     raise PolicyError("no such policy file or folder", file=str(root))
 
 
-def _add_named(into: dict[str, tuple[object, Src]], section: object, src: Src, what: str) -> None:
+def _twice(first: Src, here: Src, later: bool) -> str:
+    """The end of a "defined twice" error: both places, and what to do across sources."""
+    hint = (
+        "; a source cannot redefine what an earlier one defines: change it under 'overrides:', "
+        "or turn it off there and add your own under a new name"
+        if later
+        else ""
+    )
+    return f"{first.file}:{first.line} and here{hint}"
+
+
+def _add_named(
+    out: _Collected,
+    into: dict[str, tuple[object, Src]],
+    section: object,
+    src: Src,
+    what: str,
+) -> None:
     names = src.expect(section, YMap, f"'{what}s'")
     for name, value in names.items():
         where = src.at(names.key_lines[name])
@@ -114,48 +156,74 @@ def _add_named(into: dict[str, tuple[object, Src]], section: object, src: Src, w
             )
         if name in into:
             first = into[name][1]
-            raise where.error(
-                f"{what} {name!r} is defined twice: {first.file}:{first.line} and here"
-            )
+            later = out.origin(first) != out.origin(where)
+            raise where.error(f"{what} {name!r} is defined twice: {_twice(first, where, later)}")
         into[name] = (value, where)
 
 
-def _collect(files: list[Path]) -> tuple[_Collected, str]:
+def _collect(sources: tuple[Path, ...]) -> tuple[_Collected, str]:
     out = _Collected()
     digest = hashlib.sha256()
-    for path in files:
-        display = str(path)
-        doc, raw = read_yaml(path, display)
-        digest.update(path.name.encode() + b"\0" + raw.encode("utf-8") + b"\0")
-        if doc is None:
-            continue
-        top = Fields(doc, Src(display, 1), "a policy file", _TOP_KEYS)
-        if top.has("lists"):
-            _add_named(out.lists, top.map["lists"], top.at("lists"), "list")
-        if top.has("detectors"):
-            _add_named(out.detectors, top.map["detectors"], top.at("detectors"), "detector")
-        if top.has("policies"):
-            seq = top.need("policies", YSeq)
-            out.policies.extend((item, top.src.at(line)) for item, line in zip(seq, seq.item_lines))
-        if top.has("resources"):
-            if out.resources is not None:
-                first = out.resources[1]
-                raise top.at("resources").error(
-                    f"'resources' is defined twice: {first.file}:{first.line} and here"
+    for index, root in enumerate(sources):
+        digest.update(f"source {index}\0".encode())
+        for path in _files(root):
+            display = str(path)
+            doc, raw = read_yaml(path, display)
+            out.source_of.setdefault(display, index)
+            digest.update(path.name.encode() + b"\0" + raw.encode("utf-8") + b"\0")
+            if doc is None:
+                continue
+            top = Fields(doc, Src(display, 1), "a policy file", _TOP_KEYS)
+            if top.has("lists"):
+                _add_named(out, out.lists, top.map["lists"], top.at("lists"), "list")
+            if top.has("detectors"):
+                detectors = top.map["detectors"]
+                _add_named(out, out.detectors, detectors, top.at("detectors"), "detector")
+            if top.has("policies"):
+                seq = top.need("policies", YSeq)
+                out.policies.extend(
+                    (item, top.src.at(line)) for item, line in zip(seq, seq.item_lines)
                 )
-            out.resources = (top.map["resources"], top.at("resources"))
+            if top.has("resources"):
+                out.resources.append((top.map["resources"], top.at("resources")))
+            if top.has("overrides"):
+                read_overrides(out.overrides, top.map["overrides"], top.at("overrides"), index)
     return out, digest.hexdigest()[:12]
 
 
+def _by_name(edits: list[PhraseEdit]) -> dict[str, list[PhraseEdit]]:
+    out: dict[str, list[PhraseEdit]] = {}
+    for edit in edits:
+        out.setdefault(edit.name, []).append(edit)
+    return out
+
+
+def _locate(named: dict[str, tuple[object, Src]], collected: _Collected) -> _Locate:
+    def locate(name: str) -> tuple[Src | None, int | None]:
+        where = named[name][1] if name in named else None
+        return where, collected.origin(where)
+
+    return locate
+
+
 def _lists(collected: _Collected) -> dict[str, tuple[str, ...]]:
-    return {
+    lists = {
         name: tuple(text for text, _ in src.strings(value, f"list {name!r}"))
         for name, (value, src) in collected.lists.items()
     }
+    locate = _locate(collected.lists, collected)
+    for name, edits in _by_name(collected.overrides.lists).items():
+        lists[name] = edit_phrases(lists.get(name, ()), edits, "list", locate)
+    return lists
 
 
 def _leaf(
-    name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
+    name: str,
+    f: Fields,
+    lists: dict[str, tuple[str, ...]],
+    filters: Filters,
+    written: Written,
+    edit: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
 ) -> Leaf:
     if not f.has("scope"):
         raise f.src.error(f"detector {name!r} lacks required key 'scope'")
@@ -187,6 +255,8 @@ def _leaf(
             if list_name not in lists:
                 raise where.error(f"detector {name!r} names unknown list {list_name!r}")
             phrases.extend(lists[list_name])
+    if edit is not None:  # the override blocks' phrase edits
+        phrases = list(edit(tuple(phrases)))
     patterns: list[Matcher] = []
     prefilters: list[tuple[str, ...] | None] = []
     for chunk in _phrase_chunks(phrases, min_matches):
@@ -243,14 +313,30 @@ def _detectors(
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
     where: dict[str, Src] = {}
+    edits = _by_name(collected.overrides.detectors)
+    locate = _locate(collected.detectors, collected)
+    for name, found in edits.items():
+        for one in found:
+            check_order(name, "detector", one.src, one.source, *locate(name))
     for name, (value, src) in collected.detectors.items():
         raw = src.expect(value, YMap, f"detector {name!r}")
         where[name] = src
         if any(f"{mode}_of" in raw for mode in _COMPOSITE_MODES):
+            if name in edits:
+                raise edits[name][0].src.error(
+                    f"detector {name!r} is a composite: edit the phrases of its leaf parts"
+                )
             composites[name] = _composite(name, raw, src, collected)
         else:
             fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
-            leaves.append(_leaf(name, fields, lists, filters, written))
+            edit = None
+            if name in edits:
+                mine = edits[name]
+
+                def edit(phrases: tuple[str, ...], mine: list[PhraseEdit] = mine) -> tuple[str, ...]:
+                    return edit_phrases(phrases, mine, "detector", locate)
+
+            leaves.append(_leaf(name, fields, lists, filters, written, edit))
     return leaves, _ordered(composites, where)
 
 
@@ -330,21 +416,45 @@ def _ordered(composites: dict[str, Composite], where: dict[str, Src]) -> list[Co
     return order
 
 
-def _resources(collected: _Collected) -> Resources:
-    if collected.resources is None:
-        return Resources()
-    return build_resources(*collected.resources)
-
-
 def _reads_reply(ps: PolicySet, name: str) -> bool:
     det = ps.detectors.get(name)
     return isinstance(det, Leaf) and det.reads_reply
 
 
-def load_policies(path: str | Path) -> PolicySet:
-    """Load, check and compile the policies at ``path`` (a folder or one file)."""
-    root = Path(path)
-    collected, digest = _collect(_files(root))
+def _changed(
+    policies: list[Policy], collected: _Collected
+) -> tuple[list[Policy], tuple[Policy, ...], dict[str, tuple[str, ...]]]:
+    """The override blocks' policy changes applied in order: the policies that run, those
+    turned off, and each changed policy's overrides (``file:line: what``)."""
+    by_id = {p.id: p for p in policies}
+    where = {p.id: Src(p.file, p.line, p.id) for p in policies}
+    enabled = dict.fromkeys(by_id, True)
+    changes: dict[str, list[PolicyChange]] = {}
+    for change in collected.overrides.policies:
+        defined = where.get(change.policy)
+        check_order(
+            change.policy, "policy", change.src, change.source, defined, collected.origin(defined)
+        )
+        policy = by_id[change.policy]
+        if change.mode is not None:
+            by_id[change.policy] = replace(policy, mode=change.mode)
+        if change.enabled is not None:
+            enabled[change.policy] = change.enabled
+        changes.setdefault(change.policy, []).append(change)
+    running = [p for p in by_id.values() if enabled[p.id]]
+    disabled = tuple(p for p in by_id.values() if not enabled[p.id])
+    described = {pid: tuple(c.describe() for c in found) for pid, found in changes.items()}
+    return running, disabled, described
+
+
+def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> PolicySet:
+    """Load, check and compile the policies at ``path``: a folder, one file, ``"default"`` (the
+    bundled pack), or a list of them applied in order (``["default", "mine/"]``)."""
+    try:
+        sources = as_list(parse_sources(path))
+    except ValueError as exc:
+        raise PolicyError(f"policy sources: {exc}", file=str(path)) from None
+    collected, digest = _collect(sources)
     lists = _lists(collected)
     filters = Filters(
         negators=compile_words(DEFAULT_NEGATORS + lists.get("negators", ())),
@@ -352,7 +462,7 @@ def load_policies(path: str | Path) -> PolicySet:
     )
     written: Written = []
     leaves, composites = _detectors(collected, lists, filters, written)
-    resources = _resources(collected)
+    resources = compose_resources(collected.resources, collected.overrides.resources)
     draft = PolicySet(policies=(), leaves=leaves, composites=composites, resources=resources)
     ctx = PolicyContext(
         detectors=frozenset(draft.detectors),
@@ -361,24 +471,32 @@ def load_policies(path: str | Path) -> PolicySet:
         resources=resources,
         resolve=draft.resolve_signals,
     )
-    policies: list[Policy] = []
+    built: list[Policy] = []
     seen: dict[str, Src] = {}
     for value, src in collected.policies:
         policy = build_policy(value, src, ctx)
+        here = Src(src.file, policy.line, policy.id)
         if policy.id in seen:
             first = seen[policy.id]
-            raise Src(src.file, policy.line, policy.id).error(
-                f"policy id defined twice: {first.file}:{first.line} and here"
-            )
+            later = collected.origin(first) != collected.origin(here)
+            raise here.error(f"policy id defined twice: {_twice(first, here, later)}")
         seen[policy.id] = Src(src.file, policy.line)
-        policies.append(policy)
+        built.append(policy)
+    policies, disabled, changes = _changed(built, collected)
     refuse_backtracking(written, policies, draft)
+    shown = describe(sources[0] if len(sources) == 1 else sources)
     return PolicySet(
         policies=policies,
         leaves=leaves,
         composites=composites,
         resources=resources,
-        source=str(root),
+        source=shown,
         digest=digest,
         lists=lists,
+        composition=Composition(
+            sources=tuple(describe(p) for p in sources),
+            origin={p.id: collected.origin(seen[p.id]) or 0 for p in built},
+            disabled=disabled,
+            changes=changes,
+        ),
     )
