@@ -5,11 +5,12 @@
 rules under a request in flight.
 
 :class:`PolicySets` maps routes to holders: a route without its own ``policies`` (or naming the
-main source) shares the main holder; routes naming the same source (or list of sources) share one holder. Reload
-(``guardrail.reload.Reloader``) sees one policy source, the main one; :meth:`PolicySets.load`
-and :meth:`PolicySets.install` are its ``load`` and ``on_install`` hooks, so every route's set is
-loaded with the main one and installed just before it, under the reloader's lock: if any set fails
-to load, the reload is refused whole and every route keeps its last good set.
+main source) shares the main holder; routes naming the same source (or the same list of sources)
+share one holder. Reload (``guardrail.reload.Reloader``) sees one policy source, the main one;
+:meth:`PolicySets.load` and :meth:`PolicySets.install` are its ``load`` and ``on_install`` hooks,
+so every route's set is loaded with the main one and installed just before it, under the
+reloader's lock: if any set fails to load, the reload is refused whole and every route keeps its
+last good set.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Three triggers run the same :meth:`Reloader.reload`: ``SIGHUP`` (:func:`reload_on_sighup`), an
 authenticated ``POST /-/reload`` on the admin listener (``guardrail.admin``), and, when
 ``watch_policies`` is on, :func:`watch`, which polls the modification times of the files of every
-policy source (each of a list: the bundled pack's too) every ``watch_interval`` seconds (no extra dependency, works on every filesystem, containers' mounted
-ConfigMaps included).
+policy source (each source of a list, the bundled pack's too) every ``watch_interval`` seconds
+(no extra dependency, works on every filesystem, containers' mounted ConfigMaps included).
 
 Guarantees:
 

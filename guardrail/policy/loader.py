@@ -1,4 +1,4 @@
-"""``load_policies(sources)``: policy YAML from one source or a list of them -> a checked ``PolicySet``.
+"""``load_policies(sources)``: policy YAML, from one source or a list -> a checked ``PolicySet``.
 
 Runs once, before anything is served. A source is a folder (every ``*.yaml`` / ``*.yml`` directly
 in it, in sorted order), one file, or ``default``, the bundled pack (``sources``). Sources are read
@@ -333,7 +333,9 @@ def _detectors(
             if name in edits:
                 mine = edits[name]
 
-                def edit(phrases: tuple[str, ...], mine: list[PhraseEdit] = mine) -> tuple[str, ...]:
+                def edit(
+                    phrases: tuple[str, ...], mine: list[PhraseEdit] = mine
+                ) -> tuple[str, ...]:
                     return edit_phrases(phrases, mine, "detector", locate)
 
             leaves.append(_leaf(name, fields, lists, filters, written, edit))

@@ -73,7 +73,9 @@ def _items(raw: object) -> list[str]:
                     f"got {item!r}"
                 )
         return out
-    raise ValueError(f"must be a policy folder, a YAML file, 'default' or a list of them, got {raw!r}")
+    raise ValueError(
+        f"must be a policy folder, a YAML file, 'default' or a list of them, got {raw!r}"
+    )
 
 
 def parse_sources(raw: object, base: Path | None = None) -> PolicySource:

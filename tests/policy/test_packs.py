@@ -7,6 +7,10 @@ ones use the real bundled pack, as the person who asked for this would.
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -184,7 +188,8 @@ def test_names_of_an_earlier_source_are_used_and_sources_load_in_order(tmp_path:
     verdict = ps.evaluate(user("I can't pay the rent"), "Ok.")
     assert verdict.reply == "Ok.\n\nTalk to 988 Lifeline."
     assert ps.composition.sources == (str(BASIC), str(mine))
-    assert ps.composition.origin["mine.money"] == 1 and ps.composition.origin["dependency.always"] == 0
+    assert ps.composition.origin["mine.money"] == 1
+    assert ps.composition.origin["dependency.always"] == 0
     assert ps.source == f"{BASIC}, {mine}"
     assert load_policies([mine, BASIC]).digest != ps.digest  # order is part of the set
 
@@ -288,7 +293,8 @@ def test_a_later_source_adds_a_locale_and_a_key_for_every_locale(tmp_path: Path)
     # a key given to some locales only is refused where it was added, not in the first source
     (mine / "keys.yaml").write_text("resources:\n  locales:\n    en-US: {clinic: x}  # here\n")
     (mine / "locale.yaml").unlink()
-    with pytest.raises(PolicyError, match="resource 'clinic' of locale 'en-US' is not defined for") as info:
+    message = "resource 'clinic' of locale 'en-US' is not defined for"
+    with pytest.raises(PolicyError, match=message) as info:
         load_policies([BASIC, mine])
     assert (info.value.file, info.value.line) == (str(mine / "keys.yaml"), 3)
 
@@ -342,9 +348,13 @@ OVERRIDE_ERRORS = [
         "unknown key 'severity'",
         "referral.missing",
     ),
-    ("overrides:\n  policies:\n    referral.missing: {}  # <-\n", "sets 'mode' or 'enabled'", "referral.missing"),
+    (
+        "overrides:\n  policies:\n    referral.missing: {}  # <-\n",
+        "sets 'mode' or 'enabled'",
+        "referral.missing",
+    ),
     ("overrides:\n  lists:\n    nope: {append: [x]}  # <-\n", "unknown list 'nope'", None),
-    ("overrides:\n  lists:\n    praise: {remove: [not there]}  # <-\n", "no phrase 'not there'", None),
+    ("overrides:\n  lists:\n    praise: {remove: [gone]}  # <-\n", "no phrase 'gone'", None),
     ("overrides:\n  lists:\n    praise: {}  # <-\n", "appends or removes phrases", None),
     ("overrides:\n  detectors:\n    user.risk: {append: [x]}  # <-\n", "is a composite", None),
     ("overrides:\n  detectors:\n    reply.nope: {append: [x]}  # <-\n", "unknown detector", None),
@@ -377,13 +387,14 @@ def test_a_bad_override_is_an_error_with_file_line_and_policy_id(
 
 
 def test_an_override_cannot_reach_forward_into_a_later_source(tmp_path: Path) -> None:
-    early = folder(tmp_path, "overrides:\n  policies:\n    referral.missing: {mode: shadow}\n", sub="a")
+    early = folder(tmp_path, "overrides:\n  policies:\n    referral.missing: {mode: shadow}\n")
     with pytest.raises(PolicyError, match=r"defined in a later source \(.*policies.yaml:\d+\)"):
         load_policies([early, BASIC])
 
 
 def test_later_overrides_win_and_enabled_true_turns_a_policy_back_on(tmp_path: Path) -> None:
-    off = folder(tmp_path, "overrides:\n  policies:\n    referral.missing: {enabled: false}\n", sub="a")
+    text = "overrides:\n  policies:\n    referral.missing: {enabled: off}\n"  # YAML's off: false
+    off = folder(tmp_path, text, sub="a")
     on = folder(
         tmp_path,
         "overrides:\n  policies:\n    referral.missing: {enabled: true, mode: shadow}\n",
@@ -459,3 +470,88 @@ def test_the_digest_follows_every_source(tmp_path: Path) -> None:
     first = load_policies([BASIC, mine]).digest
     (mine / "mine.yaml").write_text("lists:\n  a: [x, y]\n")
     assert load_policies([BASIC, mine]).digest != first
+
+
+# --------------------------------------------------------------------------- the commands
+
+TUNED = """\
+    policies:
+      - id: mine.lonely
+        category: mine
+        description: d
+        condition: user.distress
+        tests:
+          hit:
+            - user: I feel hopeless
+              reply: Ok.
+              expect: Ok.
+          ok:
+            - user: I feel fine
+              reply: Ok.
+    overrides:
+      policies:
+        dependency.always: {enabled: false}
+        referral.missing: {mode: shadow}
+    """
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    full = {k: v for k, v in os.environ.items() if k != "GUARDRAIL_POLICIES"} | (env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "guardrail", *args],
+        capture_output=True, text=True, env=full, timeout=120, check=False,
+    )
+
+
+def test_guardrail_test_runs_the_composed_set_and_reports_what_overrides_changed(
+    tmp_path: Path,
+) -> None:
+    mine = folder(tmp_path, TUNED)
+    proc = _run("test", str(BASIC), str(mine), "-v")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    out = proc.stdout
+    # the turned-off policy's 2 cases are skipped, with the override's place
+    where = f"{mine / 'mine.yaml'}:{line_of(mine / 'mine.yaml', 'dependency.always')}"
+    assert f"SKIP dependency.always: 2 cases not run, the policy is turned off ({where}: " \
+           "enabled: false)" in out
+    # the shadowed policy still hits in its hit case; its 'expect' (the appended text) holds for
+    # the first source alone, and the report says a later source changed the reply
+    assert "PASS referral.missing:hit[0] (the reply is changed by a later source" in out
+    assert "7 cases of 3/3 policies: 7 passed, 0 failed" in out
+    assert "2 skipped (policy turned off), 1 changed by later sources" in out
+    # the same sources through GUARDRAIL_POLICIES, comma-separated
+    env = _run("test", env={"GUARDRAIL_POLICIES": f"{BASIC},{mine}"})
+    assert env.returncode == 0 and "2 skipped (policy turned off)" in env.stdout
+
+
+def test_guardrail_test_fails_a_composed_case_that_breaks(tmp_path: Path) -> None:
+    """A later source that stops a pack policy from hitting fails that policy's hit cases:
+    what is only reported is the reply an override changed, never a lost hit."""
+    mine = folder(tmp_path, "overrides:\n  lists:\n    distress_words: {remove: [hopeless]}\n")
+    proc = _run("test", str(BASIC), str(mine))
+    assert proc.returncode == 1
+    assert "FAIL referral.missing hit case #0" in proc.stdout
+    assert "expected a hit of referral.missing, got none" in proc.stdout
+
+
+def test_guardrail_check_and_test_take_default_and_report_a_bad_second_source(
+    tmp_path: Path,
+) -> None:
+    mine = folder(tmp_path, CLINIC)
+    case = {"id": "1", "messages": [{"role": "user", "content": "I feel so hopeless and alone."}],
+            "reply": "Our clinic hours are 9 to 5.", "locale": "en-GB"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "guardrail", "check", "--jsonl", "-",
+         "--policies", "default", "--policies", str(mine)],
+        input=json.dumps(case) + "\n", capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["reply"].endswith("Before then, Shout is there: text SHOUT to 85258.")
+    assert {h["policy"]: h["mode"] for h in result["hits"]}["referral.distress"] == "shadow"
+    broken = textwrap.dedent(CLINIC).replace("user.distress and", "user.nope and")
+    (mine / "mine.yaml").write_text(broken)
+    bad = _run("test", f"default,{mine}")
+    assert bad.returncode == 2
+    assert f"{mine / 'mine.yaml'}:" in bad.stderr and "clinic.night_line" in bad.stderr
+    assert "user.nope" in bad.stderr
