@@ -555,3 +555,18 @@ def test_guardrail_check_and_test_take_default_and_report_a_bad_second_source(
     assert bad.returncode == 2
     assert f"{mine / 'mine.yaml'}:" in bad.stderr and "clinic.night_line" in bad.stderr
     assert "user.nope" in bad.stderr
+
+
+def test_the_public_api_and_the_middleware_take_a_list(tmp_path: Path) -> None:
+    import guardrail
+
+    mine = folder(tmp_path, "overrides:\n  policies:\n    referral.missing: {enabled: false}\n")
+    ps = guardrail.load_policies([str(BASIC), mine])
+    assert [p.id for p in ps.composition.disabled] == ["referral.missing"]
+    async def app(scope: object, receive: object, send: object) -> None:
+        raise AssertionError("not called")
+
+    guard = guardrail.GuardrailMiddleware(app, policies=[BASIC, mine], audit="off")
+    assert [p.id for p in guard.policies.composition.disabled] == ["referral.missing"]
+    hopeless = [{"role": "user", "content": "I feel hopeless"}]
+    assert guardrail.check(ps, hopeless, "Ok.").reply == "Ok."  # turned off: nothing appended
