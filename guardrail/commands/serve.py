@@ -101,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "upstream": args.upstream,
-        "policies": args.policies,
+        "policies": ",".join(args.policies) if args.policies else None,
         "locale": args.locale,
         "demo": args.demo,
         "demo_port": args.demo_port,

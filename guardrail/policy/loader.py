@@ -65,7 +65,7 @@ from guardrail.policy.patterns import (
 from guardrail.policy.policyload import PolicyContext, build_policy
 from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
 from guardrail.policy.resources import compose_resources
-from guardrail.policy.sources import PolicySource, as_list, describe, parse_sources
+from guardrail.policy.sources import PolicySource, as_list, parse_sources
 from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
 
 __all__ = ["load_policies"]
@@ -453,7 +453,7 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
     """Load, check and compile the policies at ``path``: a folder, one file, ``"default"`` (the
     bundled pack), or a list of them applied in order (``["default", "mine/"]``)."""
     try:
-        sources = as_list(parse_sources(path))
+        sources = as_list(parse_sources(path, commas=False))
     except ValueError as exc:
         raise PolicyError(f"policy sources: {exc}", file=str(path)) from None
     collected, digest = _collect(sources)
@@ -486,17 +486,16 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
         built.append(policy)
     policies, disabled, changes = _changed(built, collected)
     refuse_backtracking(written, policies, draft)
-    shown = describe(sources[0] if len(sources) == 1 else sources)
     return PolicySet(
         policies=policies,
         leaves=leaves,
         composites=composites,
         resources=resources,
-        source=shown,
+        source=", ".join(str(p) for p in sources),
         digest=digest,
         lists=lists,
         composition=Composition(
-            sources=tuple(describe(p) for p in sources),
+            sources=tuple(str(p) for p in sources),
             origin={p.id: collected.origin(seen[p.id]) or 0 for p in built},
             disabled=disabled,
             changes=changes,

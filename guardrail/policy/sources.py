@@ -54,8 +54,8 @@ def describe(source: PolicySource) -> str:
     return ", ".join(PACK_NAME if p == DEFAULT_PACK else str(p) for p in as_list(source))
 
 
-def _items(raw: object) -> list[str]:
-    if isinstance(raw, Path):
+def _items(raw: object, commas: bool) -> list[str]:
+    if isinstance(raw, Path) or (isinstance(raw, str) and not commas):
         return [str(raw)]
     if isinstance(raw, str):
         items = raw.split(",")  # the environment and a flag give a comma-separated list
@@ -78,10 +78,11 @@ def _items(raw: object) -> list[str]:
     )
 
 
-def parse_sources(raw: object, base: Path | None = None) -> PolicySource:
-    """A source or a list of sources from a config value, an environment value (comma-separated),
-    repeated flags (a list) or a program (see the module docstring). Raises ValueError."""
-    items = [item.strip() for item in _items(raw)]
+def parse_sources(raw: object, base: Path | None = None, *, commas: bool = True) -> PolicySource:
+    """A source or a list of sources from a config value, an environment value or a flag
+    (a string is comma-separated), or from a program (``commas=False``: a string is one path;
+    a list is a list). See the module docstring for what is guaranteed. Raises ValueError."""
+    items = [item.strip() for item in _items(raw, commas)]
     if not items or not all(items):
         raise ValueError(f"must name at least one policy folder, file or 'default', got {raw!r}")
     out: list[Path] = []
@@ -90,6 +91,6 @@ def parse_sources(raw: object, base: Path | None = None) -> PolicySource:
         if base is not None and not path.is_absolute():
             path = base / path
         if path in out:
-            raise ValueError(f"lists {item!r} twice")
+            raise ValueError(f"names {item!r} twice")
         out.append(path)
     return out[0] if len(out) == 1 else tuple(out)

@@ -13,6 +13,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from guardrail.policy.sources import DEFAULT_PACK
+
 from .opskit import Served, ThreadedServer, chat, guardrail_serve, mock_upstream
 from .test_listeners import wait_for
 
@@ -62,7 +64,7 @@ def test_a_served_list_reloads_every_source_and_refuses_a_bad_second_one(
     )
     assert hits == ["clinic.night_line"]  # referral.distress is turned off: it never runs
     [serving] = proc.events("serving")
-    assert serving["policies"].startswith("default, ") and serving["policies"].endswith("mine")
+    assert serving["policies"] == f"{DEFAULT_PACK}, {mine.parent}"
     # the second source breaks: SIGHUP is refused, naming its file, line and policy id
     mine.write_text(textwrap.dedent(MINE).replace("user.distress and", "user.distres and"))
     os.kill(proc.proc.pid, signal.SIGHUP)

@@ -152,10 +152,11 @@ def test_default_names_the_bundled_pack_everywhere() -> None:
     assert parse_sources("default, ./mine", Path("/etc/g")) == (DEFAULT_PACK, Path("/etc/g/mine"))
     assert parse_sources([Path("/abs"), "rel"], Path("/base")) == (Path("/abs"), Path("/base/rel"))
     assert parse_sources("./default", Path("/b")) == Path("/b/default")  # a folder of that name
+    assert parse_sources("a,b", commas=False) == Path("a,b")  # a program's string is one path
     for bad, why in (
         ([], "at least one"),
         ("a,,b", "empty item"),
-        (["default", "default"], "twice"),
+        (["default", "default"], "names 'default' twice"),
         ([1], "each item"),
         ({"a": 1}, "must be"),
     ):
