@@ -8,9 +8,12 @@ and resources; defining a name again is an error naming both places. What an ear
 defines is changed only through a file's ``overrides:`` block (``overrides``): a policy's mode or
 whether it runs, a list's or a detector's phrases, resource values. A turned-off policy is built
 and checked like any other, then left out of the set (``PolicySet.composition`` keeps it for
-``guardrail test``). Anything
-malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where there is
-one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
+``guardrail test``).
+
+Stages: ``collect`` reads every file of every source; lists (with their phrase edits), detectors,
+resources and policies are built in that order; the override blocks' policy changes come last.
+Anything malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where
+there is one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
 condition naming a missing detector, a duplicate name, a template naming an unknown resource key,
 an action without its text, a cycle among composite detectors, locales with different keys, a
 regex that backtracks catastrophically (``patterns``: every ``regex:`` entry also runs under a
@@ -26,10 +29,8 @@ optional ``unless`` condition over reply detectors (see ``policyload``).
 
 from __future__ import annotations
 
-import hashlib
-import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from functools import partial
 from pathlib import Path
 from typing import TypeAlias
 
@@ -46,14 +47,13 @@ from guardrail.policy.detectors import (
     phrase_pattern,
 )
 from guardrail.policy.engine import PolicySet
+from guardrail.policy.collect import Collected, collect, twice
 from guardrail.policy.model import Composition, Policy
 from guardrail.policy.overrides import (
-    Overrides,
-    PhraseEdit,
-    PolicyChange,
+    apply_policy_changes,
+    by_name,
     check_order,
     edit_phrases,
-    read_overrides,
 )
 from guardrail.policy.patterns import (
     Written,
@@ -66,11 +66,10 @@ from guardrail.policy.policyload import PolicyContext, build_policy
 from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
 from guardrail.policy.resources import compose_resources
 from guardrail.policy.sources import PolicySource, as_list, parse_sources
-from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
+from guardrail.policy.yamlsource import Fields, Src, YMap
 
 __all__ = ["load_policies"]
 
-_TOP_KEYS = ("lists", "detectors", "policies", "resources", "overrides")
 _LEAF_KEYS = (
     "description",
     "scope",
@@ -97,108 +96,10 @@ _COMPOSITE_KEYS = (
     "construct",
 )
 _COMPOSITE_MODES = ("any", "all", "none")
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
 _Locate: TypeAlias = Callable[[str], tuple[Src | None, int | None]]
-_KEYWORDS = frozenset({"and", "or", "not"})
 
 
-@dataclass
-class _Collected:
-    """Sections gathered from every file of every source, before anything is built."""
-
-    lists: dict[str, tuple[object, Src]] = field(default_factory=dict)
-    detectors: dict[str, tuple[object, Src]] = field(default_factory=dict)
-    policies: list[tuple[object, Src]] = field(default_factory=list)
-    resources: list[tuple[object, Src]] = field(default_factory=list)
-    overrides: Overrides = field(default_factory=Overrides)
-    source_of: dict[str, int] = field(default_factory=dict)
-    """Each file read (as displayed) -> the index of its source."""
-
-    def origin(self, src: Src | None) -> int | None:
-        return None if src is None else self.source_of.get(src.file)
-
-
-def _files(root: Path) -> list[Path]:
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not files:
-            raise PolicyError("no *.yaml or *.yml policy files in this folder", file=str(root))
-        return files
-    if root.is_file():
-        return [root]
-    raise PolicyError("no such policy file or folder", file=str(root))
-
-
-def _twice(first: Src, here: Src, later: bool) -> str:
-    """The end of a "defined twice" error: both places, and what to do across sources."""
-    hint = (
-        "; a source cannot redefine what an earlier one defines: change it under 'overrides:', "
-        "or turn it off there and add your own under a new name"
-        if later
-        else ""
-    )
-    return f"{first.file}:{first.line} and here{hint}"
-
-
-def _add_named(
-    out: _Collected,
-    into: dict[str, tuple[object, Src]],
-    section: object,
-    src: Src,
-    what: str,
-) -> None:
-    names = src.expect(section, YMap, f"'{what}s'")
-    for name, value in names.items():
-        where = src.at(names.key_lines[name])
-        if what != "list" and (not _NAME.fullmatch(name) or name in _KEYWORDS):
-            raise where.error(
-                f"{what} name {name!r} must match [A-Za-z0-9_.-]+ and not be and/or/not"
-            )
-        if name in into:
-            first = into[name][1]
-            later = out.origin(first) != out.origin(where)
-            raise where.error(f"{what} {name!r} is defined twice: {_twice(first, where, later)}")
-        into[name] = (value, where)
-
-
-def _collect(sources: tuple[Path, ...]) -> tuple[_Collected, str]:
-    out = _Collected()
-    digest = hashlib.sha256()
-    for index, root in enumerate(sources):
-        digest.update(f"source {index}\0".encode())
-        for path in _files(root):
-            display = str(path)
-            doc, raw = read_yaml(path, display)
-            out.source_of.setdefault(display, index)
-            digest.update(path.name.encode() + b"\0" + raw.encode("utf-8") + b"\0")
-            if doc is None:
-                continue
-            top = Fields(doc, Src(display, 1), "a policy file", _TOP_KEYS)
-            if top.has("lists"):
-                _add_named(out, out.lists, top.map["lists"], top.at("lists"), "list")
-            if top.has("detectors"):
-                detectors = top.map["detectors"]
-                _add_named(out, out.detectors, detectors, top.at("detectors"), "detector")
-            if top.has("policies"):
-                seq = top.need("policies", YSeq)
-                out.policies.extend(
-                    (item, top.src.at(line)) for item, line in zip(seq, seq.item_lines)
-                )
-            if top.has("resources"):
-                out.resources.append((top.map["resources"], top.at("resources")))
-            if top.has("overrides"):
-                read_overrides(out.overrides, top.map["overrides"], top.at("overrides"), index)
-    return out, digest.hexdigest()[:12]
-
-
-def _by_name(edits: list[PhraseEdit]) -> dict[str, list[PhraseEdit]]:
-    out: dict[str, list[PhraseEdit]] = {}
-    for edit in edits:
-        out.setdefault(edit.name, []).append(edit)
-    return out
-
-
-def _locate(named: dict[str, tuple[object, Src]], collected: _Collected) -> _Locate:
+def _locate(named: dict[str, tuple[object, Src]], collected: Collected) -> _Locate:
     def locate(name: str) -> tuple[Src | None, int | None]:
         where = named[name][1] if name in named else None
         return where, collected.origin(where)
@@ -206,13 +107,13 @@ def _locate(named: dict[str, tuple[object, Src]], collected: _Collected) -> _Loc
     return locate
 
 
-def _lists(collected: _Collected) -> dict[str, tuple[str, ...]]:
+def _lists(collected: Collected) -> dict[str, tuple[str, ...]]:
     lists = {
         name: tuple(text for text, _ in src.strings(value, f"list {name!r}"))
         for name, (value, src) in collected.lists.items()
     }
     locate = _locate(collected.lists, collected)
-    for name, edits in _by_name(collected.overrides.lists).items():
+    for name, edits in by_name(collected.overrides.lists).items():
         lists[name] = edit_phrases(lists.get(name, ()), edits, "list", locate)
     return lists
 
@@ -308,12 +209,12 @@ def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
 
 
 def _detectors(
-    collected: _Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
+    collected: Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
 ) -> tuple[list[Leaf], list[Composite]]:
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
     where: dict[str, Src] = {}
-    edits = _by_name(collected.overrides.detectors)
+    edits = by_name(collected.overrides.detectors)
     locate = _locate(collected.detectors, collected)
     for name, found in edits.items():
         for one in found:
@@ -329,20 +230,16 @@ def _detectors(
             composites[name] = _composite(name, raw, src, collected)
         else:
             fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
-            edit = None
-            if name in edits:
-                mine = edits[name]
-
-                def edit(
-                    phrases: tuple[str, ...], mine: list[PhraseEdit] = mine
-                ) -> tuple[str, ...]:
-                    return edit_phrases(phrases, mine, "detector", locate)
-
+            edit = (
+                partial(edit_phrases, edits=edits[name], what="detector", locate=locate)
+                if name in edits
+                else None
+            )
             leaves.append(_leaf(name, fields, lists, filters, written, edit))
     return leaves, _ordered(composites, where)
 
 
-def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composite:
+def _composite(name: str, raw: YMap, src: Src, collected: Collected) -> Composite:
     extra = [k for k in raw if k in _LEAF_KEYS and k not in _COMPOSITE_KEYS]
     if extra:
         raise src.at(raw.key_lines[extra[0]]).error(
@@ -423,32 +320,6 @@ def _reads_reply(ps: PolicySet, name: str) -> bool:
     return isinstance(det, Leaf) and det.reads_reply
 
 
-def _changed(
-    policies: list[Policy], collected: _Collected
-) -> tuple[list[Policy], tuple[Policy, ...], dict[str, tuple[str, ...]]]:
-    """The override blocks' policy changes applied in order: the policies that run, those
-    turned off, and each changed policy's overrides (``file:line: what``)."""
-    by_id = {p.id: p for p in policies}
-    where = {p.id: Src(p.file, p.line, p.id) for p in policies}
-    enabled = dict.fromkeys(by_id, True)
-    changes: dict[str, list[PolicyChange]] = {}
-    for change in collected.overrides.policies:
-        defined = where.get(change.policy)
-        check_order(
-            change.policy, "policy", change.src, change.source, defined, collected.origin(defined)
-        )
-        policy = by_id[change.policy]
-        if change.mode is not None:
-            by_id[change.policy] = replace(policy, mode=change.mode)
-        if change.enabled is not None:
-            enabled[change.policy] = change.enabled
-        changes.setdefault(change.policy, []).append(change)
-    running = [p for p in by_id.values() if enabled[p.id]]
-    disabled = tuple(p for p in by_id.values() if not enabled[p.id])
-    described = {pid: tuple(c.describe() for c in found) for pid, found in changes.items()}
-    return running, disabled, described
-
-
 def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> PolicySet:
     """Load, check and compile the policies at ``path``: a folder, one file, ``"default"`` (the
     bundled pack), or a list of them applied in order (``["default", "mine/"]``)."""
@@ -456,7 +327,7 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
         sources = as_list(parse_sources(path, commas=False))
     except ValueError as exc:
         raise PolicyError(f"policy sources: {exc}", file=str(path)) from None
-    collected, digest = _collect(sources)
+    collected, digest = collect(sources)
     lists = _lists(collected)
     filters = Filters(
         negators=compile_words(DEFAULT_NEGATORS + lists.get("negators", ())),
@@ -481,10 +352,12 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
         if policy.id in seen:
             first = seen[policy.id]
             later = collected.origin(first) != collected.origin(here)
-            raise here.error(f"policy id defined twice: {_twice(first, here, later)}")
+            raise here.error(f"policy id defined twice: {twice(first, here, later)}")
         seen[policy.id] = Src(src.file, policy.line)
         built.append(policy)
-    policies, disabled, changes = _changed(built, collected)
+    policies, disabled, changes = apply_policy_changes(
+        built, collected.overrides.policies, collected.origin
+    )
     refuse_backtracking(written, policies, draft)
     return PolicySet(
         policies=policies,

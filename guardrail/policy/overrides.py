@@ -28,9 +28,10 @@ shadow) and ``enabled``; the resource part is ``resources.compose_resources``' b
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from guardrail.policy.detectors import phrase_key
+from guardrail.policy.model import Policy
 from guardrail.policy.yamlsource import Fields, Src, YMap
 
 __all__ = [
@@ -38,6 +39,8 @@ __all__ = [
     "Overrides",
     "PhraseEdit",
     "PolicyChange",
+    "apply_policy_changes",
+    "by_name",
     "check_order",
     "edit_phrases",
     "read_overrides",
@@ -159,3 +162,38 @@ def edit_phrases(
             out = kept
         out.extend(edit.append)
     return tuple(out)
+
+
+def by_name(edits: list[PhraseEdit]) -> dict[str, list[PhraseEdit]]:
+    """Phrase edits grouped by the list or detector they name, each group in order."""
+    out: dict[str, list[PhraseEdit]] = {}
+    for edit in edits:
+        out.setdefault(edit.name, []).append(edit)
+    return out
+
+
+def apply_policy_changes(
+    policies: list[Policy],
+    changes: list[PolicyChange],
+    origin: Callable[[Src | None], int | None],
+) -> tuple[list[Policy], tuple[Policy, ...], dict[str, tuple[str, ...]]]:
+    """The override blocks' policy changes applied in order (``origin``: a place -> the index
+    of its source): the policies that run, those turned off, and each changed policy's
+    overrides (``file:line: what``)."""
+    by_id = {p.id: p for p in policies}
+    where = {p.id: Src(p.file, p.line, p.id) for p in policies}
+    enabled = dict.fromkeys(by_id, True)
+    found: dict[str, list[PolicyChange]] = {}
+    for change in changes:
+        defined = where.get(change.policy)
+        check_order(change.policy, "policy", change.src, change.source, defined, origin(defined))
+        policy = by_id[change.policy]
+        if change.mode is not None:
+            by_id[change.policy] = replace(policy, mode=change.mode)
+        if change.enabled is not None:
+            enabled[change.policy] = change.enabled
+        found.setdefault(change.policy, []).append(change)
+    running = [p for p in by_id.values() if enabled[p.id]]
+    disabled = tuple(p for p in by_id.values() if not enabled[p.id])
+    described = {pid: tuple(c.describe() for c in mine) for pid, mine in found.items()}
+    return running, disabled, described
