@@ -17,25 +17,48 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterable, Iterator, Sequence
 from typing import IO, Any
 
+from guardrail.errors import PolicyError
 from guardrail.formats import jsontext
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
 from guardrail.policy.model import ROLES
+from guardrail.policy.sources import PolicySource, parse_sources
 from guardrail.config.settings import DEFAULT_POLICIES
 
 REQUIRED_SIGNALS = ("user.distress", "user.crisis", "reply.referral")
 _PROGRESS_EVERY = 500
 
 
-def default_policies() -> Path:
-    """$GUARDRAIL_POLICIES if set, else the bundled pack (``settings.DEFAULT_POLICIES``)."""
+def default_policies() -> PolicySource:
+    """$GUARDRAIL_POLICIES if set (comma-separated sources, ``default`` for the bundled pack),
+    else the bundled pack (``settings.DEFAULT_POLICIES``)."""
     env = os.environ.get("GUARDRAIL_POLICIES")
     if env:
-        return Path(env)
+        try:
+            return parse_sources(env)
+        except ValueError as exc:
+            raise PolicyError(f"environment GUARDRAIL_POLICIES: {exc}", file=env) from None
     return DEFAULT_POLICIES
+
+
+def chosen_policies(given: Sequence[str] | None) -> PolicySource:
+    """The sources named on the command line (each may be comma-separated), in order, else
+    :func:`default_policies`."""
+    if not given:
+        return default_policies()
+    try:
+        return parse_sources([item for arg in given for item in _split(arg)])
+    except ValueError as exc:
+        raise PolicyError(f"policy sources: {exc}", file=", ".join(given)) from None
+
+
+def _split(arg: str) -> list[str]:
+    items = arg.split(",")
+    if len(items) > 1 and not all(item.strip() for item in items):
+        raise ValueError(f"empty item in {arg!r}")
+    return items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,10 +67,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--policies",
-        type=Path,
+        action="append",
         default=None,
         metavar="PATH",
-        help="policy folder or file (default: $GUARDRAIL_POLICIES or policies/)",
+        help="policy folder, file or 'default' (the bundled pack); repeat it (or separate with "
+        "commas) to apply several in order (default: $GUARDRAIL_POLICIES or default)",
     )
     parser.add_argument("--locale", default=None, help="locale for resource texts")
     parser.add_argument(
@@ -198,7 +222,7 @@ def check_stream(
 
 
 def run(args: argparse.Namespace) -> int:
-    ps = load_policies(args.policies if args.policies is not None else default_policies())
+    ps = load_policies(chosen_policies(args.policies))
     progress = sys.stderr if sys.stderr.isatty() else None
     with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False, buffering=1 << 16) as out:
         if args.jsonl == "-":

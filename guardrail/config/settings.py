@@ -13,7 +13,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``host`` | ``GUARDRAIL_HOST`` | ``127.0.0.1`` | address to listen on (``--host``) |
 | ``port`` | ``GUARDRAIL_PORT`` | ``8787`` | port to listen on; 0 picks a free one (``--port``) |
 | ``upstream`` | ``GUARDRAIL_UPSTREAM`` | none: required unless ``demo`` or ``routes`` give every upstream | base URL of the upstream API, ``http``/``https``, may carry a base path: ``https://api.openai.com``, ``https://host/openai/v1`` (``--upstream``); the catch-all route ``/`` and every route without its own |
-| ``policies`` | ``GUARDRAIL_POLICIES`` | the bundled ``policies/`` | policy folder or single YAML file (``--policies``); relative paths in the config file are relative to that file |
+| ``policies`` | ``GUARDRAIL_POLICIES`` | the bundled pack, ``default`` | policy folder, single YAML file, or ``default`` (the bundled pack), or a list of them applied in order (``[default, ./mine]``; comma-separated in the environment, ``--policies`` repeated or comma-separated); later sources use and tune earlier ones (``guardrail.policy.loader``); relative paths in the config file are relative to that file |
 | ``locale`` | ``GUARDRAIL_LOCALE`` | ``en-US`` | locale of referral resources when a request names none (``--locale``) |
 | ``api`` | ``GUARDRAIL_API`` | ``auto`` | wire format of ``POST`` paths that are not a known chat endpoint: ``auto`` (pass them through) or ``openai.chat``, ``openai.responses``, ``anthropic.messages``, ``ollama.chat``; known endpoints are always read as their own API |
 | ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
@@ -118,6 +118,7 @@ from guardrail.config.file import read_config_file
 from guardrail.errors import ConfigError
 from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
 from guardrail.policy.engine import DEFAULT_MAX_USER_CHARS
+from guardrail.policy.sources import DEFAULT_PACK, PolicySource, as_list
 from guardrail.config.routes import Route, RouteError, RouteSpec, parse_routes
 from guardrail.state import config as state_config
 from guardrail.state.config import BACKENDS, StateConfig
@@ -126,15 +127,9 @@ __all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "
 
 ENV_PREFIX = "GUARDRAIL_"
 CONFIG_ENV = "GUARDRAIL_CONFIG"
-_PACKAGE = Path(__file__).resolve().parent.parent  # guardrail/
-_PACKAGED_POLICIES = _PACKAGE / "pack"  # in an installed wheel
-DEFAULT_POLICIES = (
-    _PACKAGED_POLICIES
-    if _PACKAGED_POLICIES.is_dir()
-    else _PACKAGE.parent / "policies"  # a checkout or editable install
-)
+DEFAULT_POLICIES = DEFAULT_PACK
 """The bundled default pack: ``guardrail/pack/`` as package data, else the repository's
-``policies/`` folder beside the package."""
+``policies/`` folder beside the package (``guardrail.policy.sources``)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_ADMIN_PORT = 9787
@@ -175,7 +170,7 @@ class Settings:
     upstream: str | None = None
     host: str = "127.0.0.1"
     port: int = 8787
-    policies: Path = DEFAULT_POLICIES
+    policies: PolicySource = DEFAULT_POLICIES
     locale: str = "en-US"
     api: str = "auto"
     holdback: str = "sentence"
@@ -262,7 +257,7 @@ KEYS: tuple[Key, ...] = (
     Key("host", cv.nonempty, "127.0.0.1", "--host"),
     Key("port", cv.port, 8787, "--port"),
     Key("upstream", cv.parse_upstream, None, "--upstream"),
-    Key("policies", cv.path, DEFAULT_POLICIES, "--policies"),
+    Key("policies", cv.policy_sources, DEFAULT_POLICIES, "--policies"),
     Key("locale", cv.locale, "en-US", "--locale"),
     Key("locale_header", cv.header_name, "x-guardrail-locale"),
     Key("api", cv.api, "auto"),
@@ -374,6 +369,8 @@ def _from_file(path: Path) -> _Layer:
         value = _parsed(_BY_NAME[name], raw, source)
         if name in _RELATIVE and isinstance(value, Path) and not value.is_absolute():
             value = path.parent / value
+        elif name in _RELATIVE and isinstance(value, tuple):  # a list of policy sources
+            value = tuple(p if p.is_absolute() else path.parent / p for p in as_list(value))
         layer[name] = (value, source)
     return layer
 
