@@ -15,7 +15,8 @@ Semantic judges: when the policy set has ``judge:`` detectors, their endpoints c
 each case's judges are asked as the proxy would ask them (the same text, timeout and fail mode;
 the budget paces the run instead of failing questions), the answers feed the evaluation, and each
 output line gets ``"judges": {"<detector id>": true|false|null}``, the judge's own answer (null:
-unanswered; see the outcome counts printed to stderr at the end). ``--no-judges`` evaluates
+unanswered; a ``judge_unanswered`` warning on stderr says why, and the outcome counts are printed
+there at the end). ``--no-judges`` evaluates
 without asking them (every judge unanswered), for the lexical detectors' figures alone.
 """
 
@@ -290,7 +291,9 @@ def _judges(ps: PolicySet, args: argparse.Namespace) -> OfflineJudges | None:
     if not judges or args.no_judges:
         return None
     from guardrail.judge.offline import OfflineJudges
+    from guardrail.observe.logs import configure_logging
 
+    configure_logging("warning", stream=sys.stderr)  # judge_unanswered events: never on stdout
     return OfflineJudges(load_judges(args.config), judges)
 
 

@@ -28,7 +28,9 @@ import asyncio
 import contextlib
 import json
 import socket
+import threading
 from collections.abc import AsyncIterator, Generator
+from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
@@ -244,3 +246,36 @@ class CountingTransport(httpx.AsyncHTTPTransport):
             return await super().handle_async_request(request)
         finally:
             self.in_flight -= 1
+
+
+class ServerThread:
+    """The mock judge served from its own event loop in a thread, for synchronous tests
+    (``guardrail check`` runs its own loop)."""
+
+    def __init__(self, app: MockJudge) -> None:
+        self.app = app
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._stop: asyncio.Event | None = None
+        self._done: Future[None] | None = None
+
+    def __enter__(self) -> str:
+        self._thread.start()
+        ready: Future[str] = Future()
+
+        async def run() -> None:
+            self._stop = asyncio.Event()
+            async with serve(self.app) as url:
+                ready.set_result(url)
+                await self._stop.wait()
+
+        self._done = asyncio.run_coroutine_threadsafe(run(), self.loop)
+        return ready.result(10)
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._stop is not None and self._done is not None
+        self.loop.call_soon_threadsafe(self._stop.set)
+        self._done.result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
