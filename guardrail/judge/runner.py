@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 import httpx
 
 from guardrail.errors import ConfigError
@@ -83,7 +83,8 @@ class JudgeRunner:
     inside one event loop and close it with :meth:`aclose` (or ``async with``). ``transport``
     replaces the HTTP transport; ``clock`` (monotonic seconds) drives the cache and the budget;
     ``pace`` makes a question wait for the budget instead of going unanswered (``guardrail
-    check``, where a complete answer matters more than latency).
+    check``, where a complete answer matters more than latency), waiting with ``sleep`` (which
+    must let ``clock`` advance by the seconds it is given).
     """
 
     def __init__(
@@ -93,9 +94,11 @@ class JudgeRunner:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.monotonic,
         pace: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._lanes = {name: _Lane(endpoint, clock) for name, endpoint in endpoints.items()}
         self._pace = pace
+        self._sleep = sleep
         self._tasks: set[asyncio.Task[Answer]] = set()
         slots = sum(e.max_concurrency for e in endpoints.values()) or 1
         self._client = httpx.AsyncClient(
@@ -199,7 +202,7 @@ class JudgeRunner:
         endpoint = lane.endpoint
         if self._pace:
             while not lane.budget.take():
-                await asyncio.sleep(lane.budget.wait())
+                await self._sleep(lane.budget.wait())
         elif not lane.budget.take():
             return _unanswered(judge, endpoint, "budget", "calls_per_minute")
         started = time.perf_counter()
@@ -210,6 +213,8 @@ class JudgeRunner:
         except (TimeoutError, httpx.TimeoutException) as exc:
             return _unanswered(judge, endpoint, "timeout", type(exc).__name__, started)
         except httpx.HTTPError as exc:
+            return _unanswered(judge, endpoint, "error", type(exc).__name__, started)
+        except Exception as exc:  # noqa: BLE001 -- a judge's failure never fails the request
             return _unanswered(judge, endpoint, "error", type(exc).__name__, started)
         if status != 200:
             return _unanswered(judge, endpoint, "error", f"status {status}", started)

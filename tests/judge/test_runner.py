@@ -8,6 +8,7 @@ import dataclasses
 import logging
 from collections.abc import Iterator
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -332,3 +333,38 @@ async def test_a_key_goes_only_to_its_own_endpoint(judge: Judge) -> None:
         await runner.ask([spec("m.yes", "yes"), spec("m.no", "no")], MESSAGES)
     assert judge.mock.by_model("yes")[0].authorization == f"Bearer {KEY}"
     assert judge.mock.by_model("no")[0].authorization == "Bearer other-key"
+
+
+class _Broken(httpx.AsyncBaseTransport):
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug below the client")
+
+
+async def test_an_unexpected_failure_below_the_client_is_an_error_not_a_crash(
+    outcomes: dict[tuple[str, str], float],
+) -> None:
+    endpoints = {"x": endpoint("http://judge.test", "x", fail="closed")}
+    async with JudgeRunner(endpoints, transport=_Broken()) as runner:
+        facts = await runner.ask([spec("n.broken", "x")], MESSAGES)
+    assert facts == {"judge.n.broken": True}
+    assert delta(outcomes, "n.broken", "error") == 1
+
+
+async def test_paced_questions_wait_for_the_budget_instead_of_failing(
+    judge: Judge, outcomes: dict[tuple[str, str], float]
+) -> None:
+    clock = FakeClock()
+    waited: list[float] = []
+
+    async def sleep(seconds: float) -> None:  # the budget's time passes, no real time
+        waited.append(seconds)
+        clock.now += seconds
+        await asyncio.sleep(0)
+
+    endpoints = {"yes": endpoint(judge.url, "yes", calls_per_minute=2)}
+    async with JudgeRunner(endpoints, clock=clock, pace=True, sleep=sleep) as runner:
+        asks = [runner.ask([spec("o.paced", "yes")], [Message("user", f"t{i}")]) for i in range(5)]
+        results = await asyncio.gather(*asks)
+    assert results == [{"judge.o.paced": True}] * 5
+    assert len(judge.mock.seen) == 5 and delta(outcomes, "o.paced", "budget") == 0
+    assert waited and all(0 < w <= 30 for w in waited)  # one call every 30 s after a burst of 2
