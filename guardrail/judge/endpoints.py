@@ -130,7 +130,7 @@ def parse_judges(raw: object) -> tuple[EndpointSpec, ...]:
     if raw is None:
         return ()
     if not isinstance(raw, dict):
-        raise ValueError("judges: must be a mapping of endpoint names to {url, model, ...}")  # noqa: TRY004
+        raise ValueError("judges: must be a mapping of names to {url, model, ...}")  # noqa: TRY004
     return tuple(_entry(name, entry) for name, entry in raw.items())
 
 
@@ -164,8 +164,9 @@ def resolve_judges(
 ) -> dict[str, JudgeEndpoint]:
     """Endpoints by name, each API key read from its ``api_key_env`` variable in ``env``.
 
-    Raises ValueError naming ``judges.<name>.api_key_env`` and the variable (never its value) when the
-    variable is unset, empty, or holds whitespace or control characters (it goes in a header)."""
+    Raises ValueError naming ``judges.<name>.api_key_env`` and the variable (never its value)
+    when the variable is unset, empty, or holds whitespace or control characters (it goes in a
+    header)."""
     out: dict[str, JudgeEndpoint] = {}
     for spec in specs:
         endpoint = spec.endpoint

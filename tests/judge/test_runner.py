@@ -172,7 +172,9 @@ async def test_a_timeout_is_answered_by_the_fail_mode(
     assert len(judge.mock.by_model("hang")) == 1
 
 
-async def test_failures_are_not_cached(judge: Judge, outcomes: dict[tuple[str, str], float]) -> None:
+async def test_failures_are_not_cached(
+    judge: Judge, outcomes: dict[tuple[str, str], float]
+) -> None:
     async with JudgeRunner({"flaky": endpoint(judge.url, "flaky")}) as runner:
         first = await runner.ask([spec("f.flaky", "flaky")], MESSAGES)
         second = await runner.ask([spec("f.flaky", "flaky")], MESSAGES)
@@ -204,7 +206,9 @@ async def test_parallel_asks_about_one_turn_share_one_call(
     judge: Judge, outcomes: dict[tuple[str, str], float]
 ) -> None:
     async with JudgeRunner({"gate": endpoint(judge.url, "gate")}) as runner:
-        asks = [asyncio.create_task(runner.ask([spec("h.same", "gate")], MESSAGES)) for _ in range(20)]
+        asks = [
+            asyncio.create_task(runner.ask([spec("h.same", "gate")], MESSAGES)) for _ in range(20)
+        ]
         await judge.mock.calls(1)
         judge.mock.open_gate()
         results = await asyncio.gather(*asks)

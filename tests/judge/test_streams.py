@@ -61,7 +61,7 @@ async def pieces(response: httpx.Response) -> AsyncIterator[str]:
 
 async def test_request_judges_run_during_the_stream_and_reply_judges_after(judge: Judge) -> None:
     judges = [
-        Spec("user.crisis.judge", "Does the person express suicidal thoughts?", "last_user", "gate"),
+        Spec("user.crisis.judge", "Does the person speak of suicide?", "last_user", "gate"),
         Spec("reply.referral.judge", "Does the reply mention unalive?", "reply", "keyword"),
     ]
     endpoints = {"gate": endpoint(judge.url, "gate"), "keyword": endpoint(judge.url, "keyword")}
