@@ -223,7 +223,8 @@ _SCRIPT = """
     if (name === "reload_failures") {
       return f.state === "bad" ? "the last reload was refused" : "alerts while the last is refused";
     }
-    var limit = name === "overhead_p99" ? ms(f.threshold) : OF[name] ? pct(f.threshold) : fmt(f.threshold);
+    var limit = name === "overhead_p99" ? ms(f.threshold)
+      : OF[name] ? pct(f.threshold) : fmt(f.threshold);
     var share = OF[name] && f.ratio !== undefined ? pct(f.ratio) + OF[name] + " \\u00b7 " : "";
     return share + "alert above " + limit;
   }
@@ -256,7 +257,9 @@ _SCRIPT = """
   }
   function colours(trend) {
     var map = {};
-    Object.keys(trend.categories).forEach(function (c, i) { map[c] = PALETTE[i % PALETTE.length]; });
+    Object.keys(trend.categories).forEach(function (c, i) {
+      map[c] = PALETTE[i % PALETTE.length];
+    });
     return map;
   }
   function chart(trend, colour) {
@@ -264,7 +267,8 @@ _SCRIPT = """
     clear(svg); clear(legend);
     var cats = Object.keys(trend.categories);
     var max = cats.reduce(function (m, c) { return Math.max(m, peak(trend.categories[c])); }, 0);
-    var steps = Math.max(trend.points, MIN_STEPS), span = Math.round(steps * trend.step_seconds / 60);
+    var steps = Math.max(trend.points, MIN_STEPS);
+    var span = Math.round(steps * trend.step_seconds / 60);
     setText("trend-from", span >= 1 ? span + " min ago" : steps * trend.step_seconds + " s ago");
     setText("trend-peak", max > 0 ? "peak " + fmt(max) + " hits per " + trend.step_seconds + " s"
       : "no hits in this span");
@@ -285,8 +289,11 @@ _SCRIPT = """
     var td = cell(row, "", "sparkcell");
     var svg = svgEl("svg", { "class": "spark", viewBox: "0 0 100 20", role: "img" });
     var sum = values ? total(values) : 0;
-    if (sum) { plot(svg, values, peak(values), colour, 100, 20, 2, MIN_STEPS); }
-    else { svg.appendChild(svgEl("line", { x1: 0, y1: 18, x2: 100, y2: 18, "class": "axisline" })); }
+    if (sum) {
+      plot(svg, values, peak(values), colour, 100, 20, 2, MIN_STEPS);
+    } else {
+      svg.appendChild(svgEl("line", { x1: 0, y1: 18, x2: 100, y2: 18, "class": "axisline" }));
+    }
     td.appendChild(svg);
   }
   function render(doc) {

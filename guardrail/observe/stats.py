@@ -12,8 +12,9 @@ can never disagree), in three views:
   PromQL's ``histogram_quantile`` does;
 * hits over time per category and per policy (:mod:`guardrail.observe.trend`).
 
-Each view also carries its tiles with a state (``zero``, ``ok``, ``warn``, ``bad``) computed with
-the label selections and thresholds of the shipped alert rules (:mod:`guardrail.observe.thresholds`):
+Each view also carries its tiles with a state (``zero``, ``ok``, ``warn``, ``bad``) computed
+with the label selections and thresholds of the shipped alert rules
+(:mod:`guardrail.observe.thresholds`):
 ``upstream_errors`` counts ``guardrail_upstream_errors_total{reason!="status_4xx"}``, the
 client's 4xx are ``client_errors``; ``not_inspected`` leaves out ``reason="upstream-error"``.
 """
@@ -89,7 +90,8 @@ def _keys(name: str, labels: dict[str, str]) -> tuple[str, ...]:
         reason = labels.get("reason")
         if reason in NOT_INSPECTED_EXCLUDED:
             return ()
-        return ("not_inspected", "engine_errors") if reason == "engine-error" else ("not_inspected",)
+        engine = reason == "engine-error"
+        return ("not_inspected", "engine_errors") if engine else ("not_inspected",)
     if name == "guardrail_policy_errors_total":
         return ("policy_errors", "engine_errors")
     if name == "guardrail_audit_events_total":
@@ -160,9 +162,8 @@ def _view(sample: Sample, last_reload_ok: float | None) -> dict[str, Any]:
         )
     enforce = sum(v for k, v in sample.hits.items() if k[3] == "enforce")
     shadow = sum(v for k, v in sample.hits.items() if k[3] == "shadow")
-    overhead = {
-        name: quantile(q, sample.overhead) for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-    }
+    levels = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+    overhead = {name: quantile(q, sample.overhead) for name, q in levels}
     hits = {"enforce": enforce, "shadow": shadow}
     return {
         "counts": {k: v for k, v in sorted(sample.counts.items())},

@@ -118,7 +118,8 @@ def test_dashboard_page_shows_the_traffic_without_console_errors(tmp_path: Path)
     chart = dom[dom.index('id="trend"') : dom.index("</svg>", dom.index('id="trend"'))]
     lines = polylines(chart)
     assert len(lines) == 5 and all(len(line) >= 1 for line in lines)
-    legend = dom[dom.index('id="trend-legend"') : dom.index("</ul>", dom.index('id="trend-legend"'))]
+    start = dom.index('id="trend-legend"')
+    legend = dom[start : dom.index("</ul>", start)]
     for category, hits in (("referral", 3), ("dependency", 3), ("validation", 3)):
         assert f"{category} {hits}<" in legend
     trend = stats.json()["trend"]
