@@ -66,8 +66,9 @@ def test_dashboard_page_shows_the_traffic_without_console_errors(tmp_path: Path)
         guardrail_serve(tmp_path, upstream.url, folder, env=env) as served,
     ):
         time.sleep(0.5)  # the admin sampler's first sample: the baseline of the windows
-        drive_traffic(served.proxy, served.admin, folder, TOKEN)
         url = f"{served.admin}/dashboard#token={TOKEN}"
+        fresh, _ = headless(browser, url, tmp_path, "--dump-dom", width=WIDTH)
+        drive_traffic(served.proxy, served.admin, folder, TOKEN)
         dom, console = headless(browser, url, tmp_path, "--dump-dom", width=WIDTH)
         shot = tmp_path / "dashboard.png"
         _, console_shot = headless(browser, url, tmp_path, f"--screenshot={shot}", width=WIDTH)
@@ -124,6 +125,11 @@ def test_dashboard_page_shows_the_traffic_without_console_errors(tmp_path: Path)
     # readable at 800 px: nothing wider than the window, and the capture is not blank
     assert viewport == WIDTH and width <= WIDTH, (width, viewport)
     assert shot.stat().st_size > 10_000 and png_colours(shot) > 50
+    # before any traffic every tile is a grey zero and the chart says so, drawing nothing
+    assert 'data-loaded="true"' in fresh
+    tiles = re.findall(r'<div class="([^"]*)" id="tile-', fresh)
+    assert len(tiles) == 14 and set(tiles) == {"tile zero"}, tiles
+    assert text_of(fresh, "trend-peak") == "no hits in this span" and not polylines(fresh)
     # without the token the page asks for it and shows no figures
     assert 'data-loaded="true"' not in denied and "needs its token" in denied
     assert stats.json()["totals"]["counts"]["crisis_resources"] == 3
