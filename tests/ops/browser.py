@@ -148,7 +148,8 @@ class DevTools:
         return result["result"].get("value")
 
     def wait_for(self, expression: str, deadline_s: float = 60.0) -> None:
-        """Poll ``expression`` until it is true (a readiness wait, not a timing assertion)."""
+        """Poll ``expression`` until it is true (a readiness wait, not a timing assertion). The
+        page may not have a body yet at the first calls: guard the expression for that."""
         deadline = time.monotonic() + deadline_s
         while not self.evaluate(expression):
             assert time.monotonic() < deadline, f"page never satisfied {expression}"

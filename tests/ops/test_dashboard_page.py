@@ -74,7 +74,7 @@ def test_dashboard_page_shows_the_traffic_without_console_errors(tmp_path: Path)
         _, console_shot = headless(browser, url, tmp_path, f"--screenshot={shot}", width=WIDTH)
         denied, _ = headless(browser, f"{served.admin}/dashboard", tmp_path, "--dump-dom")
         with DevTools(browser, url, tmp_path / "devtools-profile", WIDTH, 900) as page:
-            page.wait_for("document.body.getAttribute('data-loaded') === 'true'")
+            page.wait_for("!!document.body && document.body.getAttribute('data-loaded') === 'true'")
             width, viewport = page.evaluate(
                 "[document.documentElement.scrollWidth, window.innerWidth]"
             )
