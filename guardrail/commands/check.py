@@ -9,6 +9,12 @@ the condition true: detector, its clinical construct, scope, turn, sentence, spa
 matched excerpt; the hit's ``constructs`` list them once each; sentence
 actions list the sentences they acted on) and, for a policy with ``regenerate``, its corrective
 instruction and fallback (this reads your own file, so the text stays on your machine). Progress goes to stderr, only when stderr is a terminal.
+
+A line may also carry "facts" ({"session.minutes": 200, "user.minor": true, ...}; "inf" for
+never) and "judge" answers ({"user.crisis.judge": true}), evaluated as the proxy would with
+that state. --explain then adds, per hit, the facts that made it true ("facts": [{detector,
+fact, value}]), and per line "skipped" (policies that read a fact the line did not give),
+"records" (what the proxy would remember) and "judges_unanswered".
 """
 
 from __future__ import annotations
@@ -23,6 +29,7 @@ from typing import IO, Any
 
 from guardrail.formats import jsontext
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
+from guardrail.policy.facts import BOOL_FACTS, FACTS
 from guardrail.policy.model import ROLES
 from guardrail.settings import DEFAULT_POLICIES
 
@@ -70,6 +77,32 @@ def _content(value: object, where: str) -> str:
             p["text"] for p in value if isinstance(p, dict) and isinstance(p.get("text"), str)
         )
     raise _Bad(f"{where}.content is not a string")
+
+
+def parse_facts(obj: dict[str, Any]) -> dict[str, float | bool] | None:
+    """A case's "facts" and "judge" answers as one facts mapping (None: neither given)."""
+    facts, judge = obj.get("facts"), obj.get("judge")
+    if facts is None and judge is None:
+        return None
+    out: dict[str, float | bool] = {}
+    if not isinstance(facts, (dict, type(None))) or not isinstance(judge, (dict, type(None))):
+        raise _Bad('"facts" and "judge" must be JSON objects')
+    for name, value in (facts or {}).items():
+        if name not in FACTS:
+            raise _Bad(f'unknown fact {name!r} in "facts" (known: {", ".join(FACTS)})')
+        if value == "inf":
+            value = float("inf")
+        if name in BOOL_FACTS and not isinstance(value, bool):
+            raise _Bad(f"fact {name!r} must be true or false")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name not in BOOL_FACTS and not number:
+            raise _Bad(f'fact {name!r} must be a number ("inf" for never)')
+        out[name] = value if isinstance(value, bool) else float(value)
+    for name, value in (judge or {}).items():
+        if not isinstance(value, bool):
+            raise _Bad(f"the answer of judge {name!r} must be true or false")
+        out[f"judge.{name}"] = value
+    return out
 
 
 def parse_case(obj: object) -> tuple[Conversation, str, str | None]:
@@ -129,11 +162,12 @@ def check_line(
         if isinstance(obj, dict):
             case_id = obj.get("id")
         conv, reply, case_locale = parse_case(obj)
+        facts = parse_facts(obj)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, _Bad) else "not valid JSON"
         return {"id": case_id, "error": f"line {number}: {reason}"}
     try:
-        verdict = ps.evaluate(conv, reply, locale=case_locale or locale)
+        verdict = ps.evaluate(conv, reply, locale=case_locale or locale, facts=facts)
     except Exception as exc:  # noqa: BLE001 -- never abort the run; never echo text
         return {"id": case_id, "error": f"line {number}: {type(exc).__name__} in evaluation"}
     result = verdict.to_dict()
@@ -148,13 +182,27 @@ def check_line(
             hit["condition"] = str(ps.policy(hit["policy"]).condition)
             hit["constructs"] = list(judged.constructs)
             hit["evidence"] = evidence
+            if judged.facts:
+                hit["facts"] = [
+                    {"detector": d, "fact": f, "value": _json_number(v)} for d, f, v in judged.facts
+                ]
             request = requests.get(hit["policy"])
             if request is not None:
                 hit["regenerate"] = {
                     "instruction": request.instruction,
                     "fallback": request.fallback,
                 }
-    return {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
+    out = {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
+    if explain:
+        out["skipped"] = [{"policy": pid, "reason": why} for pid, why in verdict.skipped]
+        out["records"] = sorted(verdict.records)
+        out["judges_unanswered"] = list(verdict.judges_unanswered)
+    return out
+
+
+def _json_number(value: float | bool) -> float | bool | str:
+    """A fact's value for JSON: infinity (never) as "inf"."""
+    return "inf" if value == float("inf") and not isinstance(value, bool) else value
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:

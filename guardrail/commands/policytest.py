@@ -1,7 +1,8 @@
 """Run every policy's inline tests (hit, ok, todo_hit, todo_ok cases in the policy YAML).
 
 A hit case must produce a hit of its policy, an ok case must not, and `expect` must equal the
-reply after every policy acted. todo_hit/todo_ok cases are known gaps: they are reported but never
+reply after every policy acted. A case may set `facts` and `judge` answers; -v and every failure
+name them. todo_hit/todo_ok cases are known gaps: they are reported but never
 fail, and are flagged "fixed, promote it" once they pass. The report ends with one line per
 policy (cases passed and failed, known gaps remaining, gaps fixed) and a total. Exit status: 0
 all passed, 1 a case failed, 2 the policies could not be loaded.
@@ -18,7 +19,7 @@ from typing import TextIO
 from guardrail.commands.check import default_policies
 from guardrail.policy import load_policies
 from guardrail.policy.model import Policy
-from guardrail.policy.testing import CaseResult, run_case
+from guardrail.policy.testing import CaseResult, describe_facts, run_case
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -91,7 +92,8 @@ def report(
         elif result.status == "todo":
             print(f"{result.case.where}: TODO {result.case.id} (known gap)", file=out)
         elif verbose:
-            print(f"{result.case.where}: {result.status.upper()} {result.case.id}", file=out)
+            given = f" (facts: {describe_facts(result.case.facts)})" if result.case.facts else ""
+            print(f"{result.case.where}: {result.status.upper()} {result.case.id}{given}", file=out)
     for warning in _untested(policies):
         print(warning, file=out)
     for line in _per_policy(results, policies):

@@ -13,8 +13,10 @@ After loading, every regex is compiled and every text formatted; evaluation comp
 Detector keys beyond the basics: ``first_sentences: N`` (reply scopes: only the reply's first N
 sentences count, e.g. "the reply opens with a crisis line"); composites ``any_of`` (with
 ``at_least: N`` parts, or ``min_matches: N`` distinct matches among leaf parts), ``all_of`` and
-``none_of``. Policy keys: ``regenerate: {instruction, fallback}``; ``prepend``/``append`` take an
-optional ``unless`` condition over reply detectors (see ``policyload``).
+``none_of``; ``fact`` and ``judge`` detectors read the facts the request flow gathers
+(``factload``, ``facts``). Policy keys: ``regenerate: {instruction, fallback}``, ``records``;
+``prepend``/``append`` take an optional ``unless`` condition over reply detectors (see
+``policyload``); inline cases may set ``facts`` and ``judge`` answers.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from guardrail.policy.detectors import (
     phrase_pattern,
 )
 from guardrail.policy.engine import PolicySet
+from guardrail.policy.factload import build_fact_leaf, is_fact_detector
+from guardrail.policy.facts import FactLeaf
 from guardrail.policy.model import Policy
 from guardrail.policy.patterns import (
     Written,
@@ -239,19 +243,22 @@ def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
 
 def _detectors(
     collected: _Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
-) -> tuple[list[Leaf], list[Composite]]:
+) -> tuple[list[Leaf], list[Composite], list[FactLeaf]]:
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
+    facts: list[FactLeaf] = []
     where: dict[str, Src] = {}
     for name, (value, src) in collected.detectors.items():
         raw = src.expect(value, YMap, f"detector {name!r}")
         where[name] = src
         if any(f"{mode}_of" in raw for mode in _COMPOSITE_MODES):
             composites[name] = _composite(name, raw, src, collected)
+        elif is_fact_detector(raw):
+            facts.append(build_fact_leaf(name, raw, src))
         else:
             fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
             leaves.append(_leaf(name, fields, lists, filters, written))
-    return leaves, _ordered(composites, where)
+    return leaves, _ordered(composites, where), facts
 
 
 def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composite:
@@ -291,6 +298,11 @@ def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composi
                 raise part_src.error(
                     f"detector {name!r} counts matches, so its parts must be leaf detectors; "
                     f"{part!r} is a composite"
+                )
+            if isinstance(raw_part, YMap) and is_fact_detector(raw_part):
+                raise part_src.error(
+                    f"detector {name!r} counts matches in text, so its parts must be text "
+                    f"detectors; {part!r} reads a fact"
                 )
     if not 1 <= at_least <= len(parts):
         raise f.at("at_least").error(
@@ -351,11 +363,14 @@ def load_policies(path: str | Path) -> PolicySet:
         contrasts=compile_words(DEFAULT_CONTRASTS + lists.get("contrasts", ())),
     )
     written: Written = []
-    leaves, composites = _detectors(collected, lists, filters, written)
+    leaves, composites, facts = _detectors(collected, lists, filters, written)
     resources = _resources(collected)
-    draft = PolicySet(policies=(), leaves=leaves, composites=composites, resources=resources)
+    draft = PolicySet(
+        policies=(), leaves=leaves, composites=composites, resources=resources, facts=facts
+    )
     ctx = PolicyContext(
         detectors=frozenset(draft.detectors),
+        judges=frozenset(f.name for f in facts if f.judge is not None),
         leaves_of=draft.leaves_of,
         reads_reply=lambda n: _reads_reply(draft, n),
         resources=resources,
@@ -378,6 +393,7 @@ def load_policies(path: str | Path) -> PolicySet:
         leaves=leaves,
         composites=composites,
         resources=resources,
+        facts=facts,
         source=str(root),
         digest=digest,
         lists=lists,

@@ -15,18 +15,24 @@ What each kind of case requires:
 * ``expect`` (any kind): the final reply, after every policy of the set acted, equals it exactly;
 * ``todo_hit`` / ``todo_ok``: known gaps. They never fail; while the gap remains the result is
   "todo", and once the case would pass as a ``hit`` / ``ok`` case it is "fixed" (promote it).
+
+A case may set ``facts`` (``{session.minutes: 200, user.minor: true}``) and ``judge`` answers
+(``{user.crisis.judge: true}``); it is evaluated with exactly those, and without either as a
+request that brings no facts (so an ``ok`` case without facts shows a state-based policy being
+skipped). The report names the facts given and the policies skipped.
 """
 
 from __future__ import annotations
 
 import difflib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 from guardrail.policy.engine import PolicySet
 from guardrail.policy.model import Case, Verdict
 
-__all__ = ["Case", "CaseResult", "collect_cases", "run_case"]
+__all__ = ["Case", "CaseResult", "collect_cases", "describe_facts", "run_case"]
 
 Status = Literal["pass", "fail", "todo", "fixed"]
 
@@ -42,6 +48,8 @@ class CaseResult:
     hits: tuple[str, ...]
     problems: tuple[str, ...] = ()
     error: str | None = None
+    skipped: tuple[str, ...] = ()
+    """The policies the case's verdict skipped (a state fact they read was not given)."""
 
     @property
     def ok(self) -> bool:
@@ -61,6 +69,9 @@ class CaseResult:
             )
         if self.error is not None:
             lines.append(f"  policy error: {self.error}")
+        lines.append(f"  facts: {describe_facts(case.facts)}")
+        if case.policy in self.skipped:
+            lines.append(f"  {case.policy} was skipped: a state fact it reads was not given")
         lines.append(f"  hits: {', '.join(self.hits) or '(none)'}")
         if case.expect is not None and self.reply != case.expect:
             diff = difflib.unified_diff(
@@ -71,6 +82,19 @@ class CaseResult:
             )
             lines.extend("  " + d.rstrip("\n") for d in diff)
         return "\n".join(lines)
+
+
+def describe_facts(facts: Mapping[str, float | bool] | None) -> str:
+    """``session.minutes=200, user.minor=true`` (or "(none)")."""
+    if not facts:
+        return "(none)"
+    return ", ".join(f"{k}={_show(v)}" for k, v in facts.items())
+
+
+def _show(value: float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "inf" if value == float("inf") else f"{value:g}"
 
 
 def collect_cases(policyset: PolicySet) -> list[Case]:
@@ -84,7 +108,9 @@ def _expected_hit(case: Case) -> bool:
 
 def run_case(policyset: PolicySet, case: Case) -> CaseResult:
     """Evaluate one case against the whole policy set and judge it."""
-    verdict: Verdict = policyset.evaluate(case.conversation, case.reply, locale=case.locale)
+    verdict: Verdict = policyset.evaluate(
+        case.conversation, case.reply, locale=case.locale, facts=case.facts
+    )
     mine = next((h for h in verdict.hits if h.policy == case.policy), None)
     hit = mine is not None and mine.error is None
     problems: list[str] = []
@@ -109,4 +135,5 @@ def run_case(policyset: PolicySet, case: Case) -> CaseResult:
         hits=tuple(h.policy for h in verdict.hits),
         problems=tuple(problems),
         error=mine.error if mine is not None else None,
+        skipped=tuple(pid for pid, _ in verdict.skipped),
     )
