@@ -26,9 +26,9 @@ reads state, so the flow can skip the store altogether).
 
 from __future__ import annotations
 
-import math
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+import operator
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 
 __all__ = [
     "BOOL_FACTS",
@@ -73,6 +73,7 @@ RECORDS = frozenset({"disclosure", "break_reminder", "wind_down", "referral", "c
 """What a policy may declare under ``records:``: what its hit did, for the flow to write."""
 JUDGE_READS = ("last_user", "conversation", "reply")
 TESTS = ("at_least", "at_most", "equals", "is")
+_NUMBERS = (float, int)
 
 
 def is_state_fact(name: str) -> bool:
@@ -112,19 +113,30 @@ class FactLeaf:
     construct: str = ""
     judge: JudgeSpec | None = None
 
+    _op: Callable[[float, float], bool] = field(
+        default=operator.eq, init=False, repr=False, compare=False
+    )
+
+    def __post_init__(self) -> None:
+        op = {"at_least": operator.ge, "at_most": operator.le}.get(self.test, operator.eq)
+        object.__setattr__(self, "_op", op)
+
     @property
     def state(self) -> bool:
         """Whether a missing fact skips the policies reading it (a state fact, no fallback)."""
         return self.when_unknown is None and is_state_fact(self.fact)
 
     def known(self, facts: Facts | None) -> FactValue:
-        """The fact's value if present and of the right type (None otherwise)."""
+        """The fact's value if present and of the right type (None otherwise): a boolean for
+        ``is``, else an int or float that is not NaN (a bool is no number here)."""
         if facts is None:
             return None
         got = facts.get(self.fact)
+        if got is None:
+            return None
         if self.test == "is":
-            return got if isinstance(got, bool) else None
-        if isinstance(got, bool) or not isinstance(got, (int, float)) or math.isnan(got):
+            return got if type(got) is bool else None
+        if type(got) not in _NUMBERS or got != got:  # got != got: NaN
             return None
         return float(got)
 
@@ -135,12 +147,7 @@ class FactLeaf:
             return None
         if self.test == "is":
             return got is self.value
-        assert isinstance(got, float)
-        if self.test == "at_least":
-            return got >= self.value
-        if self.test == "at_most":
-            return got <= self.value
-        return got == self.value
+        return bool(self._op(got, self.value))
 
 
 @dataclass(frozen=True, slots=True)
