@@ -234,9 +234,10 @@ class PolicySet:
         """Each policy's condition as one function (``conditions.compile_condition``)."""
         self.resolvers = _resolvers(self._composites)
         self.sentence_resolvers = _resolvers(self.sentence_composites)
-        self.constructs = _constructs(self._leaves, self._composites)
+        self.constructs = _constructs(self._leaves, self._composites, self.fact_leaves)
         """Leaf -> its clinical construct: its own ``construct``, else that of the innermost
-        composite naming it directly (leaves with neither are absent)."""
+        composite naming it directly (leaves with neither are absent); a fact or judge
+        detector's own."""
         self._init_facts()
 
     def _init_facts(self) -> None:
@@ -419,8 +420,11 @@ class PolicySet:
         return scan.finish()
 
 
-def _constructs(leaves: Sequence[Leaf], composites: Sequence[Composite]) -> dict[str, str]:
+def _constructs(
+    leaves: Sequence[Leaf], composites: Sequence[Composite], facts: Sequence[FactLeaf] = ()
+) -> dict[str, str]:
     out = {leaf.name: leaf.construct for leaf in leaves if leaf.construct}
+    out.update((fact.name, fact.construct) for fact in facts if fact.construct)
     leaf_names = {leaf.name for leaf in leaves}
     for comp in composites:  # dependency order: inner composites first
         if comp.construct:

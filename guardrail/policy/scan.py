@@ -317,6 +317,9 @@ class Scan:
         evidence = self._evidence_of(p, signals)
         constructs = self._ps.constructs_of(evidence)
         facts = self._facts_of(p, signals) if p.id in self._ps.fact_readers else ()
+        if facts:  # what the facts behind the hit mean ("long session"), after the text's
+            named = (self._ps.constructs.get(name) for name, _, _ in facts)
+            constructs = tuple(dict.fromkeys((*constructs, *(n for n in named if n))))
         return Hit(
             p.id,
             p.category,

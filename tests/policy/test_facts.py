@@ -209,7 +209,7 @@ def test_judges_are_exposed_and_read_as_facts(ps: PolicySet) -> None:
     yes = ps.evaluate(_conv("meh"), "Ok.", facts={"judge.sad.judge": True})
     (hit,) = [h for h in yes.hits if h.policy == "sad.semantic"]
     assert yes.judges_unanswered == () and hit.facts == (("sad.judge", "judge.sad.judge", True),)
-    assert ps.constructs.get("sad.judge") is None  # no text evidence: the construct is the hit's
+    assert hit.constructs == ("low mood (semantic)",)  # a judge's construct names the hit
     no = ps.evaluate(_conv("meh"), "Ok.", facts={"judge.sad.judge": False})
     assert "sad.semantic" not in _ids(no) and no.judges_unanswered == ()
 
@@ -230,6 +230,7 @@ def test_a_hit_names_the_facts_behind_it(ps: PolicySet) -> None:
     (hit,) = [h for h in verdict.hits if h.policy == "session.break"]
     assert hit.facts == (("session.long", "session.minutes", 200.0),
                          ("user.minor", "user.minor", True))
+    assert hit.constructs == ("long session",)  # user.minor names no construct
 
 
 def test_sentence_policies_reading_state_are_skipped_too(ps: PolicySet) -> None:
