@@ -4,7 +4,10 @@ Stages, each with its guarantee:
 
 1. construction: the context detectors (last_user, user_turns, assistant_turns, system) run once
    per conversation, each message normalised once (``context.scan_context``: a conversation
-   object judged again, or a message seen before, is not scanned again).
+   object judged again, or a message seen before, is not scanned again). The fact and judge
+   detectors read the request's facts (``facts``); a policy reading a state fact that is
+   missing is set aside here, never evaluated, and named in ``Verdict.skipped``. Without facts
+   this costs one lookup of what was worked out at load (``PolicySet.no_facts``).
 2. ``feed_sentence(sentence)`` -> released text: the reply and sentence detectors that the
    sentence's literals allow run on it (``engine.LeafIndex``; the others cannot match);
    reply detectors accumulate (true once enough distinct matches were seen so far).
@@ -20,6 +23,8 @@ Stages, each with its guarantee:
    category only the most severe one's text is added (so one reply gets at most one nudge toward
    people, plus at most one check-in, and so on). Enforce-mode hits of policies with a
    ``regenerate`` key are listed in ``Verdict.regenerate`` (none when the reply is blocked).
+   ``Verdict.records`` gathers the ``records`` of the enforce-mode hits whose text reached the
+   reply (an append that gave way to a more severe one of its category records nothing).
 
 Shadow-mode hits are recorded and change nothing. An exception while evaluating a policy never
 loses the reply: ``on_error: open`` records the error on the hit and changes nothing; ``closed``

@@ -225,6 +225,15 @@ def test_records_come_from_what_the_reply_got(ps: PolicySet) -> None:
     assert "sad.semantic" in _ids(shadow) and "disclosure" not in shadow.records
 
 
+def test_the_library_check_takes_facts(ps: PolicySet) -> None:
+    from guardrail.library import check
+
+    messages = [{"role": "user", "content": "hello"}]
+    assert check(ps, messages, "Hi.").reply == "Hi."
+    verdict = check(ps, messages, "Hi.", facts={"session.minutes": 200.0, "user.minor": True})
+    assert verdict.reply == "Hi.\n\nTime for a break." and "break_reminder" in verdict.records
+
+
 def test_a_hit_names_the_facts_behind_it(ps: PolicySet) -> None:
     verdict = ps.evaluate(_conv(), "Hi.", facts={"session.minutes": 200.0, "user.minor": True})
     (hit,) = [h for h in verdict.hits if h.policy == "session.break"]
