@@ -202,3 +202,21 @@ def test_stateless_containment_needs_no_identity() -> None:
     )
     assert "You have ADHD" not in diagnosed.reply and "scope.clinical" in _ids(diagnosed)
     assert "Make lists." in diagnosed.reply
+
+
+def test_disclosures_are_decided_before_the_reply_so_streams_lead_with_them() -> None:
+    """A stream guard can only put first what the conversation alone decides: the disclosure
+    policies read the reply only in their ``unless``, so a streamed reply opens with them."""
+    from guardrail.guard import TextGuard
+
+    assert not PACK.policy("disclosure.asked").needs_reply
+    assert not PACK.policy("disclosure.session").needs_reply
+    conversation = Conversation((Message("user", "wait, am I talking to a bot?"),))
+    guard = TextGuard(PACK, conversation, holdback="sentence")
+    first = guard.feed("Let's keep ")
+    assert "AI" in first and ("not a person" in first or "not a human" in first)
+    guard.feed("going with your plan. ")
+    result = guard.finish()
+    whole = PACK.evaluate(conversation, "Let's keep going with your plan. ")
+    assert "disclosure" in whole.records and whole.reply.split("\n\n")[0] in first
+    assert result is not None
