@@ -17,8 +17,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
-from guardrail.policy import Conversation, Message, PolicySet, Verdict
 from guardrail.formats.openai_chat import content_text
+from guardrail.policy import Conversation, Facts, Message, PolicySet, Verdict
 from guardrail.policy.model import ROLES
 
 __all__ = ["ConversationLike", "check", "conversation"]
@@ -70,6 +70,7 @@ def check(
     reply: str,
     *,
     locale: str | None = None,
+    facts: Facts | None = None,
 ) -> Verdict:
     """Check one whole reply against the conversation it answers: the verdict.
 
@@ -77,5 +78,8 @@ def check(
     changed), ``verdict.hits`` the policies that hit (severity first), ``verdict.signals`` every
     published signal; this is what ``guardrail check`` prints for the same case. ``locale``
     picks the crisis resources (None: the policy set's default; unknown: the fallback).
+    ``facts``: what you know about this user's time and history (``guardrail.policy.FACTS``,
+    e.g. ``{"session.minutes": 200.0, "user.minor": True}``); without them policies that read
+    state are skipped (``verdict.skipped``) and the rest behave as always.
     """
-    return policies.evaluate(conversation(messages), reply, locale=locale)
+    return policies.evaluate(conversation(messages), reply, locale=locale, facts=facts)

@@ -18,6 +18,12 @@ output line gets ``"judges": {"<detector id>": true|false|null}``, the judge's o
 unanswered; a ``judge_unanswered`` warning on stderr says why, and the outcome counts are printed
 there at the end). ``--no-judges`` evaluates
 without asking them (every judge unanswered), for the lexical detectors' figures alone.
+
+A line may also carry "facts" ({"session.minutes": 200, "user.minor": true, ...}; "inf" for
+never) and "judge" answers ({"user.crisis.judge": true}), evaluated as the proxy would with
+that state. --explain then adds, per hit, the facts that made it true ("facts": [{detector,
+fact, value}]), and per line "skipped" (policies that read a fact the line did not give),
+"records" (what the proxy would remember) and "judges_unanswered".
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ from guardrail.errors import PolicyError
 from guardrail.formats import jsontext
 from guardrail.judge.answer import Answer, JudgeQuestion, fact_name
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
+from guardrail.policy.facts import BOOL_FACTS, FACTS, Facts
 from guardrail.policy.model import ROLES
 from guardrail.policy.sources import PolicySource, parse_sources
 from guardrail.config.settings import DEFAULT_POLICIES, load_judges
@@ -122,6 +129,32 @@ def _content(value: object, where: str) -> str:
     raise _Bad(f"{where}.content is not a string")
 
 
+def parse_facts(obj: dict[str, Any]) -> dict[str, float | bool] | None:
+    """A case's "facts" and "judge" answers as one facts mapping (None: neither given)."""
+    facts, judge = obj.get("facts"), obj.get("judge")
+    if facts is None and judge is None:
+        return None
+    out: dict[str, float | bool] = {}
+    if not isinstance(facts, (dict, type(None))) or not isinstance(judge, (dict, type(None))):
+        raise _Bad('"facts" and "judge" must be JSON objects')
+    for name, value in (facts or {}).items():
+        if name not in FACTS:
+            raise _Bad(f'unknown fact {name!r} in "facts" (known: {", ".join(FACTS)})')
+        if value == "inf":
+            value = float("inf")
+        if name in BOOL_FACTS and not isinstance(value, bool):
+            raise _Bad(f"fact {name!r} must be true or false")
+        number = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if name not in BOOL_FACTS and not number:
+            raise _Bad(f'fact {name!r} must be a number ("inf" for never)')
+        out[name] = value if isinstance(value, bool) else float(value)
+    for name, value in (judge or {}).items():
+        if not isinstance(value, bool):
+            raise _Bad(f"the answer of judge {name!r} must be true or false")
+        out[f"judge.{name}"] = value
+    return out
+
+
 def parse_case(obj: object) -> tuple[Conversation, str, str | None]:
     """Validate one decoded case; raise _Bad with a message that quotes no text."""
     if not isinstance(obj, dict):
@@ -181,13 +214,16 @@ def _evaluate(
     reply: str,
     locale: str | None,
     answers: Mapping[str, Answer] | None,
+    facts: Facts | None = None,
 ) -> Verdict:
-    if not answers or not policy_judges(ps):
-        return ps.evaluate(conv, reply, locale=locale)
-    facts = {fact_name(judge): answer.fact for judge, answer in answers.items()}
-    evaluate: Any = ps.evaluate  # takes facts= where the engine reads judges (issue 15, item 7)
-    verdict: Verdict = evaluate(conv, reply, locale=locale, facts=facts)
-    return verdict
+    """The verdict with the line's own facts and, when judges were asked, their answers (a
+    judge answer given in the line itself wins over none)."""
+    if answers and ps.judges:
+        asked: dict[str, float | bool | None] = {
+            fact_name(judge): answer.fact for judge, answer in answers.items()
+        }
+        facts = {**asked, **(facts or {})}
+    return ps.evaluate(conv, reply, locale=locale, facts=facts)
 
 
 def check_line(
@@ -208,11 +244,12 @@ def check_line(
         if isinstance(obj, dict):
             case_id = obj.get("id")
         conv, reply, case_locale = parse_case(obj)
+        facts = parse_facts(obj)
     except (ValueError, RecursionError) as exc:
         reason = str(exc) if isinstance(exc, _Bad) else "not valid JSON"
         return {"id": case_id, "error": f"line {number}: {reason}"}
     try:
-        verdict = _evaluate(ps, conv, reply, case_locale or locale, answers)
+        verdict = _evaluate(ps, conv, reply, case_locale or locale, answers, facts)
     except Exception as exc:  # noqa: BLE001 -- never abort the run; never echo text
         return {"id": case_id, "error": f"line {number}: {type(exc).__name__} in evaluation"}
     result = verdict.to_dict()
@@ -227,6 +264,10 @@ def check_line(
             hit["condition"] = str(ps.policy(hit["policy"]).condition)
             hit["constructs"] = list(judged.constructs)
             hit["evidence"] = evidence
+            if judged.facts:
+                hit["facts"] = [
+                    {"detector": d, "fact": f, "value": _json_number(v)} for d, f, v in judged.facts
+                ]
             request = requests.get(hit["policy"])
             if request is not None:
                 hit["regenerate"] = {
@@ -236,7 +277,16 @@ def check_line(
     out = {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
     if answers is not None:
         out["judges"] = {judge: answer.answer for judge, answer in answers.items()}
+    if explain:
+        out["skipped"] = [{"policy": pid, "reason": why} for pid, why in verdict.skipped]
+        out["records"] = sorted(verdict.records)
+        out["judges_unanswered"] = list(verdict.judges_unanswered)
     return out
+
+
+def _json_number(value: float | bool) -> float | bool | str:
+    """A fact's value for JSON: infinity (never) as "inf"."""
+    return "inf" if value == float("inf") and not isinstance(value, bool) else value
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
@@ -314,11 +364,22 @@ def _judges(ps: PolicySet, args: argparse.Namespace) -> OfflineJudges | None:
     judges = policy_judges(ps)
     if not judges or args.no_judges:
         return None
+    configured = args.config is not None or any(
+        name in os.environ for name in ("GUARDRAIL_CONFIG", "GUARDRAIL_JUDGES")
+    )
+    if not configured:  # nothing to ask: each line's own "judge" answers (or none) are used
+        print(
+            "guardrail check: judges not asked: no `judges:` endpoints configured "
+            "(--config FILE or GUARDRAIL_JUDGES); lines' own \"judge\" answers are used",
+            file=sys.stderr,
+        )
+        return None
+    endpoints = load_judges(args.config)
     from guardrail.judge.offline import OfflineJudges
     from guardrail.observe.logs import configure_logging
 
     configure_logging("warning", stream=sys.stderr)  # judge_unanswered events: never on stdout
-    return OfflineJudges(load_judges(args.config), judges)
+    return OfflineJudges(endpoints, judges)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -1,7 +1,8 @@
 """Run every policy's inline tests (hit, ok, todo_hit, todo_ok cases in the policy YAML).
 
 A hit case must produce a hit of its policy, an ok case must not, and `expect` must equal the
-reply after every policy acted. todo_hit/todo_ok cases are known gaps: they are reported but never
+reply after every policy acted. A case may set `facts` and `judge` answers; -v and every failure
+name them. todo_hit/todo_ok cases are known gaps: they are reported but never
 fail, and are flagged "fixed, promote it" once they pass. The report ends with one line per
 policy (cases passed and failed, known gaps remaining, gaps fixed) and a total. Exit status: 0
 all passed, 1 a case failed, 2 the policies could not be loaded.
@@ -23,7 +24,7 @@ from guardrail.cli.check import chosen_policies
 from guardrail.errors import PolicyError
 from guardrail.policy import PolicySet, load_policies
 from guardrail.policy.model import Policy
-from guardrail.policy.testing import CaseResult, run_composed, skipped
+from guardrail.policy.testing import CaseResult, describe_facts, run_composed, skipped
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -106,7 +107,8 @@ def report(
                 file=out,
             )
         elif verbose:
-            print(f"{result.case.where}: {result.status.upper()} {result.case.id}", file=out)
+            given = f" (facts: {describe_facts(result.case.facts)})" if result.case.facts else ""
+            print(f"{result.case.where}: {result.status.upper()} {result.case.id}{given}", file=out)
     for policy, where in off:
         print(
             f"{policy.file}:{policy.line}: SKIP {policy.id}: {len(policy.tests)} cases not run, "

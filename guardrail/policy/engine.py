@@ -7,9 +7,11 @@ Stages of one evaluation (the stages themselves live in ``scan.Scan``):
 3. ``Scan.finish()`` -> ``Verdict``.
 
 ``PolicySet.evaluate`` runs exactly these stages over the sentences of ``text.SentenceSplitter``,
-so a stream guard feeding the same text in any pieces reaches the same verdict. The engine does
-no I/O and logs nothing; all per-reply state lives in the ``Scan``. What a ``PolicySet`` keeps
-between evaluations holds no text: what its context detectors found in recent messages and
+so a stream guard feeding the same text in any pieces reaches the same verdict. Both take the
+FACTS the request flow gathered (``facts``: time, history, judge answers); without them
+everything behaves as before, and a policy reading a state fact that is missing is skipped
+(``Verdict.skipped``). The engine does no I/O and logs nothing; all per-reply state lives in the
+``Scan``. What a ``PolicySet`` keeps between evaluations holds no text: what its context detectors found in recent messages and
 conversations (``context.MessageMemo``, ``context.ConversationMemo``) and which leaves go with
 which literals (``LeafIndex``), all bounded.
 """
@@ -21,6 +23,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from guardrail.policy.conditions import Resolvers, compile_condition, compile_expression, resolve
 from guardrail.policy.context import ConversationMemo, MessageMemo
 from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
+from guardrail.policy.facts import (
+    FactLeaf,
+    Facts,
+    FactValues,
+    JudgeSpec,
+    fact_values,
+    is_state_fact,
+)
 from guardrail.policy.model import Composition, Conversation, Evidence, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
 from guardrail.policy.reading import prepare as prepare_reading
@@ -36,6 +46,11 @@ DEFAULT_MAX_USER_CHARS = 16_384
 crisis told at the end of a long paste is read); and a bound (a few ms of detector time) on
 what one multi-megabyte message can cost every other client (issue 11)."""
 
+
+Skipped = tuple[tuple[str, str], ...]
+"""(policy id, reason) of the policies a verdict did not evaluate."""
+Evaluated = tuple[tuple[Policy, ...], tuple[Policy, ...], Skipped]
+"""The policies to evaluate, the sentence-level ones among them, and the skipped ones."""
 
 _GROUP = {
     "last_user": "user",
@@ -149,14 +164,17 @@ class PolicySet:
         digest: str = "",
         lists: Mapping[str, tuple[str, ...]] | None = None,
         composition: Composition | None = None,
+        facts: Sequence[FactLeaf] = (),
     ) -> None:
         prepare_reading()  # the tables for non-ASCII text, once per process, not on a request
         self._policies = tuple(sorted(policies, key=lambda p: (-p.severity_rank, p.id)))
         self._by_id = {p.id: p for p in self._policies}
         self._leaves = tuple(leaves)
         self._composites = tuple(composites)  # in dependency order
-        self._detectors: dict[str, Leaf | Composite] = {d.name: d for d in self._leaves}
+        self.fact_leaves = tuple(facts)
+        self._detectors: dict[str, Leaf | Composite | FactLeaf] = {d.name: d for d in self._leaves}
         self._detectors.update((d.name, d) for d in self._composites)
+        self._detectors.update((d.name, d) for d in self.fact_leaves)
         self.resources = resources
         self.source = source
         self.digest = digest
@@ -219,9 +237,70 @@ class PolicySet:
         """Each policy's condition as one function (``conditions.compile_condition``)."""
         self.resolvers = _resolvers(self._composites)
         self.sentence_resolvers = _resolvers(self.sentence_composites)
-        self.constructs = _constructs(self._leaves, self._composites)
+        self.constructs = _constructs(self._leaves, self._composites, self.fact_leaves)
         """Leaf -> its clinical construct: its own ``construct``, else that of the innermost
-        composite naming it directly (leaves with neither are absent)."""
+        composite naming it directly (leaves with neither are absent); a fact or judge
+        detector's own."""
+        self._init_facts()
+
+    def _init_facts(self) -> None:
+        """What the fact detectors need, worked out once: which policies read state, which
+        facts and judges any policy reads, and the fact signals of a request without facts."""
+        by_name = {leaf.name: leaf for leaf in self.fact_leaves}
+        read = {p.id: [by_name[n] for n in self.policy_leaves[p.id] if n in by_name]
+                for p in self._policies}
+        self.state_leaves: dict[str, frozenset[str]] = {
+            pid: frozenset(leaf.name for leaf in leaves if leaf.state)
+            for pid, leaves in read.items()
+            if any(leaf.state for leaf in leaves)
+        }
+        """Policy id -> the state fact detectors its condition reads (state-based policies only)."""
+        used = {leaf.name: leaf for leaves in read.values() for leaf in leaves}
+        self.read_fact_leaves = tuple(leaf for leaf in self.fact_leaves if leaf.name in used)
+        """The fact detectors some policy reads, the only ones evaluated per request."""
+        self.state_facts_needed: frozenset[str] = frozenset(
+            leaf.fact for leaf in self.read_fact_leaves if is_state_fact(leaf.fact)
+        )
+        """Every state fact some policy reads: empty, the flow need not load any state."""
+        self.judges: tuple[JudgeSpec, ...] = tuple(
+            leaf.judge for leaf in self.read_fact_leaves if leaf.judge is not None
+        )
+        """The judges some policy reads, for the runtime to ask (fact ``judge.<id>``)."""
+        self._fact_defaults = dict.fromkeys((leaf.name for leaf in self.fact_leaves), False)
+        self.fact_readers = frozenset(pid for pid, leaves in read.items() if leaves)
+        """The policies whose condition reads a fact detector."""
+        self._by_skip: dict[frozenset[str], Evaluated] = {}
+        self.no_facts = self._read_facts(None)
+        """The fact signals of a request that brings no facts (worked out once)."""
+
+    def read_facts(self, facts: Facts | None) -> FactValues:
+        """The fact detectors' signals for ``facts`` (those no policy reads: false)."""
+        return self.no_facts if facts is None else self._read_facts(facts)
+
+    def _read_facts(self, facts: Facts | None) -> FactValues:
+        got = fact_values(self.read_fact_leaves, facts)
+        values = {**self._fact_defaults, **got.values}
+        for name in got.missing:
+            values.pop(name, None)
+        return FactValues(values, got.missing, got.unanswered)
+
+    def evaluated(self, missing: frozenset[str]) -> Evaluated:
+        """The policies to evaluate when the state fact detectors ``missing`` have no value
+        (all of them, then the sentence-level ones), and the skipped ones with their reason;
+        remembered per distinct ``missing``."""
+        if not missing:
+            return self._policies, self.sentence_policies, ()
+        known = self._by_skip.get(missing)
+        if known is None:
+            skipped = {pid for pid, needs in self.state_leaves.items() if needs & missing}
+            known = (
+                tuple(p for p in self._policies if p.id not in skipped),
+                tuple(p for p in self.sentence_policies if p.id not in skipped),
+                tuple((p.id, "no_state") for p in self._policies if p.id in skipped),
+            )
+            if len(self._by_skip) < 64:
+                self._by_skip[missing] = known
+        return known
 
     def constructs_of(self, evidence: Iterable[Evidence]) -> tuple[str, ...]:
         """The constructs behind ``evidence``, each once, in evidence order."""
@@ -250,7 +329,7 @@ class PolicySet:
         return self._policies
 
     @property
-    def detectors(self) -> Mapping[str, Leaf | Composite]:
+    def detectors(self) -> Mapping[str, Leaf | Composite | FactLeaf]:
         return self._detectors
 
     @property
@@ -267,9 +346,9 @@ class PolicySet:
     def leaves_of(self, name: str) -> frozenset[str]:
         """The leaf detectors behind ``name`` (itself if it is a leaf)."""
         det = self._detectors[name]
-        if isinstance(det, Leaf):
-            return frozenset((name,))
-        return self._leaves_of_all(det.parts)
+        if isinstance(det, Composite):
+            return self._leaves_of_all(det.parts)
+        return frozenset((name,))
 
     def _leaves_of_all(self, names: Iterable[str]) -> frozenset[str]:
         return frozenset().union(*(self.leaves_of(n) for n in names))
@@ -282,7 +361,7 @@ class PolicySet:
         while stack:
             name = stack.pop()
             det = self._detectors[name]
-            if isinstance(det, Leaf):
+            if not isinstance(det, Composite):
                 out.add(name)
             elif det.mode != "none":  # a counting composite: every part may have counted
                 stack.extend(
@@ -310,20 +389,31 @@ class PolicySet:
 
     # -------------------------------------------------------------- evaluation
     def start(
-        self, conversation: Conversation, locale: str | None = None, *, keep_text: bool = True
+        self,
+        conversation: Conversation,
+        locale: str | None = None,
+        *,
+        keep_text: bool = True,
+        facts: Facts | None = None,
     ) -> Scan:
         """Begin evaluating a reply to ``conversation`` (context detectors run now).
 
         ``keep_text=False``: the scan keeps no reply text (bounded memory for streams); the
-        verdict's ``reply`` then holds only the end-of-reply texts (see ``Scan``).
+        verdict's ``reply`` then holds only the end-of-reply texts (see ``Scan``). ``facts``:
+        what the request flow gathered (``facts.FACTS``, ``judge.<id>``); None: none.
         """
-        return Scan(self, conversation, locale, keep_text=keep_text)
+        return Scan(self, conversation, locale, keep_text=keep_text, facts=facts)
 
     def evaluate(
-        self, conversation: Conversation, reply: str, *, locale: str | None = None
+        self,
+        conversation: Conversation,
+        reply: str,
+        *,
+        locale: str | None = None,
+        facts: Facts | None = None,
     ) -> Verdict:
         """Evaluate a whole reply: the incremental scan over its sentences."""
-        scan = Scan(self, conversation, locale, whole_reply=reply)
+        scan = Scan(self, conversation, locale, whole_reply=reply, facts=facts)
         splitter = SentenceSplitter()
         for sentence in splitter.feed(reply):
             scan.feed_sentence(sentence)
@@ -333,8 +423,11 @@ class PolicySet:
         return scan.finish()
 
 
-def _constructs(leaves: Sequence[Leaf], composites: Sequence[Composite]) -> dict[str, str]:
+def _constructs(
+    leaves: Sequence[Leaf], composites: Sequence[Composite], facts: Sequence[FactLeaf] = ()
+) -> dict[str, str]:
     out = {leaf.name: leaf.construct for leaf in leaves if leaf.construct}
+    out.update((fact.name, fact.construct) for fact in facts if fact.construct)
     leaf_names = {leaf.name for leaf in leaves}
     for comp in composites:  # dependency order: inner composites first
         if comp.construct:

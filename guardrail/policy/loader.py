@@ -23,8 +23,10 @@ After loading, every regex is compiled and every text formatted; evaluation comp
 Detector keys beyond the basics: ``first_sentences: N`` (reply scopes: only the reply's first N
 sentences count, e.g. "the reply opens with a crisis line"); composites ``any_of`` (with
 ``at_least: N`` parts, or ``min_matches: N`` distinct matches among leaf parts), ``all_of`` and
-``none_of``. Policy keys: ``regenerate: {instruction, fallback}``; ``prepend``/``append`` take an
-optional ``unless`` condition over reply detectors (see ``policyload``).
+``none_of``; ``fact`` and ``judge`` detectors read the facts the request flow gathers
+(``factload``, ``facts``). Policy keys: ``regenerate: {instruction, fallback}``, ``records``;
+``prepend``/``append`` take an optional ``unless`` condition over reply detectors (see
+``policyload``); inline cases may set ``facts`` and ``judge`` answers.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ from guardrail.policy.detectors import (
 )
 from guardrail.policy.engine import PolicySet
 from guardrail.policy.collect import Collected, collect, twice
+from guardrail.policy.factload import build_fact_leaf, is_fact_detector
+from guardrail.policy.facts import FactLeaf
 from guardrail.policy.model import Composition, Policy
 from guardrail.policy.overrides import (
     apply_policy_changes,
@@ -210,9 +214,10 @@ def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
 
 def _detectors(
     collected: Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
-) -> tuple[list[Leaf], list[Composite]]:
+) -> tuple[list[Leaf], list[Composite], list[FactLeaf]]:
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
+    facts: list[FactLeaf] = []
     where: dict[str, Src] = {}
     edits = by_name(collected.overrides.detectors)
     locate = _locate(collected.detectors, collected)
@@ -228,6 +233,8 @@ def _detectors(
                     f"detector {name!r} is a composite: edit the phrases of its leaf parts"
                 )
             composites[name] = _composite(name, raw, src, collected)
+        elif is_fact_detector(raw):
+            facts.append(build_fact_leaf(name, raw, src))
         else:
             fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
             edit = (
@@ -236,7 +243,7 @@ def _detectors(
                 else None
             )
             leaves.append(_leaf(name, fields, lists, filters, written, edit))
-    return leaves, _ordered(composites, where)
+    return leaves, _ordered(composites, where), facts
 
 
 def _composite(name: str, raw: YMap, src: Src, collected: Collected) -> Composite:
@@ -276,6 +283,11 @@ def _composite(name: str, raw: YMap, src: Src, collected: Collected) -> Composit
                 raise part_src.error(
                     f"detector {name!r} counts matches, so its parts must be leaf detectors; "
                     f"{part!r} is a composite"
+                )
+            if isinstance(raw_part, YMap) and is_fact_detector(raw_part):
+                raise part_src.error(
+                    f"detector {name!r} counts matches in text, so its parts must be text "
+                    f"detectors; {part!r} reads a fact"
                 )
     if not 1 <= at_least <= len(parts):
         raise f.at("at_least").error(
@@ -334,11 +346,14 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
         contrasts=compile_words(DEFAULT_CONTRASTS + lists.get("contrasts", ())),
     )
     written: Written = []
-    leaves, composites = _detectors(collected, lists, filters, written)
+    leaves, composites, facts = _detectors(collected, lists, filters, written)
     resources = compose_resources(collected.resources, collected.overrides.resources)
-    draft = PolicySet(policies=(), leaves=leaves, composites=composites, resources=resources)
+    draft = PolicySet(
+        policies=(), leaves=leaves, composites=composites, resources=resources, facts=facts
+    )
     ctx = PolicyContext(
         detectors=frozenset(draft.detectors),
+        judges=frozenset(f.name for f in facts if f.judge is not None),
         leaves_of=draft.leaves_of,
         reads_reply=lambda n: _reads_reply(draft, n),
         resources=resources,
@@ -364,6 +379,7 @@ def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> Pol
         leaves=leaves,
         composites=composites,
         resources=resources,
+        facts=facts,
         source=", ".join(str(p) for p in sources),
         digest=digest,
         lists=lists,

@@ -99,6 +99,8 @@ class Hit:
     constructs: tuple[str, ...] = ()
     """The clinical constructs named by the detectors in ``evidence``, each once, in order
     ("partner abuse", "burdensomeness"): what fired, in a clinician's terms."""
+    facts: tuple[tuple[str, str, float | bool], ...] = ()
+    """The fact detectors that made the condition true: (detector, fact, the fact's value)."""
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -150,6 +152,15 @@ class Verdict:
     regenerate: tuple[Regenerate, ...] = ()
     """Requests to regenerate, one per enforce-mode hit (without error) of a policy with a
     ``regenerate`` key, in hit order; empty when the reply is blocked."""
+    skipped: tuple[tuple[str, str], ...] = ()
+    """(policy id, reason) of each policy not evaluated: "no_state" when a state fact it reads
+    was missing (no identity, store down). A skipped policy never hits."""
+    records: frozenset[str] = frozenset()
+    """What the enforce-mode hits did that the flow should remember (their ``records``): those
+    of a hit whose appended text gave way to a more severe one of its category, or whose text
+    a block replaced, are left out."""
+    judges_unanswered: tuple[str, ...] = ()
+    """Judge detectors read by a policy that got no answer (their signal read false)."""
 
     def regenerate_instruction(self) -> str:
         """All requested instructions as one text, most severe first, each once ("" if none)."""
@@ -213,6 +224,9 @@ class Case:
     locale: str | None = None
     file: str = ""
     line: int | None = None
+    facts: Mapping[str, float | bool] | None = None
+    """The facts the case is evaluated with (its ``facts`` and, as ``judge.<id>``, its ``judge``
+    answers); None: no facts, as a request without identity."""
 
     @property
     def id(self) -> str:
@@ -249,6 +263,8 @@ class Policy:
     line: int | None = None
     regenerate: Mapping[str, str] | None = None
     """Per locale, the corrective instruction of the ``regenerate`` key (None without one)."""
+    records: tuple[str, ...] = ()
+    """What a hit of this policy did, for the flow to remember (``facts.RECORDS``)."""
     fallback: str = ""
     """The action ``Verdict.reply`` reflects for this policy when regenerating is not used."""
     _derived: tuple[bool, str, int] = field(

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from guardrail.policy.conditions import Condition, parse_condition
+from guardrail.policy.facts import BOOL_FACTS, FACTS, RECORDS
 from guardrail.policy.model import (
     ACTION_ORDER,
     ROLES,
@@ -48,13 +49,14 @@ _POLICY_KEYS = (
     "condition",
     "actions",
     "regenerate",
+    "records",
     "tests",
 )
 _ID = re.compile(r"[a-z0-9_.\-]+")
 _TEXT_ACTIONS = ("replace", "append", "prepend", "block")
 _ACTIONS = ("annotate", "remove") + _TEXT_ACTIONS
 _CASE_KINDS: tuple[CaseKind, ...] = ("hit", "ok", "todo_hit", "todo_ok")
-_CASE_KEYS = ("messages", "user", "reply", "expect", "locale", "note")
+_CASE_KEYS = ("messages", "user", "reply", "expect", "locale", "note", "facts", "judge")
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ class PolicyContext:
     resources: Resources
     resolve: Callable[[Mapping[str, bool]], Mapping[str, bool]] = dict
     """Leaf values -> every signal, composites included (``PolicySet.resolve_signals``)."""
+    judges: frozenset[str] = frozenset()
+    """The judge detectors (an inline case may give their answers)."""
 
 
 def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
@@ -103,8 +107,9 @@ def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
             "remove/replace act on the sentences where a reply or sentence detector matched, "
             "but the condition names none"
         )
-    tests = _tests(f, pid) if f.has("tests") else ()
+    tests = _tests(f, pid, ctx.judges) if f.has("tests") else ()
     regenerate, fallback = _regenerate(f, actions, ctx.resources)
+    records = _records(f) if f.has("records") else ()
     return Policy(
         id=pid,
         category=category,
@@ -121,8 +126,20 @@ def build_policy(value: object, src: Src, ctx: PolicyContext) -> Policy:
         file=src.file,
         line=value.line,
         regenerate=regenerate,
+        records=records,
         fallback=fallback,
     )
+
+
+def _records(f: Fields) -> tuple[str, ...]:
+    """``records: [disclosure, ...]``: what a hit did, each a name of ``facts.RECORDS``."""
+    out: list[str] = []
+    for name, where in f.at("records").strings(f.map["records"], "'records'"):
+        if name not in RECORDS:
+            raise where.error(f"unknown record {name!r} (known: {', '.join(sorted(RECORDS))})")
+        if name not in out:
+            out.append(name)
+    return tuple(out)
 
 
 # ------------------------------------------------------------------ actions
@@ -248,7 +265,7 @@ def _format_all(
 # ------------------------------------------------------------------ inline tests
 
 
-def _tests(f: Fields, pid: str) -> tuple[Case, ...]:
+def _tests(f: Fields, pid: str, judges: frozenset[str]) -> tuple[Case, ...]:
     tests = Fields(f.map["tests"], f.at("tests"), "'tests'", _CASE_KINDS)
     out: list[Case] = []
     for kind in _CASE_KINDS:
@@ -256,11 +273,13 @@ def _tests(f: Fields, pid: str) -> tuple[Case, ...]:
             continue
         seq = tests.need(kind, YSeq)
         for index, (item, line) in enumerate(zip(seq, seq.item_lines)):
-            out.append(_case(item, tests.src.at(line), pid, kind, index))
+            out.append(_case(item, tests.src.at(line), pid, kind, index, judges))
     return tuple(out)
 
 
-def _case(item: object, src: Src, pid: str, kind: CaseKind, index: int) -> Case:
+def _case(
+    item: object, src: Src, pid: str, kind: CaseKind, index: int, judges: frozenset[str]
+) -> Case:
     f = Fields(item, src, f"a {kind!r} test case", _CASE_KEYS)
     if f.has("messages") and f.has("user"):
         raise f.src.error("a test case has either 'messages' or 'user', not both")
@@ -281,7 +300,37 @@ def _case(item: object, src: Src, pid: str, kind: CaseKind, index: int) -> Case:
         locale=f.get("locale", str, "") or None,
         file=src.file,
         line=src.line,
+        facts=_case_facts(f, judges),
     )
+
+
+def _case_facts(f: Fields, judges: frozenset[str]) -> dict[str, float | bool] | None:
+    """A case's ``facts`` (names of ``facts.FACTS``, numbers or, for booleans, true/false; .inf
+    for "never") and ``judge`` answers (judge detector -> true/false), as one facts mapping."""
+    if not f.has("facts") and not f.has("judge"):
+        return None
+    out: dict[str, float | bool] = {}
+    if f.has("facts"):
+        given = f.need("facts", YMap)
+        for name, value in given.items():
+            where = f.at("facts").at(given.key_lines[name])
+            if name not in FACTS:
+                raise where.error(f"unknown fact {name!r} (known: {', '.join(FACTS)})")
+            if name in BOOL_FACTS:
+                out[name] = where.expect(value, bool, f"fact {name!r}")
+            elif isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise where.error(f"fact {name!r} must be a number (.inf for never)")
+            else:
+                out[name] = float(value)
+    if f.has("judge"):
+        answers = f.need("judge", YMap)
+        for name, value in answers.items():
+            where = f.at("judge").at(answers.key_lines[name])
+            if name not in judges:
+                known = ", ".join(sorted(judges)) or "none are defined"
+                raise where.error(f"{name!r} is not a judge detector (judges: {known})")
+            out[f"judge.{name}"] = where.expect(value, bool, f"the answer of judge {name!r}")
+    return out
 
 
 def _message(item: object, src: Src) -> Message:

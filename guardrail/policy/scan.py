@@ -4,7 +4,10 @@ Stages, each with its guarantee:
 
 1. construction: the context detectors (last_user, user_turns, assistant_turns, system) run once
    per conversation, each message normalised once (``context.scan_context``: a conversation
-   object judged again, or a message seen before, is not scanned again).
+   object judged again, or a message seen before, is not scanned again). The fact and judge
+   detectors read the request's facts (``facts``); a policy reading a state fact that is
+   missing is set aside here, never evaluated, and named in ``Verdict.skipped``. Without facts
+   this costs one lookup of what was worked out at load (``PolicySet.no_facts``).
 2. ``feed_sentence(sentence)`` -> released text: the reply and sentence detectors that the
    sentence's literals allow run on it (``engine.LeafIndex``; the others cannot match);
    reply detectors accumulate (true once enough distinct matches were seen so far).
@@ -20,6 +23,8 @@ Stages, each with its guarantee:
    category only the most severe one's text is added (so one reply gets at most one nudge toward
    people, plus at most one check-in, and so on). Enforce-mode hits of policies with a
    ``regenerate`` key are listed in ``Verdict.regenerate`` (none when the reply is blocked).
+   ``Verdict.records`` gathers the ``records`` of the enforce-mode hits whose text reached the
+   reply (an append that gave way to a more severe one of its category records nothing).
 
 Shadow-mode hits are recorded and change nothing. An exception while evaluating a policy never
 loses the reply: ``on_error: open`` records the error on the hit and changes nothing; ``closed``
@@ -35,6 +40,7 @@ from typing import TYPE_CHECKING
 from guardrail.policy.conditions import Resolvers, resolve
 from guardrail.policy.context import scan_context
 from guardrail.policy.detectors import TextView
+from guardrail.policy.facts import FactLeaf, Facts
 from guardrail.policy.model import (
     ACTION_ORDER,
     Conversation,
@@ -91,6 +97,7 @@ class Scan:
         *,
         whole_reply: str | None = None,
         keep_text: bool = True,
+        facts: Facts | None = None,
     ) -> None:
         self._ps = ps
         self._conv = conversation
@@ -99,7 +106,12 @@ class Scan:
         context = scan_context(ps, conversation)
         self._context_evidence = context.evidence
         """Evidence of the context leaves (``_evidence`` holds that of the reply leaves)."""
-        self._values: dict[str, bool] = {**context.values, **ps.reply_defaults}
+        # the fact detectors; a policy reading a state fact that is missing is skipped
+        self._facts = facts
+        known = ps.read_facts(facts)
+        self._unanswered = known.unanswered
+        self._policies, self._sentence_policies, self._skipped = ps.evaluated(known.missing)
+        self._values: dict[str, bool] = {**context.values, **known.values, **ps.reply_defaults}
         self._evidence: dict[str, list[Evidence]] = {}
         """Evidence of the reply and sentence leaves (at most ``MAX_EVIDENCE`` each)."""
         self._failed: dict[str, str] = dict(context.failed)
@@ -196,7 +208,7 @@ class Scan:
                 local[name] = True
                 self._values[name] = True
         out = sentence
-        if self._ps.sentence_policies:
+        if self._sentence_policies:
             out = self._sentence_actions(sentence, local, here)
         self._offset += len(sentence)
         if self._keep_text:
@@ -216,7 +228,7 @@ class Scan:
         signals = self._signals({**self._values, **local}, ps.sentence_resolvers)
         remove = False
         winner: Policy | None = None
-        for policy in self._ps.sentence_policies:
+        for policy in self._sentence_policies:
             if policy.id in self._errors:
                 continue
             try:
@@ -309,9 +321,34 @@ class Scan:
                 texts[kind] = self._variant(p, kind)
         evidence = self._evidence_of(p, signals)
         constructs = self._ps.constructs_of(evidence)
+        facts = self._facts_of(p, signals) if p.id in self._ps.fact_readers else ()
+        if facts:  # what the facts behind the hit mean ("long session"), after the text's
+            named = (self._ps.constructs.get(name) for name, _, _ in facts)
+            constructs = tuple(dict.fromkeys((*constructs, *(n for n in named if n))))
         return Hit(
-            p.id, p.category, p.severity, p.mode, p.strongest_action, evidence, None, constructs
+            p.id,
+            p.category,
+            p.severity,
+            p.mode,
+            p.strongest_action,
+            evidence,
+            None,
+            constructs,
+            facts,
         ), texts
+
+    def _facts_of(
+        self, policy: Policy, signals: Mapping[str, bool]
+    ) -> tuple[tuple[str, str, float | bool], ...]:
+        """The fact detectors that made the hit's condition true, each with its fact's value."""
+        leaves = self._ps.support_leaves(policy.condition.supporting(signals), signals)
+        out = []
+        for name in sorted(leaves):
+            leaf = self._ps.detectors[name]
+            if isinstance(leaf, FactLeaf):
+                value = leaf.known(self._facts)
+                out.append((name, leaf.fact, value if value is not None else False))
+        return tuple(out)
 
     def _failed_hit(self, p: Policy, error: str) -> tuple[Hit, str | None]:
         """The hit of a policy that raised, and the text it puts in the reply's place if it fails
@@ -343,7 +380,7 @@ class Scan:
         ps = self._ps
         signals = self._signals(dict(self._values), ps.resolvers)
         ends = _Ends()
-        for p in ps.policies:
+        for p in self._policies:
             error = self._errors.get(p.id)
             if error is None:
                 try:
@@ -372,7 +409,9 @@ class Scan:
             # blocks: policies are in (severity desc, id) order, the first is the most severe
             block = ends.blocks[0] if ends.blocks else assemble("", ends.leading, appends)
             reply, strongest, regenerate = block, ACTION_ORDER.index("block"), []
+            records = ends.block_records
         else:
+            records = ends.records
             reply = assemble("".join(self._released), ends.prepends, appends)
         if self._keep_text:
             changed = reply != "".join(self._original)
@@ -387,6 +426,9 @@ class Scan:
             strongest_action=ACTION_ORDER[strongest],
             locale=self.locale,
             regenerate=tuple(regenerate),
+            skipped=self._skipped,
+            records=frozenset(records),
+            judges_unanswered=self._unanswered,
         )
         self.end_texts = EndTexts(tuple(ends.prepends), tuple(appends), block, tuple(regenerate))
         return self._verdict
@@ -395,8 +437,8 @@ class Scan:
 class _Ends:
     """What ``Scan.finish`` gathers from the policies, in policy order (most severe first)."""
 
-    __slots__ = ("appends", "blocks", "closed", "hits", "leading", "prepends", "regenerate",
-                 "strongest")
+    __slots__ = ("appends", "block_records", "blocks", "closed", "hits", "leading", "prepends",
+                 "records", "regenerate", "strongest")
 
     def __init__(self) -> None:
         self.hits: list[Hit] = []
@@ -408,6 +450,10 @@ class _Ends:
         self.regenerate: list[Regenerate] = []
         self.strongest = 0
         self.closed = False
+        self.records: set[str] = set()
+        """The records of the enforce-mode hits whose texts went into the reply."""
+        self.block_records: set[str] = set()
+        """The records of the blocking hits (what stands if the reply is blocked)."""
 
     def add(self, p: Policy, hit: Hit, texts: Mapping[str, str], locale: str) -> None:
         self.hits.append(hit)
@@ -418,8 +464,13 @@ class _Ends:
                 self.regenerate.append(Regenerate(p.id, instruction, p.fallback))
         if "block" in texts:
             self.blocks.append(texts["block"])
+            self.block_records.update(p.records)
         if "prepend" in texts:
             self.prepends.append(texts["prepend"])
             self.leading.append(texts["prepend"])
+        placed = True
         if "append" in texts:
+            placed = p.category not in self.appends  # else a more severe nudge of its kind won
             self.appends.setdefault(p.category, texts["append"])
+        if p.mode == "enforce" and p.records and placed:
+            self.records.update(p.records)

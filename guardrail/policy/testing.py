@@ -22,19 +22,32 @@ A set composed of several sources (``load_policies([...])``) is tested as it wil
 and overrides were unknown to its author): where the composed reply differs, the case is judged
 again against that prefix of the sources, and passes, marked ``changed``, if the reply there is
 the expected one. Cases of policies an override turned off are not run (:func:`skipped`).
+
+A case may set ``facts`` (``{session.minutes: 200, user.minor: true}``) and ``judge`` answers
+(``{user.crisis.judge: true}``); it is evaluated with exactly those, and without either as a
+request that brings no facts (so an ``ok`` case without facts shows a state-based policy being
+skipped). The report names the facts given and the policies skipped.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
 from guardrail.policy.engine import PolicySet
 from guardrail.policy.model import Case, Policy, Verdict
 
-__all__ = ["Case", "CaseResult", "collect_cases", "run_case", "run_composed", "skipped"]
+__all__ = [
+    "Case",
+    "CaseResult",
+    "collect_cases",
+    "describe_facts",
+    "run_case",
+    "run_composed",
+    "skipped",
+]
 
 Status = Literal["pass", "fail", "todo", "fixed"]
 
@@ -55,6 +68,8 @@ class CaseResult:
     changed: bool = False
     """The reply differs from ``expect`` only because a later source changes it (the case
     passes against the sources up to its own: :func:`run_composed`)."""
+    skipped: tuple[str, ...] = ()
+    """The policies the case's verdict skipped (a state fact they read was not given)."""
 
     @property
     def ok(self) -> bool:
@@ -74,6 +89,9 @@ class CaseResult:
             )
         if self.error is not None:
             lines.append(f"  policy error: {self.error}")
+        lines.append(f"  facts: {describe_facts(case.facts)}")
+        if case.policy in self.skipped:
+            lines.append(f"  {case.policy} was skipped: a state fact it reads was not given")
         lines.append(f"  hits: {', '.join(self.hits) or '(none)'}")
         if case.expect is not None and self.reply != case.expect:
             diff = difflib.unified_diff(
@@ -84,6 +102,19 @@ class CaseResult:
             )
             lines.extend("  " + d.rstrip("\n") for d in diff)
         return "\n".join(lines)
+
+
+def describe_facts(facts: Mapping[str, float | bool] | None) -> str:
+    """``session.minutes=200, user.minor=true`` (or "(none)")."""
+    if not facts:
+        return "(none)"
+    return ", ".join(f"{k}={_show(v)}" for k, v in facts.items())
+
+
+def _show(value: float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return "inf" if value == float("inf") else f"{value:g}"
 
 
 def collect_cases(policyset: PolicySet) -> list[Case]:
@@ -97,7 +128,9 @@ def _expected_hit(case: Case) -> bool:
 
 def run_case(policyset: PolicySet, case: Case) -> CaseResult:
     """Evaluate one case against the whole policy set and judge it."""
-    verdict: Verdict = policyset.evaluate(case.conversation, case.reply, locale=case.locale)
+    verdict: Verdict = policyset.evaluate(
+        case.conversation, case.reply, locale=case.locale, facts=case.facts
+    )
     mine = next((h for h in verdict.hits if h.policy == case.policy), None)
     hit = mine is not None and mine.error is None
     problems: list[str] = []
@@ -124,6 +157,7 @@ def run_case(policyset: PolicySet, case: Case) -> CaseResult:
         problems=tuple(problems),
         error=mine.error if mine is not None else None,
         reply_differs=differs,
+        skipped=tuple(pid for pid, _ in verdict.skipped),
     )
 
 

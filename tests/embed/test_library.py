@@ -61,11 +61,15 @@ def test_a_bad_policy_folder_fails_like_the_proxy(tmp_path: Path) -> None:
 def test_check_over_the_default_pack(case: Case) -> None:
     """check() with plain dicts judges every inline case of the pack as ``guardrail test`` does
     (whether the pack's cases pass is the pack's own test; here: the same answers)."""
-    verdict = check(PACK, as_dicts(case.conversation), case.reply, locale=case.locale)
+    verdict = check(
+        PACK, as_dicts(case.conversation), case.reply, locale=case.locale, facts=case.facts
+    )
     judged = run_case(PACK, case)
     assert (case.policy in [h.policy for h in verdict.hits if h.error is None]) == judged.hit
     assert verdict.reply == judged.reply
-    assert verdict == PACK.evaluate(case.conversation, case.reply, locale=case.locale)
+    assert verdict == PACK.evaluate(
+        case.conversation, case.reply, locale=case.locale, facts=case.facts
+    )
 
 
 def _cli_cases() -> list[dict[str, Any]]:

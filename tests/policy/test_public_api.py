@@ -54,6 +54,7 @@ def test_spec_interface_is_present() -> None:
         "evidence",
         "error",
         "constructs",
+        "facts",
     ]
     assert [f.name for f in dataclasses.fields(policy.Verdict)] == [
         "reply",
@@ -64,4 +65,7 @@ def test_spec_interface_is_present() -> None:
         "strongest_action",
         "locale",
         "regenerate",
+        "skipped",
+        "records",
+        "judges_unanswered",
     ]
