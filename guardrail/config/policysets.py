@@ -58,6 +58,9 @@ class PolicySets:
         self._pending: dict[PolicySource, PolicySet] = {}
         self.max_user_chars = max_user_chars
         """Set on every policy set held, now and at each reload (None: leave each as it is)."""
+        self.check: Callable[[PolicyEngine], None] | None = None
+        """Run on every set loaded at a reload, beside loading it: a PolicyError refuses the
+        reload (the proxy checks that each judge detector names a configured endpoint)."""
         for engine in self.current():
             self._bound(engine)
 
@@ -108,6 +111,8 @@ class PolicySets:
         main = self._load(source)
         for engine in (main, *pending.values()):
             self._bound(engine)
+            if self.check is not None:
+                self.check(engine)
         self._pending = pending
         return main
 

@@ -48,7 +48,9 @@ from typing import Literal
 
 from guardrail.formats import ChatRequest
 from guardrail.formats.codings import stream_decodable
-from guardrail.formats.registry import detect_api
+from guardrail.formats import jsontext
+from guardrail.formats.codings import decode_body
+from guardrail.formats.registry import FORMATS, detect_api
 from guardrail.guard.inspection import (
     Outcome,
     PolicyEngine,
@@ -62,6 +64,7 @@ from guardrail.guard.inspection import (
 )
 from guardrail.guard.stream import DEFAULT_MAX_EVENT_BYTES, StreamGuard, StreamReport
 from guardrail.guard.text import DEFAULT_MAX_HOLDBACK_CHARS, Holdback
+from guardrail.policy.facts import Facts
 
 __all__ = [
     "Event",
@@ -149,6 +152,9 @@ class Flow:
         self.config = config
         self.locale = locale or config.locale
         self.conversation_id = conversation_id
+        self.facts: Facts | None = None
+        """What the request brings besides text (state, the clock, judges' answers): set by the
+        adapter before the reply is judged; None: nothing."""
         self.chat: ChatRequest | None = None
         self.reason: str | None = None  # why the request cannot be inspected
         self.mode: Mode | None = None
@@ -237,7 +243,18 @@ class Flow:
             self.policies,
             self.locale,
             self.config.max_inspect_bytes,
+            self.facts,
         )
+
+    def reply_text(self, raw: bytes, encoding: str) -> str | None:
+        """The first choice's text of a whole reply (what a ``reply`` judge reads), or None
+        when there is none or the body cannot be read (the judging step then says why)."""
+        try:
+            body = jsontext.loads(decode_body(raw, encoding, self.config.max_inspect_bytes))
+            texts = FORMATS[self.api].reply_texts(body)
+        except (ValueError, RecursionError):  # Undecodable, TooLarge, JSON and format errors
+            return None
+        return next((t for t in texts if t is not None), None)
 
     def wants_regenerate(self, outcome: Outcome) -> bool:
         """Whether to ask once more: the route allows it and the reply was inspected (the
@@ -265,6 +282,7 @@ class Flow:
             holdback=self.config.holdback,
             max_holdback_chars=self.config.max_holdback_chars,
             max_event_bytes=self.config.max_event_bytes,
+            facts=self.facts,
         )
         if guard is None or not stream_guardable(content_type, guard):
             return None

@@ -40,6 +40,7 @@ from guardrail.guard.offload import OFFLOAD_BYTES, offloaded
 from guardrail.guard.text import DEFAULT_MAX_HOLDBACK_CHARS, Holdback
 from guardrail.errors import safe_stack
 from guardrail.policy import Conversation, PolicySet, Verdict
+from guardrail.policy.facts import Facts
 from guardrail.policy.model import ACTION_ORDER
 from guardrail.version import __version__
 from guardrail.guard.stream import DEFAULT_MAX_EVENT_BYTES, StreamGuard, StreamReport
@@ -84,7 +85,14 @@ class PolicyEngine(Protocol):
     @property
     def digest(self) -> str: ...
 
-    def evaluate(self, conv: Conversation, reply: str, *, locale: str | None = None) -> Verdict: ...
+    def evaluate(
+        self,
+        conv: Conversation,
+        reply: str,
+        *,
+        locale: str | None = None,
+        facts: Facts | None = None,
+    ) -> Verdict: ...
 
 
 # --------------------------------------------------------------------------- request side
@@ -261,6 +269,7 @@ def inspect_body(
     policies: PolicyEngine,
     locale: str,
     limit: int,
+    facts: Facts | None = None,
 ) -> Outcome:
     """Decode, parse, evaluate and rewrite one whole reply body of API ``api``.
 
@@ -281,7 +290,7 @@ def inspect_body(
         return Outcome(None, False, "unparseable")
     try:
         verdicts = [
-            None if text is None else policies.evaluate(chat.conversation, text, locale=locale)
+            None if text is None else _evaluate(policies, chat.conversation, text, locale, facts)
             for text in texts
         ]
         return _act(fmt, body, texts, verdicts, locale, decoded)
@@ -332,6 +341,14 @@ def _act(
 # --------------------------------------------------------------------------- streams
 
 
+def _evaluate(
+    policies: PolicyEngine, conv: Conversation, text: str, locale: str, facts: Facts | None
+) -> Verdict:
+    if facts is None:  # an engine of the caller's own need not know facts
+        return policies.evaluate(conv, text, locale=locale)
+    return policies.evaluate(conv, text, locale=locale, facts=facts)
+
+
 def open_stream_guard(
     api: str,
     chat: ChatRequest,
@@ -341,6 +358,7 @@ def open_stream_guard(
     holdback: Holdback = "sentence",
     max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    facts: Facts | None = None,
 ) -> StreamGuard | None:
     """A stream guard for one streamed reply of API ``api``; None when ``policies`` is not a
     :class:`~guardrail.policy.PolicySet` (an engine that can only judge whole replies: the
@@ -356,6 +374,7 @@ def open_stream_guard(
         max_holdback_chars=max_holdback_chars,
         extra={"version": __version__},
         max_event_bytes=max_event_bytes,
+        facts=facts,
     )
 
 

@@ -67,6 +67,7 @@ from guardrail.formats.streams import (
 )
 from guardrail.guard import DEFAULT_MAX_HOLDBACK_CHARS, Holdback, TextGuard, check_holdback
 from guardrail.policy import Conversation, PolicySet, Verdict
+from guardrail.policy.facts import Facts
 from guardrail.policy.model import ACTION_ORDER
 from guardrail.guard.stall import Stall, Stalled
 
@@ -156,6 +157,7 @@ class StreamGuard:
         max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
         extra: Mapping[str, object] | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        facts: Facts | None = None,
     ) -> None:
         self.codec = new_stream_codec(api, max_event_bytes)
         check_holdback(holdback, max_holdback_chars)
@@ -166,6 +168,7 @@ class StreamGuard:
             locale=locale,
             holdback=holdback,
             max_holdback_chars=max_holdback_chars,
+            facts=facts,
         )
         self._full = holdback == "full"
         self._locale = policyset.resources.resolve(locale)

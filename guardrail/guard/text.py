@@ -75,6 +75,7 @@ from typing import Literal, TypeVar, get_args
 
 from guardrail.policy import Conversation, PolicySet, SentenceSplitter, Verdict
 from guardrail.policy.engine import Scan
+from guardrail.policy.facts import Facts
 from guardrail.policy.model import EndTexts
 from guardrail.policy.rewrite import SEPARATOR
 
@@ -144,10 +145,12 @@ class TextGuard:
         locale: str | None = None,
         holdback: Holdback = "sentence",
         max_holdback_chars: int = DEFAULT_MAX_HOLDBACK_CHARS,
+        facts: Facts | None = None,
     ) -> None:
         check_holdback(holdback, max_holdback_chars)
         self.holdback: Holdback = holdback
         self._ps = policyset
+        self._facts = facts
         self._conv = conversation
         self._locale = locale
         self._cap = max_holdback_chars
@@ -165,7 +168,7 @@ class TextGuard:
         self._scan: Scan | None = None
         if holdback != "full":
             self._scan = self._guarded(
-                lambda: policyset.start(conversation, locale, keep_text=False), None
+                lambda: policyset.start(conversation, locale, keep_text=False, facts=facts), None
             )
             if holdback == "sentence" and self._scan is not None:
                 self._guarded(self._decide_early, None)
@@ -182,7 +185,7 @@ class TextGuard:
         ]
         if not early:
             return
-        scan = self._ps.start(self._conv, self._locale, keep_text=False)
+        scan = self._ps.start(self._conv, self._locale, keep_text=False, facts=self._facts)
         probe, ends = scan.finish(), scan.end_texts  # the verdict on an empty reply
         ids = {h.policy for h in probe.hits if h.mode == "enforce" and h.error is None}
         if any(p.action("block") is not None and p.id in ids for p in early) or (
@@ -332,7 +335,10 @@ class TextGuard:
             reply = "".join(self._pieces)
             self._pieces = []
             verdict = self._guarded(
-                lambda: self._ps.evaluate(self._conv, reply, locale=self._locale), None
+                lambda: self._ps.evaluate(
+                    self._conv, reply, locale=self._locale, facts=self._facts
+                ),
+                None
             )
             if verdict is None:
                 return GuardResult(reply, "", "", None, self._error)

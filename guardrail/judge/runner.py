@@ -295,6 +295,11 @@ class PendingAnswers:
         """Every judge's fact (``judge.<id>``) once the reply is known."""
         return {fact_name(judge): a.fact for judge, a in (await self.answers(reply_text)).items()}
 
+    @property
+    def reads_reply(self) -> bool:
+        """Some of these judges read the reply (asked by :meth:`result` with its text)."""
+        return bool(self._later)
+
     def cancel(self) -> None:
         for future in self._early.values():
             future.cancel()

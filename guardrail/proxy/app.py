@@ -41,7 +41,8 @@ through unchanged.
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING
 from contextlib import asynccontextmanager
 from email.utils import formatdate
 import httpx
@@ -58,6 +59,9 @@ from guardrail.guard.inspection import PolicyEngine, guardrail_headers
 from guardrail.proxy.limits import Refused
 from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_stack
 from guardrail.config.recording import recorder_for
+from guardrail.errors import ConfigError, PolicyError
+from guardrail.state import Clock, StateStore, open_store
+from guardrail.state.link import StateLink
 from guardrail.observe.record import Recorder
 from guardrail.proxy.pipeline import Pipeline
 from guardrail.policy.sources import PolicySource
@@ -65,6 +69,9 @@ from guardrail.config.policysets import PolicySets
 from guardrail.config.routes import NoRoute
 from guardrail.config.settings import Settings
 from guardrail.proxy.upstream import RelayAborted, UnsafeTarget, build_client
+
+if TYPE_CHECKING:
+    from guardrail.judge.runner import JudgeRunner
 
 __all__ = ["ProxyEndpoint", "build_app", "error_payload", "error_response"]
 
@@ -217,11 +224,17 @@ def build_app(
     *,
     recorder: Recorder | None = None,
     route_policies: Mapping[PolicySource, PolicyEngine] | None = None,
+    state_store: StateStore | None = None,
+    clock: Clock | None = None,
+    judge_transport: httpx.AsyncBaseTransport | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests);
     ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink);
     ``route_policies`` are the routes' own policy sets by source, already loaded (any missing
-    one is loaded here: a set that does not load raises PolicyError)."""
+    one is loaded here: a set that does not load raises PolicyError). ``state_store`` replaces
+    the configured state backend, ``clock`` the system clock, ``judge_transport`` the judges'
+    HTTP transport (tests). A judge detector naming an endpoint the ``judges`` setting lacks is
+    a PolicyError at start-up and refuses a reload."""
     recorder = recorder_for(settings) if recorder is None else recorder
     sets = PolicySets.for_routes(
         policies, settings.routes, route_policies, max_user_chars=settings.max_user_text_chars
@@ -229,13 +242,23 @@ def build_app(
     for engine in sets.current():
         recorder.install(engine)
     client = build_client(settings, transport)
-    pipeline = Pipeline(settings, client, sets, recorder)
+    store = state_store if state_store is not None else open_store(settings.state)
+    link = StateLink(store, settings.state, clock)
+    runner = _judge_runner(settings, judge_transport)
+    if runner is not None:
+        sets.check = _judges_checked(runner)
+    for engine in sets.current():
+        _judges_checked(runner)(engine)
+    pipeline = Pipeline(settings, client, sets, recorder, state=link, judges=runner)
     endpoint = ProxyEndpoint(pipeline, recorder)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await client.aclose()
+        await link.aclose()
+        if runner is not None:
+            await runner.aclose()
         recorder.close()
 
     app = Starlette(
@@ -252,4 +275,40 @@ def build_app(
     app.state.pipeline = pipeline
     app.state.client = client
     app.state.recorder = recorder
+    app.state.state_store = store  # the admin listener's erase reaches the store requests use
+    app.state.state_link = link
+    app.state.judges = runner
     return app
+
+
+def _judge_runner(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None
+) -> JudgeRunner | None:
+    """One judge client per process, when the ``judges`` setting names endpoints."""
+    if not settings.judges:
+        return None
+    from guardrail.judge.runner import JudgeRunner
+
+    return JudgeRunner(settings.judges, transport=transport)
+
+
+def _judges_checked(runner: JudgeRunner | None) -> Callable[[PolicyEngine], None]:
+    """A check that every judge detector of a set names a configured endpoint."""
+
+    def check(engine: PolicyEngine) -> None:
+        judges = tuple(getattr(engine, "judges", ()))
+        if not judges:
+            return
+        if runner is None:
+            names = ", ".join(sorted({j.endpoint for j in judges}))
+            raise PolicyError(
+                f"judge detectors need the `judges:` setting, which names no endpoint "
+                f"(they ask: {names})",
+                file=str(getattr(engine, "source", "")) or None,
+            )
+        try:
+            runner.check(judges)
+        except ConfigError as exc:
+            raise PolicyError(str(exc), file=str(getattr(engine, "source", "")) or None) from None
+
+    return check

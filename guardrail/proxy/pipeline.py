@@ -39,7 +39,7 @@ import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import httpx
@@ -73,7 +73,10 @@ from guardrail.proxy.regenerate_stream import StreamRegeneration
 from guardrail.config.routes import NoRoute, Route, RouteTable
 from guardrail.config.settings import Settings
 from guardrail.guard.stream import StreamGuard, StreamReport
+from guardrail.proxy.gather import Gathering
 from guardrail.proxy.relay import GuardedStream
+from guardrail.state.identity import state_header_names
+from guardrail.state.link import StateLink
 from guardrail.proxy.upstream import (
     Buffered,
     Headers,
@@ -84,6 +87,9 @@ from guardrail.proxy.upstream import (
     send,
     target_url,
 )
+
+if TYPE_CHECKING:
+    from guardrail.judge.runner import JudgeRunner
 
 __all__ = [
     "Outcome",
@@ -113,6 +119,7 @@ class _Chat:
     headers: Headers
     body: bytes
     encoding: str
+    gathering: Gathering | None = None
 
 
 class Pipeline:
@@ -125,12 +132,17 @@ class Pipeline:
         client: httpx.AsyncClient,
         policies: PolicySets | PolicyHolder,
         recorder: Recorder | None = None,
+        *,
+        state: StateLink | None = None,
+        judges: JudgeRunner | None = None,
     ) -> None:
         self.settings = settings
         self.client = client
         self.sets = policies if isinstance(policies, PolicySets) else PolicySets(policies)
         self.holder = self.sets.main
         self.recorder = recorder
+        self.state = state
+        self.judges = judges
         self.table = RouteTable(settings.routes)
         self.bases = {route.prefix: httpx.URL(route.upstream) for route in self.table.routes}
         self.gate = Gate(settings.max_upstream_per_client, settings.max_connections)
@@ -159,7 +171,10 @@ class Pipeline:
         route, rest = self.table.match(raw_path)
         ex.route = route.prefix
         url = target_url(self.bases[route.prefix], rest, request.scope.get("query_string", b""))
-        drop = [self.settings.locale_header.encode("latin-1")]
+        drop = [
+            self.settings.locale_header.encode("latin-1"),
+            *state_header_names(self.settings.state),  # guardrail's own: never forwarded
+        ]
         headers = request_headers(request.scope["headers"], drop=drop)
         api = choose_api(request.method, raw_path, route.api)
         ex.api = api or ex.api  # known before any refusal, which answers in the API's format
@@ -272,7 +287,16 @@ class Pipeline:
             headers = [(n, v) for n, v in headers if n != b"accept-encoding"]
             headers.append((b"accept-encoding", b"identity"))
         state = _Chat(route, flow, url, headers, body, encoding)
-        response = await self._open(ex, "POST", url, headers, body)
+        gathering = Gathering.start(
+            flow, request.headers, link=self.state, runner=self.judges, minor_route=route.minor
+        )  # beside the upstream call: what answers first adds no latency
+        state.gathering = gathering
+        try:
+            response = await self._open(ex, "POST", url, headers, body)
+        except BaseException:
+            if gathering is not None:
+                gathering.cancel()
+            raise
         kind = response.headers.get("content-type", "").lower()
         mode = flow.plan_reply(
             response.status_code,
@@ -281,9 +305,13 @@ class Pipeline:
             response.headers.get("content-encoding", ""),
         )
         if mode == "pass":
+            if gathering is not None:
+                gathering.cancel()
             return self._uninspected(response, response.aiter_raw(), [], ex, flow)
         if mode == "stream":
             try:
+                if gathering is not None:  # a stream's judges read the conversation only
+                    flow.facts = await gathering.facts(None)
                 return await self._stream(response, state, ex, kind)
             except BaseException:
                 with anyio.CancelScope(shield=True):
@@ -357,6 +385,13 @@ class Pipeline:
             return self._uninspected(response, chunks, read, ex, flow)
         await response.aclose()
         raw = b"".join(read)
+        if state.gathering is not None:
+            text = None
+            if state.gathering.reads_reply:
+                reading = functools.partial(flow.reply_text, raw, response.headers.get(
+                    "content-encoding", ""))
+                text = await self.worker.run(reading, len(raw))
+            flow.facts = await state.gathering.facts(text)
         started = time.perf_counter()
         judge = functools.partial(
             flow.judge_whole, raw, response.headers.get("content-encoding", "")
@@ -395,6 +430,7 @@ class Pipeline:
             flow.locale,
             self.settings.max_inspect_bytes,
             state.route.regenerate_budget,
+            flow.facts,
         )
 
     def _uninspected(

@@ -42,6 +42,7 @@ from guardrail.formats.codings import decode_body
 from guardrail.errors import UpstreamError
 from guardrail.formats import ChatRequest, jsontext
 from guardrail.guard.offload import offloaded
+from guardrail.policy.facts import Facts
 from guardrail.guard.inspection import FORMATS, Headers, Outcome, PolicyEngine, inspect_body
 from guardrail.policy import Verdict
 from guardrail.proxy.upstream import read_capped, send
@@ -81,6 +82,7 @@ class Second:
     locale: str
     limit: int  # max_inspect_bytes
     budget: float  # seconds for the second call, reply read
+    facts: Facts | None = None  # the request's facts: the second reply is judged with the same
 
 
 @dataclass(frozen=True)
@@ -194,6 +196,7 @@ async def _ask(second: Second, content: bytes, ids: tuple[str, ...]) -> tuple[st
         second.policies,
         second.locale,
         second.limit,
+        second.facts,
     )
     weight = len(raw) + len(second.body)  # the reply is judged against the whole conversation
     outcome = await anyio.to_thread.run_sync(run) if offloaded(weight) else run()

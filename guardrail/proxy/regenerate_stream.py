@@ -153,4 +153,6 @@ class StreamRegeneration:
         """A guard like the first, for the second stream: same API, ORIGINAL conversation,
         policies and locale, holdback ``full`` (which holds no sentence, so needs no cap)."""
         s = self.second
-        return open_stream_guard(s.api, s.chat, s.policies, s.locale, holdback="full")
+        return open_stream_guard(
+            s.api, s.chat, s.policies, s.locale, holdback="full", facts=s.facts
+        )
