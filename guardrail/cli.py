@@ -1,4 +1,4 @@
-"""The ``guardrail`` command line: ``serve``, ``test`` and ``check``.
+"""The ``guardrail`` command line: ``serve``, ``test``, ``check``, ``protocol`` and ``report``.
 
 This module only parses arguments and dispatches; each command lives in ``guardrail/commands/``.
 Every command returns a process exit status: 0 on success, 1 when the checked thing failed
@@ -23,7 +23,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from guardrail.commands import check, policytest, serve
+    from guardrail.commands import check, policytest, protocol, report, serve
 
     serve.add_arguments(
         sub.add_parser("serve", help="run the guardrail proxy", description=serve.__doc__)
@@ -33,6 +33,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     check.add_arguments(
         sub.add_parser("check", help="evaluate JSONL cases offline", description=check.__doc__)
+    )
+    protocol.add_arguments(
+        sub.add_parser(
+            "protocol",
+            help="render the policy set as a readable crisis protocol",
+            description=protocol.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    report.add_arguments(
+        sub.add_parser("report", help="reports from the audit trail", description=report.__doc__)
     )
     return parser
 
