@@ -151,7 +151,7 @@ def _policy(doc: Doc, ps: PolicySet, policy: Policy, locale: str, about: str) ->
     if policy.on_error == "closed":
         doc.add(Para("If this check cannot run, the reply is held back (fail closed)."))
     else:
-        doc.add(Para("If this check cannot run, the reply goes out unchanged and the error is logged."))
+        doc.add(Para("If this check cannot run, the reply goes out unchanged (it is logged)."))
 
 
 def _about(ps: PolicySet, name: str) -> str:
