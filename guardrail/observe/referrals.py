@@ -1,7 +1,7 @@
 """What counts as a crisis referral, of which kind, and how many the audit trail holds.
 
-California's SB 243 (Bus. & Prof. Code §22603, from 2027-07-01) asks an operator to report each
-year how many times it referred people to crisis services. guardrail counts such referrals in
+California's SB 243 (Bus. & Prof. Code §§22601-22605) asks an operator to report, each year from
+2027-07-01, how many times it referred people to crisis services. guardrail counts such referrals in
 two places that follow the same rule, so the live counter and the yearly report agree:
 
 * ``guardrail_crisis_referrals_total{locale, kind}`` as replies are judged (``Recorder``);
@@ -15,7 +15,7 @@ the person read carried the referral. Shadow hits change nothing and never count
 
 Crisis referral policies and their kind (:func:`referral_kind`), by policy id:
 
-* ``referral.crisis``: ``suicide_self_harm`` (SB 243's and NY GBL §1702's subject);
+* ``referral.crisis``: ``suicide_self_harm`` (the subject of SB 243 and NY GBL Art. 47);
 * ``referral.crisis.<kind>`` and ``referral.acute.<kind>``: ``<kind>`` when it is one of
   :data:`CRISIS_KINDS` (``child``, ``domestic_abuse``, ``sexual_violence``, ``medical``,
   ``harm_others``), else ``other``;
