@@ -19,7 +19,7 @@ from pathlib import Path
 
 from bench.procs import REPO
 from guardrail.policy import Conversation, load_policies
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 
 __all__ = ["main", "stream_cpu"]
 

@@ -38,7 +38,7 @@ _IDLE = (
     "Runner.run (",  # uvloop: the loop's own C code, mostly waiting in epoll
 )
 """Leaf frames that are a thread waiting (py-spy's idle detection misses some in blocking mode)."""
-_ROOTS = ("guardrail/__main__", "guardrail/cli.py", "guardrail/commands/serve.py", "bench/")
+_ROOTS = ("guardrail/__main__", "guardrail/cli.py", "guardrail/cli/serve.py", "bench/")
 
 
 def hot_spots(

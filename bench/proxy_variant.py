@@ -6,9 +6,9 @@
         [--set KEY=VALUE ...]
 
 It builds the same app as ``guardrail serve`` (settings, policy set, ``build_app``), so the
-transport goes through ``guardrail.upstream.build_client`` exactly as it would in production;
+transport goes through ``guardrail.proxy.upstream.build_client`` exactly as it would in production;
 only the transport object and the uvicorn config differ. Transports: ``aiohttp``
-(:mod:`guardrail.transport`, as shipped), ``httpx`` (httpx's own pool, shipped before the
+(:mod:`guardrail.proxy.transport`, as shipped), ``httpx`` (httpx's own pool, shipped before the
 benchmark chose aiohttp's), ``httpx-aiohttp`` (that package's transport, its session set up to
 store no cookies, ignore proxy variables and add no headers). With ``--workers N`` the
 listening socket is bound once and N processes serve it.
@@ -30,10 +30,10 @@ from collections.abc import Sequence
 import httpx
 import uvicorn
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.logs import configure_logging
 from guardrail.policy import load_policies
-from guardrail.settings import Settings, load_settings
+from guardrail.config.settings import Settings, load_settings
 
 __all__ = ["httpx_aiohttp_transport", "listen", "main", "transport_for"]
 

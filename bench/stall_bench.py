@@ -19,8 +19,8 @@ from collections.abc import AsyncIterator, Sequence
 
 from bench.procs import REPO
 from guardrail.policy import Conversation, PolicySet, load_policies
-from guardrail.settings import DEFAULT_STALL_TIMEOUT
-from guardrail.streaming import StreamGuard
+from guardrail.config.settings import DEFAULT_STALL_TIMEOUT
+from guardrail.guard.stream import StreamGuard
 
 __all__ = ["main"]
 

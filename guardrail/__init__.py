@@ -15,7 +15,7 @@ metrics) is imported on first use of ``guardrail.GuardrailMiddleware``.
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from guardrail.version import __version__
 
 import typing
 

@@ -9,10 +9,11 @@
     ├── FormatError                a body a wire-format module cannot parse (also a ValueError)
     ├── Undecodable                a Content-Encoding guardrail cannot undo (also a ValueError)
     │   └── TooLarge               a body that decodes past the inspection limit
+    ├── StateUnavailable           the state store failed or did not answer within state.timeout
     ├── RequestRefused             a request guardrail answers itself, without the upstream
     │   ├── UnsafeTarget           a target that could leave the upstream base     -> 400
     │   ├── NoRoute                no route matches the path (also a LookupError)  -> 404
-    │   └── Refused                a limit turned it away (``guardrail.limits``)
+    │   └── Refused                a limit turned it away (``guardrail.proxy.limits``)
     │       ├── RequestTooLarge    over ``max_request_bytes``                       -> 413
     │       ├── ClientBusy         over ``max_upstream_per_client``                 -> 429
     │       ├── StreamsBusy        streams hold their share of the upstream pool    -> 503
@@ -33,6 +34,8 @@ traceback: the pipeline turns them into an error body in the wire format of the 
 """
 
 from __future__ import annotations
+
+import traceback
 
 
 class GuardrailError(Exception):
@@ -103,6 +106,19 @@ class Undecodable(GuardrailError, ValueError):
 
 class TooLarge(Undecodable):
     """A body that decodes to more than the inspection limit."""
+
+
+class StateUnavailable(GuardrailError):
+    """The state store (``guardrail.state``) failed or did not answer within ``state.timeout``.
+
+    ``cause`` says what in one word (``timeout``, ``connection``, ``error``), for the log line
+    and a metric label. The request flow catches it and goes on without state: state-based
+    policies are skipped, everything else works. The message never names a user.
+    """
+
+    def __init__(self, message: str = "", *, cause: str = "error") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class RequestRefused(GuardrailError):
@@ -187,3 +203,9 @@ class RelayAborted(UpstreamError):
 
 class Stalled(UpstreamError):
     """The stall deadline passed while the pump waited for upstream bytes."""
+
+
+def safe_stack(exc: BaseException, limit: int = 8) -> list[str]:
+    """The innermost frames of ``exc`` as ``file:line:function``: no message, no locals."""
+    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
+    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}" for frame in frames]

@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any, TypeAlias
 
 from guardrail.policy import Conversation, Message, PolicySet, Verdict
+from guardrail.formats.openai_chat import content_text
 from guardrail.policy.model import ROLES
 
 __all__ = ["ConversationLike", "check", "conversation"]
@@ -30,14 +31,8 @@ def _content(value: object, index: int) -> str:
     """A message's text: a string, or the text parts of a list of content parts."""
     if value is None:
         return ""
-    if isinstance(value, str):
-        return value
-    if isinstance(value, list):
-        return "".join(
-            part["text"]
-            for part in value
-            if isinstance(part, Mapping) and isinstance(part.get("text"), str)
-        )
+    if isinstance(value, (str, list)):
+        return content_text(value)  # the proxy's own reading: parts joined by line breaks
     raise ValueError(f"messages[{index}].content must be a string or a list of content parts")
 
 
@@ -46,7 +41,8 @@ def conversation(messages: ConversationLike) -> Conversation:
 
     The messages are the context BEFORE the reply, oldest first, system messages included.
     ``role`` is one of user, assistant, system, tool; ``content`` a string or a list of content
-    parts (their ``text`` fields are joined). Extra keys are ignored. Raises ValueError for a
+    parts (the text of its ``text``, ``input_text`` and ``output_text`` parts, joined by line
+    breaks, as the proxy reads them). Extra keys are ignored. Raises ValueError for a
     malformed message; the message names the index and the key, never the text.
     """
     if isinstance(messages, Conversation):

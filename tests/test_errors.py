@@ -33,13 +33,13 @@ def test_every_public_exception_class_is_in_the_one_tree() -> None:
 
 
 def test_old_import_paths_keep_working() -> None:
-    from guardrail.codings import TooLarge, Undecodable
+    from guardrail.formats.codings import TooLarge, Undecodable
     from guardrail.formats import FormatError
-    from guardrail.limits import ClientBusy, Refused, RequestTooLarge
+    from guardrail.proxy.limits import ClientBusy, Refused, RequestTooLarge
     from guardrail.policy.boundedregex import RegexTimeout
-    from guardrail.routes import NoRoute, RouteError
-    from guardrail.stall import Stalled
-    from guardrail.upstream import RelayAborted, UnsafeTarget
+    from guardrail.config.routes import NoRoute, RouteError
+    from guardrail.guard.stall import Stalled
+    from guardrail.proxy.upstream import RelayAborted, UnsafeTarget
 
     for cls in (TooLarge, Undecodable, FormatError, ClientBusy, Refused, RequestTooLarge,
                 RegexTimeout, NoRoute, RouteError, Stalled, RelayAborted, UnsafeTarget):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from guardrail.settings import ENV_PREFIX, KEYS
+from guardrail.config.settings import ENV_PREFIX, KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 README = (ROOT / "README.md").read_text(encoding="utf-8")

@@ -43,9 +43,11 @@ from guardrail.formats.streams import (
     spread_text,
     sse_event,
 )
+from guardrail.formats.wireformat import WireFormat
 from guardrail.policy import Message
 
-__all__ = ["NAME", "MessagesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
+__all__ = [
+    "FORMAT","NAME", "MessagesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "anthropic.messages"
 
@@ -389,3 +391,38 @@ def with_instruction(body: object, text: str) -> dict[str, Any]:
     else:
         new_system = text
     return {**body, "system": new_system}
+
+
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def error_body(status: int, kind: str, code: str, message: str) -> object:
+    """Anthropic's error body ``{"type": "error", "error": {"type", "message"}}``."""
+    error = {"type": _ERROR_TYPES.get(status, "api_error"), "message": message}
+    return {"type": "error", "error": error}
+
+
+def excludes(segments: Sequence[str]) -> bool:
+    """OpenAI Assistants' ``threads/{id}/messages`` adds a message to a thread: not a reply."""
+    return "threads" in segments[-3:-1]
+
+
+FORMAT = WireFormat(
+    name=NAME,
+    endpoints=(("messages",),),
+    parse_request=parse_request,
+    reply_texts=reply_texts,
+    apply=apply,
+    with_instruction=with_instruction,
+    stream_codec=MessagesStream,
+    stream_media_type=MessagesStream.media_type,
+    error_body=error_body,
+    excludes=excludes,
+)
+"""This API, for :mod:`guardrail.formats.registry`."""

@@ -36,9 +36,11 @@ from guardrail.formats.streams import (
     progress,
     scrub,
 )
+from guardrail.formats.wireformat import WireFormat
 from guardrail.policy import Message
 
-__all__ = ["NAME", "ChatStream", "apply", "parse_request", "reply_texts", "with_instruction"]
+__all__ = [
+    "FORMAT","NAME", "ChatStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "ollama.chat"
 
@@ -218,3 +220,22 @@ def with_instruction(body: object, text: str) -> dict[str, Any]:
     """The request ``body`` once more, with ``text`` as a system message after the leading
     system messages (see :func:`guardrail.formats.with_system_message`)."""
     return with_system_message(body, text)
+
+
+def error_body(status: int, kind: str, code: str, message: str) -> object:
+    """Ollama's error body ``{"error": "..."}``."""
+    return {"error": message}
+
+
+FORMAT = WireFormat(
+    name=NAME,
+    endpoints=(("api", "chat"),),
+    parse_request=parse_request,
+    reply_texts=reply_texts,
+    apply=apply,
+    with_instruction=with_instruction,
+    stream_codec=ChatStream,
+    stream_media_type=ChatStream.media_type,
+    error_body=error_body,
+)
+"""This API, for :mod:`guardrail.formats.registry`."""

@@ -43,9 +43,11 @@ from guardrail.formats.streams import (
     spread_text,
     sse_event,
 )
+from guardrail.formats.wireformat import WireFormat
 from guardrail.policy import Message
 
-__all__ = ["NAME", "ResponsesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
+__all__ = [
+    "FORMAT","NAME", "ResponsesStream", "apply", "parse_request", "reply_texts", "with_instruction"]
 
 NAME = "openai.responses"
 
@@ -449,3 +451,16 @@ def with_instruction(body: object, text: str) -> dict[str, Any]:
     instructions = body.get("instructions")
     joined = f"{instructions}\n\n{text}" if isinstance(instructions, str) and instructions else text
     return {**body, "instructions": joined}
+
+
+FORMAT = WireFormat(
+    name=NAME,
+    endpoints=(("responses",),),
+    parse_request=parse_request,
+    reply_texts=reply_texts,
+    apply=apply,
+    with_instruction=with_instruction,
+    stream_codec=ResponsesStream,
+    stream_media_type=ResponsesStream.media_type,
+)
+"""This API, for :mod:`guardrail.formats.registry`."""

@@ -64,10 +64,9 @@ from typing import Any, Generic, Protocol, TypeAlias, TypeVar
 
 from guardrail.formats import jsontext
 from guardrail.formats.ndjson import NDJSONLine
-from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
+from guardrail.formats.sse import SSEEvent, encode_event
 
 __all__ = [
-    "ChatCompletionsStream",
     "Forward",
     "ReplyEnd",
     "Slot",
@@ -79,7 +78,6 @@ __all__ = [
     "dump_json",
     "keepalive",
     "load_json_object",
-    "new_stream_codec",
     "progress",
     "scrub",
     "scrub_event",
@@ -181,25 +179,6 @@ class StreamCodec(Protocol[E]):
 
     def finish(self, event: E | None, annotation: Mapping[str, object] | None) -> bytes:
         """The annotation (when given) and the terminator ``event`` (or a synthesised one)."""
-
-
-def new_stream_codec(name: str, max_event_bytes: int | None = None) -> StreamCodec[Any]:
-    """A fresh codec for the format ``name`` (a format module's NAME); KeyError if unknown.
-    ``max_event_bytes`` caps one upstream event or line (None: no cap)."""
-    from guardrail.formats import anthropic_messages, ollama_chat, openai_responses
-
-    if name == ChatCompletionsStream.name:
-        return ChatCompletionsStream(max_event_bytes)
-    if name == anthropic_messages.NAME:
-        return anthropic_messages.MessagesStream(max_event_bytes)
-    if name == openai_responses.NAME:
-        return openai_responses.ResponsesStream(max_event_bytes)
-    if name == ollama_chat.NAME:
-        return ollama_chat.ChatStream(max_event_bytes)
-    raise KeyError(name)
-
-
-# --------------------------------------------------------------------------- shared helpers
 
 
 def dump_json(value: object) -> str:
@@ -334,148 +313,3 @@ def text_edits(old: str, new: str) -> list[tuple[int, int, str]]:
         for tag, i1, i2, j1, j2 in matcher.get_opcodes()
         if tag != "equal"
     ]
-
-
-# --------------------------------------------------------------------------- chat completions
-
-
-class ChatCompletionsStream:
-    """OpenAI Chat Completions ``stream: true`` chunks (``data: {chat.completion.chunk}`` events).
-
-    Split:
-    * ``choices[i].delta.content`` (non-empty) is a :class:`TextDelta` for reply ``i``, slot ``i``.
-      The chunk is dropped when nothing else is in it; otherwise the rest of it (role, tool calls,
-      refusal, logprobs, finish_reason, usage, other choices) is forwarded as a residual chunk
-      without the content. Residual logprobs describe the upstream tokens, not released text.
-    * a choice with ``finish_reason`` gives ``TextEnd(i)`` and ``ReplyEnd(i)`` *before* its chunk
-      is forwarded, so released and appended text precede the finish chunk.
-    * ``data: [DONE]`` ends any choice still open, then is the :class:`Terminator`.
-    * anything else (usage-only chunks, error objects, comments, malformed data) is forwarded.
-    * a ``guardrail`` key an upstream put in a chunk is removed (:func:`scrub`), so it is never
-      forwarded nor copied into built chunks; nothing after ``[DONE]`` is forwarded.
-
-    Build: text chunks copy every top-level field of the first chunk seen (id, object, created,
-    model, system_fingerprint, service_tier, ...) except ``choices`` (and ``usage`` set to null
-    when present), with ``choices: [{"index": i, "delta": {"content": text}, "finish_reason":
-    null}]``. Appended text is such a chunk for the reply's choice. The annotation rides on a
-    chunk of the same template with ``choices: []`` and an extra ``guardrail`` key, just before
-    ``data: [DONE]`` (the SDKs accept extra keys; ``choices: []`` is what usage chunks look like).
-    A missing ``[DONE]`` is synthesised by ``finish(None, ...)``.
-    """
-
-    name = "openai.chat"
-    media_type = "text/event-stream"
-
-    def __init__(self, max_event_bytes: int | None = None) -> None:
-        self._decoder = SSEDecoder(max_event_bytes)
-        self.progress = False
-        self._template: dict[str, object] | None = None
-        self._open: dict[int, None] = {}  # choices seen and not yet finished, in order
-        self._ended: set[int] = set()
-        self._done = False  # [DONE] came: the stream is over
-
-    @property
-    def overflow(self) -> bool:
-        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
-        return self._decoder.overflow
-
-    def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        events = self._decoder.feed(chunk)
-        self.progress = progress(events)
-        return [item for event in events for item in self.feed(event)]
-
-    def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
-        if self._done:
-            return []
-        if event.data is not None and event.data.strip() == "[DONE]":
-            self._done = True
-            return [*self._end_open(), Terminator(event)]
-        chunk = load_json_object(event.data)
-        if chunk is not None:
-            event, chunk = scrub_event(event, chunk)
-        choices = chunk.get("choices") if chunk is not None else None
-        if chunk is None or not isinstance(choices, list):
-            return [Forward(event)]
-        if self._template is None:
-            self._template = {**chunk, "choices": []}  # key order kept for built chunks
-            if "usage" in self._template:
-                self._template["usage"] = None
-        texts: list[StreamItem[SSEEvent]] = []
-        ends: list[StreamItem[SSEEvent]] = []
-        residual: list[object] = []
-        for choice in choices:
-            index = choice.get("index") if isinstance(choice, dict) else None
-            if not isinstance(choice, dict) or not isinstance(index, int) or index in self._ended:
-                residual.append(choice)  # not a choice, or one that already finished: as is
-                continue
-            self._open.setdefault(index)
-            rest = self._split_choice(choice, index, texts)
-            if choice.get("finish_reason") is not None and index in self._open:
-                del self._open[index]
-                self._ended.add(index)
-                ends += [TextEnd(index, index), ReplyEnd(index)]
-            if rest is not None:
-                residual.append(rest)
-        if not texts:
-            return [*ends, Forward(event)]
-        keep = bool(residual) or chunk.get("usage") is not None
-        forward: list[StreamItem[SSEEvent]] = (
-            [Forward(sse_event({**chunk, "choices": residual}, event.event))] if keep else []
-        )
-        return [*texts, *ends, *forward] if ends else [*forward, *texts]
-
-    @staticmethod
-    def _split_choice(
-        choice: dict[str, object], index: int, texts: list[StreamItem[SSEEvent]]
-    ) -> dict[str, object] | None:
-        """Take the content out of ``choice`` into ``texts``; return what is left (None: nothing)."""
-        delta = choice.get("delta")
-        content = delta.get("content") if isinstance(delta, dict) else None
-        if not isinstance(delta, dict) or not isinstance(content, str) or not content:
-            return choice
-        texts.append(TextDelta(index, index, content))
-        rest_delta = {k: v for k, v in delta.items() if k != "content"}
-        rest = {**choice, "delta": rest_delta}
-        extra = {k: v for k, v in rest.items() if k not in ("index", "delta") and v is not None}
-        return rest if rest_delta or extra else None
-
-    def _end_open(self) -> list[StreamItem[SSEEvent]]:
-        items: list[StreamItem[SSEEvent]] = []
-        for index in self._open:
-            items += [TextEnd(index, index), ReplyEnd(index)]
-            self._ended.add(index)
-        self._open.clear()
-        return items
-
-    def close(self) -> list[StreamItem[SSEEvent]]:
-        items = [item for event in self._decoder.flush() for item in self.feed(event)]
-        return [*items, *self._end_open()]
-
-    def text(self, slot: Slot, text: str) -> bytes:
-        if not text:
-            return b""
-        choice = {"index": slot, "delta": {"content": text}, "finish_reason": None}
-        return sse_event({**self._base(), "choices": [choice]}).raw
-
-    def append(self, reply: int, text: str) -> bytes:
-        return self.text(reply, text)
-
-    def render(self, event: SSEEvent) -> bytes:
-        return event.encode()
-
-    def finish(self, event: SSEEvent | None, annotation: Mapping[str, object] | None) -> bytes:
-        note = b""
-        if annotation is not None:
-            note = sse_event({**self._base(), "choices": [], "guardrail": dict(annotation)}).raw
-        return note + (event.encode() if event is not None else b"data: [DONE]\n\n")
-
-    def _base(self) -> dict[str, object]:
-        if self._template is not None:
-            return dict(self._template)
-        return {
-            "id": "chatcmpl-guardrail",
-            "object": "chat.completion.chunk",
-            "created": 0,
-            "model": "",
-            "choices": [],
-        }

@@ -20,13 +20,14 @@ import logging
 import re
 import sys
 import time
-import traceback
 import uuid
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 import structlog
+
+from guardrail.errors import safe_stack  # re-exported: its old home
 
 __all__ = [
     "REQUEST_FIELDS",
@@ -81,7 +82,7 @@ class Exchange:
     changed: bool | None = None
     blocked: bool | None = None
     choices: int | None = None
-    regenerate: str | None = None  # how asking the upstream once more ended (guardrail.regenerate)
+    regenerate: str | None = None  # how asking the upstream once more ended (guardrail.proxy.regenerate)
     regenerate_policies: list[str] | None = None  # the policies that asked for it
     policy_digest: str | None = None
     error: str | None = None
@@ -263,12 +264,6 @@ def new_request_id(headers: Mapping[str, str]) -> str:
     """The client's ``x-request-id`` when it is a plain token (<= 128 chars), else a fresh id."""
     offered = headers.get("x-request-id", "")
     return offered if _REQUEST_ID.match(offered) else uuid.uuid4().hex
-
-
-def safe_stack(exc: BaseException, limit: int = 8) -> list[str]:
-    """The innermost frames of ``exc`` as ``file:line:function``: no message, no locals."""
-    frames = traceback.extract_tb(exc.__traceback__)[-limit:]
-    return [f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}:{frame.name}" for frame in frames]
 
 
 def log_request(ex: Exchange) -> None:

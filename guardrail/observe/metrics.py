@@ -66,7 +66,9 @@ from prometheus_client import (
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
-from guardrail import __version__
+from guardrail.formats.registry import API_NAMES
+from guardrail.observe.referrals import CRISIS_KINDS
+from guardrail.version import __version__
 
 __all__ = [
     "APIS",
@@ -134,11 +136,11 @@ REGENERATE_OUTCOMES = (
     "timeout",  # regenerate_budget ran out: the fallback was sent
     "upstream-error",  # the second call failed or broke off: the fallback was sent
 )
-"""How a regeneration ended (``guardrail.regenerate.OUTCOMES``)."""
+"""How a regeneration ended (``guardrail.proxy.regenerate.OUTCOMES``)."""
 PASSTHROUGH_OUTCOMES = ("passthrough", "upstream_error", "rejected", "error")
 """The outcomes a request that is not to an inspected endpoint can have."""
 RELOAD_TRIGGERS = ("signal", "admin", "watch")
-APIS = ("openai.chat", "openai.responses", "anthropic.messages", "ollama.chat", "passthrough")
+APIS = (*API_NAMES, "passthrough")
 MODES = ("enforce", "shadow")
 
 # No ``*_created`` series: they would double the series count for no use here.
@@ -305,7 +307,7 @@ REFUSALS = (
     "connections_full",  # max_client_connections reached: 503, connection closed
     "header_timeout",  # request head not complete within header_timeout: connection closed
 )
-"""Why a limit refused a request or a connection (``guardrail.limits``)."""
+"""Why a limit refused a request or a connection (``guardrail.proxy.limits``)."""
 REFUSED = Counter(
     "guardrail_refused",
     "Requests and connections refused by a limit, by reason (REFUSALS).",
@@ -479,8 +481,6 @@ def init_policy_labels(
     for route in routes:
         for locale in known:
             CRISIS_ADDED.labels(route, locale)
-    from guardrail.observe.referrals import CRISIS_KINDS
-
     for locale in [*known, "other"]:
         for kind in CRISIS_KINDS:
             CRISIS_REFERRALS.labels(locale, kind)

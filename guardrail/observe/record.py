@@ -6,7 +6,7 @@ The pipeline calls a :class:`Recorder` at three edges of a request and nowhere e
 * :meth:`Recorder.evaluated` once the reply of an inspected request was judged (buffered: right
   after evaluation; streamed: when the stream ended), with the verdict of each choice: policy
   hits, rewrites, blocks, crisis resources, and one audit event per hit (:meth:`Recorder.outcome`
-  does this from an :class:`~guardrail.inspect.Outcome`, filling in the request record too);
+  does this from an :class:`~guardrail.guard.inspection.Outcome`, filling in the request record too);
 * :meth:`Recorder.finished` after the response was sent (or broke off): the request's outcome,
   upstream latency and errors, guardrail's own time, the reason a reply was not inspected, how
   a regeneration ended (streamed or not: ``Exchange.regenerate``).
@@ -23,26 +23,26 @@ import weakref
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
-from guardrail.config_values import API_NAMES
 from guardrail.observe import metrics as m
 from guardrail.observe.audit import Auditor
 from guardrail.observe.logs import Exchange
 from guardrail.observe.referrals import delivered_kinds, referral_kind
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
-from guardrail.settings import Settings
+
+from guardrail.guard.flow import Event, Flow, Regenerated, ReplyJudged, ReplyPlanned, RequestRead
 
 if TYPE_CHECKING:
-    from guardrail.inspect import Outcome
+    from guardrail.guard.inspection import Outcome
 
 __all__ = [
+    "follow_log",
     "CRISIS_KEYS",
     "HoldbackClock",
     "Recorder",
     "crisis_policies",
     "note_outcome",
     "outcome_of",
-    "recorder_for",
     "referral_kinds",
     "upstream_error_of",
 ]
@@ -287,6 +287,11 @@ class Recorder:
             stream=stream,
         )
 
+    def follow(self, flow: Flow, ex: Exchange) -> None:
+        """Subscribe to one request's flow: its events into the log line, and a judged reply
+        into the metrics and the audit trail."""
+        flow.subscribe(_EventNotes(ex, flow, self))
+
     def finished(self, ex: Exchange) -> None:
         """The response was sent (or broke off): outcome, latencies, errors."""
         route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
@@ -315,6 +320,49 @@ class Recorder:
             self.auditor.close()
 
 
+class _EventNotes:
+    """One request's flow events into its log record (and, with a recorder, metrics and
+    audit): the only place the flow's decisions are written down."""
+
+    def __init__(self, ex: Exchange, flow: Flow, recorder: Recorder | None) -> None:
+        self.ex, self.flow, self.recorder = ex, flow, recorder
+
+    def __call__(self, event: Event) -> None:
+        ex = self.ex
+        if isinstance(event, RequestRead):
+            if event.chat is not None:
+                ex.model = event.chat.model[:200] if event.chat.model else None
+                ex.stream = event.chat.stream
+        elif isinstance(event, ReplyPlanned):
+            if event.mode == "pass":
+                ex.inspected, ex.reason, ex.holdback = False, event.reason, None
+            elif event.mode == "stream":
+                ex.holdback = self.flow.config.holdback
+        elif isinstance(event, Regenerated):
+            ex.regenerate, ex.regenerate_policies = event.result, list(event.policies)
+        elif isinstance(event, ReplyJudged):
+            self._judged(event)
+
+    def _judged(self, event: ReplyJudged) -> None:
+        flow = self.flow
+        if self.recorder is None or flow.chat is None:
+            note_outcome(self.ex, event.outcome)
+            return
+        self.recorder.outcome(
+            self.ex,
+            event.outcome,
+            flow.policies,
+            flow.chat.conversation,
+            conversation_id=flow.conversation_id,
+            stream=event.stream,
+        )
+
+
+def follow_log(flow: Flow, ex: Exchange) -> None:
+    """Without a recorder: the flow's events into the request's log record only."""
+    flow.subscribe(_EventNotes(ex, flow, None))
+
+
 def note_outcome(ex: Exchange, outcome: Outcome) -> bool:
     """What inspecting a reply decided, into the request's log record only; returns whether the
     reply was inspected (only then is there anything for metrics and audit)."""
@@ -327,16 +375,3 @@ def note_outcome(ex: Exchange, outcome: Outcome) -> bool:
     ex.policies, ex.action = list(outcome.policies), outcome.action
     ex.changed, ex.blocked = outcome.changed, outcome.blocked
     return True
-
-
-def recorder_for(settings: Settings) -> Recorder:
-    """The recorder of a proxy built from ``settings``: its routes (each with every API: a
-    route recognises all of them from the path), its audit sink.
-
-    Raises OSError when the audit file cannot be opened (a start-up error)."""
-    audit = settings.audit
-    return Recorder(
-        [(route.prefix, api) for route in settings.routes for api in API_NAMES],  # any, any
-        Auditor(audit) if audit.sink != "off" else None,
-        audit.conversation_header,
-    )

@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guardrail.settings import DEFAULT_POLICIES
+from guardrail.config.settings import DEFAULT_POLICIES
 from tests.ops.opskit import ThreadedServer, chat, guardrail_serve, mock_upstream, parse
 
 SENTINEL = "SENTINEL-COMPLIANCE-7d21"

@@ -13,7 +13,7 @@ import pytest
 from guardrail.cli import main
 from guardrail.observe import metrics as m
 from guardrail.policy import load_policies
-from guardrail.settings import DEFAULT_POLICIES
+from guardrail.config.settings import DEFAULT_POLICIES
 
 DOC = (DEFAULT_POLICIES / "COMPLIANCE.md").read_text(encoding="utf-8")
 PACK = load_policies(DEFAULT_POLICIES)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder, referral_kinds
 from guardrail.policy import Conversation, load_policies
-from guardrail.settings import DEFAULT_POLICIES
+from guardrail.config.settings import DEFAULT_POLICIES
 from tests.ops.opskit import POLICIES as OPS_POLICIES
 from tests.ops.opskit import value
 

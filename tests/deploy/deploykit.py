@@ -1,7 +1,7 @@
 """What deploy/ is checked against: the files, and what `guardrail serve` really exposes.
 
-Ports come from the container's own config file loaded by guardrail.settings (the same code
-`guardrail serve --config` runs), probe paths from the admin app guardrail.admin builds, so
+Ports come from the container's own config file loaded by guardrail.config.settings (the same code
+`guardrail serve --config` runs), probe paths from the admin app guardrail.proxy.admin builds, so
 nothing a manifest must agree with is written down twice.
 """
 
@@ -15,10 +15,10 @@ from typing import Any
 import yaml
 from starlette.testclient import TestClient
 
-from guardrail.admin import build_admin_app
-from guardrail.pipeline import PolicyHolder
+from guardrail.proxy.admin import build_admin_app
+from guardrail.proxy.pipeline import PolicyHolder
 from guardrail.policy import load_policies
-from guardrail.settings import Settings, load_settings
+from guardrail.config.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"

@@ -110,5 +110,5 @@ def test_dockerignore_rules_as_docker_reads_them() -> None:
     """The helper above follows Docker's last-match-wins rule (or the build test proves little)."""
     patterns = ["*", "!guardrail/", "**/__pycache__"]
     assert ignored("tests/x.py", patterns)
-    assert not ignored("guardrail/app.py", patterns)
+    assert not ignored("guardrail/proxy/app.py", patterns)
     assert ignored("guardrail/__pycache__/app.cpython-311.pyc", patterns)

@@ -21,7 +21,7 @@ import yaml
 
 from guardrail.errors import ConfigError
 from guardrail.policy import load_policies
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 from .deploykit import (
     CONFIG_PATH,

@@ -13,7 +13,7 @@ from typing import Any
 
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
-from guardrail.inspect import FORMATS
+from guardrail.guard.inspection import FORMATS
 
 PATHS = {
     "openai.chat": "/v1/chat/completions",

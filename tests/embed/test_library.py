@@ -13,7 +13,7 @@ import pytest
 
 import guardrail
 from guardrail import Conversation, Message, PolicyError, TextGuard, check, conversation
-from guardrail.commands.check import REQUIRED_SIGNALS
+from guardrail.cli.check import REQUIRED_SIGNALS
 from guardrail.policy.model import Case
 from guardrail.policy.testing import collect_cases, run_case
 
@@ -111,15 +111,18 @@ def test_conversation_from_dicts_messages_and_content_parts() -> None:
     conv = conversation(
         [
             {"role": "system", "content": "Be kind."},
-            {"role": "user", "content": [{"type": "text", "text": "I feel "}, {"text": "low."}]},
+            {"role": "user", "content": [{"type": "text", "text": "I feel"}, {"type": "text", "text": "low."}]},
             Message("assistant", "I'm sorry."),
             {"role": "user", "content": None, "name": "ignored"},
         ]
     )
     assert conv == Conversation.of(
-        ("system", "Be kind."), ("user", "I feel low."), ("assistant", "I'm sorry."), ("user", "")
+        ("system", "Be kind."), ("user", "I feel\nlow."), ("assistant", "I'm sorry."), ("user", "")
     )
     assert conversation(conv) is conv
+    # parts are read as the proxy reads them: text parts only, joined by a line break
+    typed = [{"type": "image_url", "image_url": {"url": "x"}}, {"type": "input_text", "text": "a"}]
+    assert conversation([{"role": "user", "content": typed}]).messages[0].content == "a"
     assert conversation([]) == Conversation()
 
 

@@ -1,12 +1,12 @@
-"""The reply-routing decisions the proxy and the middleware share (``guardrail.inspect``)."""
+"""The reply-routing decisions the proxy and the middleware share (``guardrail.guard.inspection``)."""
 
 from __future__ import annotations
 
 import pytest
 
-from guardrail.inspect import early_reason, is_stream, request_locale, stream_guardable
+from guardrail.guard.inspection import early_reason, is_stream, request_locale, stream_guardable
 from guardrail.policy import Conversation
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 
 from ._kit import PACK
 

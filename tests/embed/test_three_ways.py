@@ -16,11 +16,11 @@ import httpx
 import pytest
 
 from guardrail import GuardrailMiddleware, TextGuard, Verdict, check, conversation
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy.model import Case
 from guardrail.policy.testing import collect_cases
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 from ._kit import PACK, ROOT, Answer, asgi_post, chat_app
 from ._wire import (

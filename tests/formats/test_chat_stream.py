@@ -6,8 +6,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from guardrail.formats.sse import SSEDecoder, SSEEvent
+from guardrail.formats.openai_chat import ChatCompletionsStream
 from guardrail.formats.streams import (
-    ChatCompletionsStream,
     Forward,
     ReplyEnd,
     Terminator,

@@ -10,11 +10,11 @@ from guardrail.formats import anthropic_messages, ollama_chat, openai_chat, open
 from guardrail.formats.anthropic_messages import MessagesStream
 from guardrail.formats.ollama_chat import ChatStream
 from guardrail.formats.openai_responses import ResponsesStream
+from guardrail.formats.openai_chat import ChatCompletionsStream
+from guardrail.formats.registry import new_stream_codec
 from guardrail.formats.streams import (
-    ChatCompletionsStream,
     dump_json,
     load_json_object,
-    new_stream_codec,
     spread_text,
     text_edits,
 )

@@ -20,11 +20,11 @@ from pathlib import Path
 
 import pytest
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import PolicySet, load_policies
-from guardrail.routes import parse_routes
-from guardrail.settings import Settings
+from guardrail.config.routes import parse_routes
+from guardrail.config.settings import Settings
 
 from .servers import Background, MockAPI, RawUpstream
 

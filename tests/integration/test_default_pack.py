@@ -13,10 +13,10 @@ import anthropic
 import openai
 import pytest
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
-from guardrail.settings import DEFAULT_POLICIES, Settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings
 
 from .servers import Background, MockAPI, quoted
 

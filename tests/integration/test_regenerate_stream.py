@@ -23,12 +23,12 @@ import httpx
 import openai
 import pytest
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
-from guardrail.routes import parse_routes
-from guardrail.settings import Settings
+from guardrail.config.routes import parse_routes
+from guardrail.config.settings import Settings
 
 from .servers import Background, quoted, stream_for
 from .wire import BODIES, CHAT, MEDIA, MESSAGES, OLLAMA, RESPONSES, api_of

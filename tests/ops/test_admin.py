@@ -9,11 +9,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from guardrail.admin import build_admin_app
+from guardrail.proxy.admin import build_admin_app
 from guardrail.observe.dashboard import PAGE
 from guardrail.observe.record import Recorder
 from guardrail.policy import load_policies
-from guardrail.reload import PolicyHolder, Reloader
+from guardrail.proxy.reload import PolicyHolder, Reloader
 
 from .opskit import BROKEN_POLICY, parse, policy_copy, value
 

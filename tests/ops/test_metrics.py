@@ -14,7 +14,7 @@ from guardrail.observe import metrics as m
 from guardrail.observe.logs import Exchange
 from guardrail.observe.record import HoldbackClock, Recorder, outcome_of, upstream_error_of
 from guardrail.policy import load_policies
-from guardrail.regenerate import OUTCOMES as REGENERATE_OUTCOMES
+from guardrail.proxy.regenerate import OUTCOMES as REGENERATE_OUTCOMES
 
 from .opskit import POLICIES, SENTINEL, exposition, parse, value
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from guardrail.cli import main
-from guardrail.commands import serve
+from guardrail.cli import serve
 from guardrail.errors import ConfigError
-from guardrail.settings import load_settings
+from guardrail.config.settings import load_settings
 
 UP = {"upstream": "http://up.test"}
 

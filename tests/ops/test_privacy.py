@@ -22,12 +22,12 @@ import httpx
 import pytest
 from structlog.testing import capture_logs
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig, Auditor
 from guardrail.observe.logs import configure_logging
 from guardrail.observe.record import Recorder
 from guardrail.policy import load_policies
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 from .opskit import (
     BROKEN_POLICY,

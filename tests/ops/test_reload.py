@@ -13,7 +13,7 @@ from structlog.testing import capture_logs
 
 from guardrail.observe.record import Recorder
 from guardrail.policy import Conversation, PolicySet, load_policies
-from guardrail.reload import PolicyHolder, Reloader, fingerprint, reload_on_sighup, watch
+from guardrail.proxy.reload import PolicyHolder, Reloader, fingerprint, reload_on_sighup, watch
 
 from .opskit import BROKEN_POLICY, SENTINEL, policy_copy, value
 
@@ -161,7 +161,7 @@ def test_installed_runs_after_the_swap_and_only_for_a_good_set(tmp_path: Path) -
 def test_serve_freezes_start_up_objects_and_a_reload_hands_them_back() -> None:
     import gc
 
-    from guardrail.commands.serve import settle_memory, unsettle_memory
+    from guardrail.cli.serve import settle_memory, unsettle_memory
 
     try:
         settle_memory()

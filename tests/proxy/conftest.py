@@ -8,9 +8,9 @@ import httpx
 import pytest
 from proxykit import FIXTURES, UPSTREAM, Proxy, Upstream
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet, load_policies
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 
 @pytest.fixture(scope="session")

@@ -21,9 +21,9 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from guardrail.app import build_app
-from guardrail.pipeline import PolicyEngine
-from guardrail.settings import Settings
+from guardrail.proxy.app import build_app
+from guardrail.proxy.pipeline import PolicyEngine
+from guardrail.config.settings import Settings
 
 FIXTURES = Path(__file__).parent / "fixtures"
 UPSTREAM = "https://upstream.test"

@@ -13,10 +13,10 @@ import openai
 import pytest
 from proxykit import live_server
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.demo import DEFAULT_REPLY, REPLY_HEADER, SCRIPTS, build_demo_app, choose_reply
 from guardrail.policy import load_policies
-from guardrail.settings import DEFAULT_POLICIES, Settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -12,7 +12,7 @@ from proxykit import Proxy, Upstream, chat_request, completion, open_proxy, repl
 
 from guardrail import __version__
 from guardrail.policy import Conversation, PolicySet, Verdict
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

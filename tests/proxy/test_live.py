@@ -15,9 +15,9 @@ import httpx
 import pytest
 from proxykit import chat_request, live_server
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

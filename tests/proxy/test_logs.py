@@ -21,10 +21,10 @@ from proxykit import (
     reply,
 )
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.logs import REQUEST_FIELDS, configure_logging, new_request_id
 from guardrail.policy import Conversation, PolicySet, Verdict
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

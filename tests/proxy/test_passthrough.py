@@ -11,7 +11,7 @@ import pytest
 from proxykit import Proxy, Upstream, asgi_call, chat_request, free_port, open_proxy, reply
 
 from guardrail.policy import PolicySet
-from guardrail.settings import Settings, Timeouts
+from guardrail.config.settings import Settings, Timeouts
 
 pytestmark = pytest.mark.anyio
 
@@ -233,7 +233,7 @@ async def test_upstream_failures_become_openai_errors(
 
 async def test_connection_refused_by_a_real_socket_is_502(fixture_policies: PolicySet) -> None:
     settings = Settings(upstream=f"http://127.0.0.1:{free_port()}", timeouts=Timeouts(connect=2))
-    from guardrail.app import build_app
+    from guardrail.proxy.app import build_app
 
     app = build_app(settings, fixture_policies)
     async with httpx.AsyncClient(
@@ -251,7 +251,7 @@ async def test_total_deadline_gives_504(fixture_policies: PolicySet) -> None:
         return reply(body={})
 
     settings = Settings(upstream="https://upstream.test", timeouts=Timeouts(total=0.2))
-    app = __import__("guardrail.app", fromlist=["build_app"]).build_app(
+    app = __import__("guardrail.proxy.app", fromlist=["build_app"]).build_app(
         settings, fixture_policies, transport=httpx.MockTransport(slow)
     )
     async with httpx.AsyncClient(

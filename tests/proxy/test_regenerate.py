@@ -19,7 +19,7 @@ from proxykit import FIXTURES, UPSTREAM, Upstream, chat_request, completion, ope
 from guardrail.formats import anthropic_messages, ollama_chat, openai_chat, openai_responses
 from guardrail.observe.logs import configure_logging
 from guardrail.policy import PolicySet, load_policies
-from guardrail.settings import DEFAULT_POLICIES, Settings, load_settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings, load_settings
 
 pytestmark = pytest.mark.anyio
 

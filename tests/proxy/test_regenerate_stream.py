@@ -10,8 +10,8 @@ import pytest
 from proxykit import FIXTURES
 
 from guardrail.policy import Conversation, PolicySet, load_policies
-from guardrail.regenerate_stream import judge
-from guardrail.streaming import StreamGuard
+from guardrail.proxy.regenerate_stream import judge
+from guardrail.guard.stream import StreamGuard
 
 BAD = "Of course. I will always be here."
 GOOD = "Of course. Your sister sounds like someone worth calling tonight."

@@ -11,16 +11,16 @@ import httpx
 import pytest
 from proxykit import FIXTURES, chat_request, completion, reply
 
-from guardrail.app import build_app
-from guardrail.config_values import API_NAMES
+from guardrail.proxy.app import build_app
+from guardrail.config.values import API_NAMES
 from guardrail.errors import ConfigError
-from guardrail.inspect import APIS, detect_api
+from guardrail.guard.inspection import APIS, detect_api
 from guardrail.observe.metrics import REGISTRY
 from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
-from guardrail.reload import Reloader
-from guardrail.routes import NoRoute, Route, RouteTable, parse_routes
-from guardrail.settings import Settings, load_settings
+from guardrail.proxy.reload import Reloader
+from guardrail.config.routes import NoRoute, Route, RouteTable, parse_routes
+from guardrail.config.settings import Settings, load_settings
 
 STRICT = """
 detectors:
@@ -280,7 +280,7 @@ async def test_a_route_set_reloads_with_the_main_one_and_is_refused_with_it(
 async def test_the_watcher_reloads_when_a_route_set_changes(tmp_path: Path) -> None:
     import anyio
 
-    from guardrail.commands.serve import watch_all
+    from guardrail.cli.serve import watch_all
 
     main, strict = tmp_path / "main", tmp_path / "strict"
     shutil.copytree(FIXTURES / "policies", main)

@@ -8,7 +8,7 @@ import pytest
 from proxykit import Proxy, Upstream, completion, open_proxy, reply
 
 from guardrail.policy import PolicySet
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 
 pytestmark = pytest.mark.anyio
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
-import guardrail.settings as settings_module
+import guardrail.config.settings as settings_module
 from guardrail.errors import ConfigError
-from guardrail.settings import DEFAULT_POLICIES, KEYS, load_settings
+from guardrail.config.settings import DEFAULT_POLICIES, KEYS, load_settings
 
 
 def write(tmp_path: Path, text: str) -> Path:

@@ -13,9 +13,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from guardrail.settings import load_settings
-from guardrail.transport import AiohttpTransport
-from guardrail.upstream import build_client
+from guardrail.config.settings import load_settings
+from guardrail.proxy.transport import AiohttpTransport
+from guardrail.proxy.upstream import build_client
 
 pytestmark = pytest.mark.anyio
 

@@ -8,8 +8,8 @@ import zlib
 import httpx
 import pytest
 
-from guardrail.settings import Settings, Timeouts
-from guardrail.upstream import (
+from guardrail.config.settings import Settings, Timeouts
+from guardrail.proxy.upstream import (
     TooLarge,
     Undecodable,
     UnsafeTarget,

@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from guardrail.settings import DEFAULT_POLICIES
+from guardrail.config.settings import DEFAULT_POLICIES
 from tests.ops.opskit import Served, ThreadedServer, guardrail_serve
 
 

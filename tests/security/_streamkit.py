@@ -18,10 +18,10 @@ from typing import Any
 
 import httpx
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.observe.metrics import REGISTRY
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 from integration.conftest import FIXTURES, POLICIES
 from integration.servers import Background, lifespan
 from integration.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES

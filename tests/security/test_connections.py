@@ -21,11 +21,11 @@ import anyio
 import httpx
 import pytest
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
-from guardrail.settings import Settings, load_settings
+from guardrail.config.settings import Settings, load_settings
 from tests.ops.opskit import Served
 from tests.proxy.proxykit import FIXTURES, UPSTREAM, chat_request, completion, reply
 
@@ -303,7 +303,7 @@ def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     import sys
 
     code = (
-        "import resource; from guardrail.commands.serve import _raise_file_limit as r\n"
+        "import resource; from guardrail.cli.serve import _raise_file_limit as r\n"
         "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); r(1000)\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)"
@@ -347,7 +347,7 @@ def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path
 
 @contextlib.contextmanager
 def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Served]:
-    from guardrail.settings import DEFAULT_POLICIES
+    from guardrail.config.settings import DEFAULT_POLICIES
     from tests.ops.opskit import guardrail_serve
 
     with guardrail_serve(tmp_path, upstream, DEFAULT_POLICIES, env=env) as proc:

@@ -19,11 +19,11 @@ from embed._wire import ALL_PATHS, read_whole, request_body, whole_reply
 from hypothesis import given
 from hypothesis import strategies as st
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.reading import read
-from guardrail.settings import DEFAULT_POLICIES, Settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings
 
 PACK: PolicySet = load_policies(DEFAULT_POLICIES)
 

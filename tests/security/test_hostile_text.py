@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 import pytest
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy import scan as scan_module
-from guardrail.settings import DEFAULT_POLICIES, Settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings
 from embed._wire import ALL_PATHS, read_stream, read_whole, request_body
 from integration.servers import Background, MockAPI, quoted, read_body
 
@@ -328,7 +328,7 @@ def test_max_user_text_chars_setting_reaches_the_proxy(tmp_path: Path) -> None:
     """``max_user_text_chars`` (config key, ``GUARDRAIL_MAX_USER_TEXT_CHARS``) has a default,
     refuses bad values naming the key, and bounds what the proxy's policy sets read."""
     from guardrail.errors import ConfigError
-    from guardrail.settings import load_settings
+    from guardrail.config.settings import load_settings
 
     up = {"upstream": "https://api.example.test"}
     assert load_settings(cli=up, env={}).max_user_text_chars == 16_384

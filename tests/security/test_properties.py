@@ -37,10 +37,10 @@ from embed._wire import (
     stream_events,
     whole_reply,
 )
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import PolicySet
-from guardrail.settings import Settings
+from guardrail.config.settings import Settings
 from integration.wire import pieces as cut_text
 
 

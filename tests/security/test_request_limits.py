@@ -14,13 +14,13 @@ from typing import Any
 import httpx
 import pytest
 
-import guardrail.pipeline as pipeline_module
+import guardrail.guard.flow as flow_module
 from bench.isolation import distress_conversation, measure, serve_pair
 from guardrail.errors import ConfigError
-from guardrail.inspect import OFFLOAD_BYTES
+from guardrail.guard.inspection import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import PolicySet, load_policies
-from guardrail.settings import Settings, load_settings
+from guardrail.config.settings import Settings, load_settings
 from tests.proxy.proxykit import FIXTURES, UPSTREAM, Upstream, completion, open_proxy, reply
 
 from ._kit import connect, exchange, parse, read_all, request, served
@@ -121,11 +121,12 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
             return real(*args, **kwargs)
         return wrapped
 
-    monkeypatch.setattr(pipeline_module, "parse_chat_request",
-                        spy("parse", pipeline_module.parse_chat_request))
-    monkeypatch.setattr(pipeline_module, "inspect_body", spy("judge", pipeline_module.inspect_body))
-    monkeypatch.setattr(pipeline_module, "open_stream_guard",
-                        spy("judge", pipeline_module.open_stream_guard))
+    # the flow parses and judges; the proxy decides only where (by the flow's weights)
+    monkeypatch.setattr(flow_module, "parse_chat_request",
+                        spy("parse", flow_module.parse_chat_request))
+    monkeypatch.setattr(flow_module, "inspect_body", spy("judge", flow_module.inspect_body))
+    monkeypatch.setattr(flow_module, "open_stream_guard",
+                        spy("judge", flow_module.open_stream_guard))
     sse = (b'data: {"id":"c","object":"chat.completion.chunk","created":1,"model":"m","choices":'
            b'[{"index":0,"delta":{"content":"Hello."},"finish_reason":null}]}\n\ndata: [DONE]\n\n')
 
@@ -151,19 +152,18 @@ async def test_the_middleware_also_judges_large_conversations_off_the_loop(
 ) -> None:
     """The same rule in the ASGI middleware (guardrail embedded in an app): a conversation over
     OFFLOAD_BYTES is parsed and the reply judged in a worker thread."""
-    import guardrail.middleware_exchange as exchange_module
     from guardrail.middleware import GuardrailMiddleware
     from tests.embed._kit import Answer, asgi_post, chat_app
 
     loop_thread = threading.get_ident()
     threads: list[int] = []
-    real = exchange_module.inspect_body
+    real = flow_module.inspect_body
 
     def spy(*args: Any, **kwargs: Any) -> Any:
         threads.append(threading.get_ident())
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(exchange_module, "inspect_body", spy)
+    monkeypatch.setattr(flow_module, "inspect_body", spy)
     body = json.dumps(completion("Hello.")).encode()
     app = GuardrailMiddleware(chat_app(lambda request, raw: Answer(body)), policies=policies)
     for size in (100, 4 * OFFLOAD_BYTES):

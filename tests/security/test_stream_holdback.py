@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from guardrail import guard as guard_module
+from guardrail.guard import text as guard_module
 from guardrail.policy import Conversation
 from guardrail.policy import text as text_module
 from guardrail.policy.text import SentenceSplitter, split_sentences
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 from integration.conftest import POLICIES
 from integration.wire import CHAT, chat_stream
 

@@ -24,7 +24,7 @@ import structlog
 from guardrail.errors import ConfigError
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
-from guardrail.settings import load_settings
+from guardrail.config.settings import load_settings
 from integration.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
 
 from ._streamkit import Proxy, counted, eventually, post, running

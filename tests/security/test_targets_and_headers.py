@@ -16,10 +16,10 @@ import httpx
 import pytest
 import uvicorn
 
-from guardrail.app import build_app
+from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet, load_policies
-from guardrail.serverproto import protocol_class
-from guardrail.settings import Settings
+from guardrail.proxy.serverproto import protocol_class
+from guardrail.config.settings import Settings
 from tests.ops.opskit import QuietServer
 from tests.proxy.proxykit import (
     FIXTURES,

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 import pytest
 
 from guardrail.guard import TextGuard
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 
 from ._upstream import DISTRESS, POLICIES
 

@@ -1,4 +1,4 @@
-"""The stream pump (guardrail/streaming.py) over each API's stream bytes."""
+"""The stream pump (guardrail/guard/stream.py) over each API's stream bytes."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from guardrail.guard import Holdback
 from guardrail.policy import Conversation
 from guardrail.policy.scan import Scan
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 
 from ._upstream import (
     APIS,

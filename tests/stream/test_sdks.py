@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from guardrail.streaming import StreamGuard
+from guardrail.guard.stream import StreamGuard
 
 from ._upstream import (
     CRISIS,
