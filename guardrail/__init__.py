@@ -5,6 +5,7 @@ The public API (everything in ``__all__``; the rest of the package is internal):
     import guardrail
 
     policies = guardrail.load_policies("policies/")        # raises guardrail.PolicyError
+    policies = guardrail.load_policies(["default", "mine/"])   # the bundled pack, then yours
     verdict = guardrail.check(policies, messages, reply)   # hits, signals, rewritten reply
     g = guardrail.TextGuard(policies, guardrail.conversation(messages))   # a streamed reply
     app.add_middleware(guardrail.GuardrailMiddleware, policies=policies)   # Starlette/FastAPI

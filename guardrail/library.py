@@ -6,6 +6,7 @@ middleware and a program calling these functions reach the same
 (apart from :func:`~guardrail.policy.load_policies` reading its folder) or logs anything.
 
     policies = load_policies("policies/")            # PolicyError names file, line, policy id
+    policies = load_policies(["default", "mine/"])   # the bundled pack, then your own folder
     verdict = check(policies, [{"role": "user", "content": "..."}], reply)
     verdict.reply, verdict.hits, verdict.signals      # what ``guardrail check`` prints
     text_guard = TextGuard(policies, conversation(messages))   # a reply streamed in pieces

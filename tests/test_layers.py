@@ -36,6 +36,7 @@ LAYERS = {
     "guard": 3,
     "library": 3,
     "state": 4,
+    "judge": 5,  # endpoints are read with the config value parsers; the runner is an I/O client
     "observe": 4,
     "config": 5,
     "demo": 6,

@@ -9,33 +9,70 @@ the condition true: detector, its clinical construct, scope, turn, sentence, spa
 matched excerpt; the hit's ``constructs`` list them once each; sentence
 actions list the sentences they acted on) and, for a policy with ``regenerate``, its corrective
 instruction and fallback (this reads your own file, so the text stays on your machine). Progress goes to stderr, only when stderr is a terminal.
+
+Semantic judges: when the policy set has ``judge:`` detectors, their endpoints come from the
+``judges:`` setting of ``--config FILE`` (or ``$GUARDRAIL_CONFIG``, and ``$GUARDRAIL_JUDGES``),
+each case's judges are asked as the proxy would ask them (the same text, timeout and fail mode;
+the budget paces the run instead of failing questions), the answers feed the evaluation, and each
+output line gets ``"judges": {"<detector id>": true|false|null}``, the judge's own answer (null:
+unanswered; a ``judge_unanswered`` warning on stderr says why, and the outcome counts are printed
+there at the end). ``--no-judges`` evaluates
+without asking them (every judge unanswered), for the lexical detectors' figures alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
-from pathlib import Path
-from typing import IO, Any
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import IO, TYPE_CHECKING, Any
 
+from guardrail.errors import PolicyError
 from guardrail.formats import jsontext
+from guardrail.judge.answer import Answer, JudgeQuestion, fact_name
 from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_policies
 from guardrail.policy.model import ROLES
-from guardrail.config.settings import DEFAULT_POLICIES
+from guardrail.policy.sources import PolicySource, parse_sources
+from guardrail.config.settings import DEFAULT_POLICIES, load_judges
+
+if TYPE_CHECKING:  # the judges' HTTP client is loaded only when a policy set has judges
+    from guardrail.judge.offline import OfflineJudges
 
 REQUIRED_SIGNALS = ("user.distress", "user.crisis", "reply.referral")
 _PROGRESS_EVERY = 500
 
 
-def default_policies() -> Path:
-    """$GUARDRAIL_POLICIES if set, else the bundled pack (``settings.DEFAULT_POLICIES``)."""
+def default_policies() -> PolicySource:
+    """$GUARDRAIL_POLICIES if set (comma-separated sources, ``default`` for the bundled pack),
+    else the bundled pack (``settings.DEFAULT_POLICIES``)."""
     env = os.environ.get("GUARDRAIL_POLICIES")
     if env:
-        return Path(env)
+        try:
+            return parse_sources(env)
+        except ValueError as exc:
+            raise PolicyError(f"environment GUARDRAIL_POLICIES: {exc}", file=env) from None
     return DEFAULT_POLICIES
+
+
+def chosen_policies(given: Sequence[str] | None) -> PolicySource:
+    """The sources named on the command line (each may be comma-separated), in order, else
+    :func:`default_policies`."""
+    if not given:
+        return default_policies()
+    try:
+        return parse_sources([item for arg in given for item in _split(arg)])
+    except ValueError as exc:
+        raise PolicyError(f"policy sources: {exc}", file=", ".join(given)) from None
+
+
+def _split(arg: str) -> list[str]:
+    items = arg.split(",")
+    if len(items) > 1 and not all(item.strip() for item in items):
+        raise ValueError(f"empty item in {arg!r}")
+    return items
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -44,14 +81,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--policies",
-        type=Path,
+        action="append",
         default=None,
         metavar="PATH",
-        help="policy folder or file (default: $GUARDRAIL_POLICIES or policies/)",
+        help="policy folder, file or 'default' (the bundled pack); repeat it (or separate with "
+        "commas) to apply several in order (default: $GUARDRAIL_POLICIES or default)",
     )
     parser.add_argument("--locale", default=None, help="locale for resource texts")
     parser.add_argument(
         "--explain", action="store_true", help="add each hit's evidence, with the matched excerpt"
+    )
+    parser.add_argument(
+        "--config",
+        default=None,
+        metavar="FILE",
+        help="config file whose `judges:` setting gives the judge endpoints (default: "
+        "$GUARDRAIL_CONFIG)",
+    )
+    parser.add_argument(
+        "--no-judges",
+        action="store_true",
+        help="do not ask the policy set's semantic judges (their signals stay false)",
     )
     parser.set_defaults(run=run)
 
@@ -119,10 +169,39 @@ def _evidence(
     return out
 
 
+def policy_judges(ps: PolicySet) -> tuple[JudgeQuestion, ...]:
+    """The judges the policy set's ``judge:`` detectors ask (``PolicySet.judges``, none on an
+    engine without judge detectors)."""
+    return tuple(getattr(ps, "judges", ()))
+
+
+def _evaluate(
+    ps: PolicySet,
+    conv: Conversation,
+    reply: str,
+    locale: str | None,
+    answers: Mapping[str, Answer] | None,
+) -> Verdict:
+    if not answers or not policy_judges(ps):
+        return ps.evaluate(conv, reply, locale=locale)
+    facts = {fact_name(judge): answer.fact for judge, answer in answers.items()}
+    evaluate: Any = ps.evaluate  # takes facts= where the engine reads judges (issue 15, item 7)
+    verdict: Verdict = evaluate(conv, reply, locale=locale, facts=facts)
+    return verdict
+
+
 def check_line(
-    ps: PolicySet, line: str, number: int, *, locale: str | None = None, explain: bool = False
+    ps: PolicySet,
+    line: str,
+    number: int,
+    *,
+    locale: str | None = None,
+    explain: bool = False,
+    answers: Mapping[str, Answer] | None = None,
 ) -> dict[str, Any]:
-    """The result object for one input line (an error object if it cannot be processed)."""
+    """The result object for one input line (an error object if it cannot be processed).
+
+    ``answers``: the judges' answers for this case (``judge id -> Answer``), if any were asked."""
     case_id: Any = None
     try:
         obj = json.loads(line)
@@ -133,7 +212,7 @@ def check_line(
         reason = str(exc) if isinstance(exc, _Bad) else "not valid JSON"
         return {"id": case_id, "error": f"line {number}: {reason}"}
     try:
-        verdict = ps.evaluate(conv, reply, locale=case_locale or locale)
+        verdict = _evaluate(ps, conv, reply, case_locale or locale, answers)
     except Exception as exc:  # noqa: BLE001 -- never abort the run; never echo text
         return {"id": case_id, "error": f"line {number}: {type(exc).__name__} in evaluation"}
     result = verdict.to_dict()
@@ -154,7 +233,10 @@ def check_line(
                     "instruction": request.instruction,
                     "fallback": request.fallback,
                 }
-    return {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
+    out = {"id": case_id, "hits": result["hits"], "signals": signals, "reply": verdict.reply}
+    if answers is not None:
+        out["judges"] = {judge: answer.answer for judge, answer in answers.items()}
+    return out
 
 
 def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
@@ -165,6 +247,34 @@ def _lines(stream: IO[bytes]) -> Iterator[tuple[int, str]]:
             yield number, text
 
 
+def _case(text: str) -> tuple[list[Message], str] | None:
+    """The messages and reply of a line, for its judges (None: check_line reports the error)."""
+    try:
+        conv, reply, _ = parse_case(json.loads(text))
+    except (ValueError, RecursionError):
+        return None
+    return list(conv.messages), reply
+
+
+def _judged(
+    lines: Iterable[tuple[int, str]], judges: OfflineJudges | None
+) -> Iterator[tuple[int, str, Mapping[str, Answer] | None]]:
+    """Each line with its judges' answers, asked ``judges.batch_size`` cases at a time."""
+    if judges is None:
+        for number, text in lines:
+            yield number, text, None
+        return
+    pending: list[tuple[int, str]] = []
+    for item in itertools.chain(lines, [None]):
+        if item is not None:
+            pending.append(item)
+        if pending and (item is None or len(pending) >= judges.batch_size):
+            found = judges.answers([_case(text) for _, text in pending])
+            for (number, text), answers in zip(pending, found):
+                yield number, text, answers
+            pending.clear()
+
+
 def check_stream(
     ps: PolicySet,
     stream: IO[bytes],
@@ -173,14 +283,16 @@ def check_stream(
     locale: str | None = None,
     explain: bool = False,
     progress: IO[str] | None = None,
+    judges: OfflineJudges | None = None,
 ) -> int:
-    """Check every case of ``stream``; write one JSON line each to ``out``; return the count."""
+    """Check every case of ``stream``; write one JSON line each to ``out``; return the count.
+
+    ``judges``: ask these judges about every case (``guardrail.judge.offline``)."""
     dumps = json.JSONEncoder(ensure_ascii=False).encode
     count = 0
     batch: list[str] = []
-    lines: Iterable[tuple[int, str]] = _lines(stream)
-    for number, text in lines:
-        result = check_line(ps, text, number, locale=locale, explain=explain)
+    for number, text, answers in _judged(_lines(stream), judges):
+        result = check_line(ps, text, number, locale=locale, explain=explain, answers=answers)
         batch.append(jsontext.escape_surrogates(dumps(result)))  # a lone surrogate stays JSON
         count += 1
         if len(batch) >= 256:
@@ -197,25 +309,45 @@ def check_stream(
     return count
 
 
+def _judges(ps: PolicySet, args: argparse.Namespace) -> OfflineJudges | None:
+    """The policy set's judges with their endpoints, unless there are none or ``--no-judges``."""
+    judges = policy_judges(ps)
+    if not judges or args.no_judges:
+        return None
+    from guardrail.judge.offline import OfflineJudges
+    from guardrail.observe.logs import configure_logging
+
+    configure_logging("warning", stream=sys.stderr)  # judge_unanswered events: never on stdout
+    return OfflineJudges(load_judges(args.config), judges)
+
+
 def run(args: argparse.Namespace) -> int:
-    ps = load_policies(args.policies if args.policies is not None else default_policies())
+    ps = load_policies(chosen_policies(args.policies))
+    judges = _judges(ps, args)
+    try:
+        return _check(ps, args, judges)
+    finally:
+        if judges is not None:
+            judges.close()
+            for line in judges.summary():
+                print(f"guardrail check: {line}", file=sys.stderr)
+
+
+def _check(ps: PolicySet, args: argparse.Namespace, judges: OfflineJudges | None) -> int:
     progress = sys.stderr if sys.stderr.isatty() else None
+    options: dict[str, Any] = {
+        "locale": args.locale,
+        "explain": args.explain,
+        "progress": progress,
+        "judges": judges,
+    }
     with open(sys.stdout.fileno(), "w", encoding="utf-8", closefd=False, buffering=1 << 16) as out:
         if args.jsonl == "-":
-            check_stream(
-                ps,
-                sys.stdin.buffer,
-                out,
-                locale=args.locale,
-                explain=args.explain,
-                progress=progress,
-            )
+            check_stream(ps, sys.stdin.buffer, out, **options)
             return 0
         try:
             with open(args.jsonl, "rb") as stream:
-                check_stream(
-                    ps, stream, out, locale=args.locale, explain=args.explain, progress=progress
-                )
+                check_stream(ps, stream, out, **options)
         except OSError as exc:
             print(
                 f"guardrail check: error: cannot read {args.jsonl}: {exc.strerror}", file=sys.stderr

@@ -19,10 +19,9 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Mapping
-from pathlib import Path
 
 from guardrail.version import __version__
-from guardrail.cli.check import default_policies
+from guardrail.cli.check import chosen_policies
 from guardrail.cli.document import Code, Doc, Heading, Item, Para, Quote, Table, render
 from guardrail.errors import GuardrailError
 from guardrail.observe.record import referral_kinds
@@ -60,10 +59,11 @@ FAMILIES = {
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--policies",
-        type=Path,
+        action="append",
         default=None,
         metavar="PATH",
-        help="policy folder or file (default: $GUARDRAIL_POLICIES or the bundled pack)",
+        help="policy folder, file or 'default' (the bundled pack); repeat it (or separate with "
+        "commas) to apply several in order (default: $GUARDRAIL_POLICIES or default)",
     )
     parser.add_argument("--format", choices=FORMATS, default="markdown", help="default: markdown")
     parser.add_argument(
@@ -73,7 +73,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    ps = load_policies(args.policies if args.policies is not None else default_policies())
+    ps = load_policies(chosen_policies(args.policies))
     locale = args.locale or ps.default_locale
     if locale not in ps.locales:
         known = ", ".join(ps.locales)

@@ -25,10 +25,9 @@ import io
 import json
 import sys
 from collections.abc import Iterator
-from pathlib import Path
 from typing import IO, Any
 
-from guardrail.cli.check import default_policies
+from guardrail.cli.check import chosen_policies
 from guardrail.errors import GuardrailError
 from guardrail.observe.record import crisis_policies
 from guardrail.observe.referrals import PERIODS, Tally
@@ -57,11 +56,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     referrals.add_argument("--format", choices=FORMATS, default="text", help="default: text")
     referrals.add_argument(
         "--policies",
-        type=Path,
+        action="append",
         default=None,
         metavar="PATH",
-        help="policy set whose other crisis-resource policies count as kind 'other' "
-        "(default: $GUARDRAIL_POLICIES or the bundled pack)",
+        help="the policy sources whose other crisis-resource policies count as kind 'other', "
+        "as for guardrail check (default: $GUARDRAIL_POLICIES or default)",
     )
     referrals.add_argument(
         "--strict", action="store_true", help="exit 1 when any line had to be skipped"
@@ -162,7 +161,7 @@ def write_csv(report: dict[str, Any], out: IO[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    policies = load_policies(args.policies if args.policies is not None else default_policies())
+    policies = load_policies(chosen_policies(args.policies))
     counts = tally(args.audit, args.by, crisis_policies(policies))
     report = as_dict(counts)
     out = io.StringIO()

@@ -39,6 +39,7 @@ from guardrail.observe.logs import configure_logging, get_logger
 from guardrail.config.recording import recorder_for
 from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
+from guardrail.policy.sources import PolicySource
 from guardrail.config.policysets import PolicySets
 from guardrail.proxy.reload import Reloader, fingerprint, reload_on_sighup, watch
 from guardrail.proxy.serverproto import protocol_class
@@ -61,7 +62,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", help="address to listen on (default 127.0.0.1)")
     add("--port", help="port to listen on (default 8787; 0 picks a free port)")
     add("--upstream", metavar="URL", help="base URL of the OpenAI-compatible API")
-    add("--policies", metavar="PATH", help="policy folder or YAML file (default: bundled pack)")
+    add(
+        "--policies",
+        metavar="PATH",
+        action="append",
+        help="policy folder, YAML file or 'default' (the bundled pack); repeat it (or separate "
+        "with commas) to apply several in order (default: default)",
+    )
     add("--config", metavar="FILE", help="YAML config file (see README for the keys)")
     add("--locale", help="default locale for referral resources (default en-US)")
     add(
@@ -96,7 +103,7 @@ def run(args: argparse.Namespace) -> int:
         "host": args.host,
         "port": args.port,
         "upstream": args.upstream,
-        "policies": args.policies,
+        "policies": ",".join(args.policies) if args.policies else None,
         "locale": args.locale,
         "demo": args.demo,
         "demo_port": args.demo_port,
@@ -268,7 +275,7 @@ def _server(
 async def _serve(
     settings: Settings,
     policies: PolicySet,
-    route_policies: dict[Path, PolicySet],
+    route_policies: dict[PolicySource, PolicySet],
     recorder: Recorder,
     listening: tuple[socket.socket, socket.socket, socket.socket | None],
 ) -> None:
@@ -352,7 +359,7 @@ def unsettle_memory() -> None:
 _RESETTLE_SECONDS = 60.0
 
 
-async def watch_all(reloader: Reloader, sources: tuple[Path, ...], interval: float) -> None:
+async def watch_all(reloader: Reloader, sources: tuple[PolicySource, ...], interval: float) -> None:
     """Like :func:`guardrail.proxy.reload.watch`, over the main policy source and the routes' own:
     a change to any of them, once it has held still for one interval, reloads them all."""
 

@@ -5,20 +5,21 @@
 rules under a request in flight.
 
 :class:`PolicySets` maps routes to holders: a route without its own ``policies`` (or naming the
-main source) shares the main holder; routes naming the same source share one holder. Reload
-(``guardrail.proxy.reload.Reloader``) sees one policy source, the main one; :meth:`PolicySets.load`
-and :meth:`PolicySets.install` are its ``load`` and ``on_install`` hooks, so every route's set is
-loaded with the main one and installed just before it, under the reloader's lock: if any set fails
-to load, the reload is refused whole and every route keeps its last good set.
+main source) shares the main holder; routes naming the same source (or the same list of sources)
+share one holder. Reload (``guardrail.proxy.reload.Reloader``) sees one policy source, the main one;
+:meth:`PolicySets.load` and :meth:`PolicySets.install` are its ``load`` and ``on_install`` hooks,
+so every route's set is loaded with the main one and installed just before it, under the
+reloader's lock: if any set fails to load, the reload is refused whole and every route keeps its
+last good set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from pathlib import Path
 
 from guardrail.guard.inspection import PolicyEngine
 from guardrail.policy import PolicySet, load_policies
+from guardrail.policy.sources import PolicySource
 from guardrail.config.routes import Route
 
 __all__ = ["PolicyHolder", "PolicySets"]
@@ -46,15 +47,15 @@ class PolicySets:
     def __init__(
         self,
         main: PolicyHolder,
-        own: Mapping[Path, PolicyHolder] | None = None,
+        own: Mapping[PolicySource, PolicyHolder] | None = None,
         *,
-        load: Callable[[Path], PolicySet] = load_policies,
+        load: Callable[[PolicySource], PolicySet] = load_policies,
         max_user_chars: int | None = None,
     ) -> None:
         self.main = main
         self.own = dict(own or {})
         self._load = load
-        self._pending: dict[Path, PolicySet] = {}
+        self._pending: dict[PolicySource, PolicySet] = {}
         self.max_user_chars = max_user_chars
         """Set on every policy set held, now and at each reload (None: leave each as it is)."""
         for engine in self.current():
@@ -70,14 +71,14 @@ class PolicySets:
         cls,
         main: PolicyEngine,
         routes: tuple[Route, ...],
-        loaded: Mapping[Path, PolicyEngine] | None = None,
+        loaded: Mapping[PolicySource, PolicyEngine] | None = None,
         *,
-        load: Callable[[Path], PolicySet] = load_policies,
+        load: Callable[[PolicySource], PolicySet] = load_policies,
         max_user_chars: int | None = None,
     ) -> PolicySets:
         """Holders for ``routes``; each own source taken from ``loaded`` or loaded now (raises
         PolicyError, at start-up, for a set that does not load)."""
-        own: dict[Path, PolicyHolder] = {}
+        own: dict[PolicySource, PolicyHolder] = {}
         for route in routes:
             if route.policies is not None and route.policies not in own:
                 ready = (loaded or {}).get(route.policies)
@@ -91,7 +92,7 @@ class PolicySets:
         return self.main if route.policies is None else self.own[route.policies]
 
     @property
-    def sources(self) -> tuple[Path, ...]:
+    def sources(self) -> tuple[PolicySource, ...]:
         """The routes' own policy sources (the main source is the reloader's)."""
         return tuple(self.own)
 
@@ -100,7 +101,7 @@ class PolicySets:
         return [self.main.current, *(holder.current for holder in self.own.values())]
 
     # ------------------------------------------------------------------ reload hooks
-    def load(self, source: Path) -> PolicySet:
+    def load(self, source: PolicySource) -> PolicySet:
         """The reloader's ``load``: the main set from ``source``, and every route's own set,
         kept for :meth:`install`. Raises PolicyError if any of them does not load."""
         pending = {path: self._load(path) for path in self.own}

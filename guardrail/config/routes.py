@@ -28,6 +28,7 @@ from urllib.parse import unquote
 
 from guardrail.config import values as cv
 from guardrail.errors import NoRoute, RouteError  # re-exported: their old home
+from guardrail.policy.sources import PolicySource, as_list, parse_sources
 
 __all__ = [
     "ROUTE_KEYS",
@@ -61,9 +62,9 @@ class Route:
 
     ``api``: ``auto`` (the API recognised from the path, see ``guardrail.guard.inspection``) or an API
     name, used for ``POST`` paths that are not a known chat endpoint. ``policies``: this route's
-    own policy set (a folder or file), None for the main one. ``stall_timeout``: seconds a stream
-    may go without an upstream event other than keep-alives (None: only ``timeouts.read``
-    applies, which keep-alives reset). ``regenerate``:
+    own policy set (a folder, a file or a list of them), None for the main one.
+    ``stall_timeout``: seconds a stream may go without an upstream event other than keep-alives
+    (None: only ``timeouts.read`` applies, which keep-alives reset). ``regenerate``:
     ask the upstream once more when a policy requests it, within ``regenerate_budget`` seconds.
     ``minor``: every user of this route is a minor (``user.minor``, ``guardrail.state``).
     """
@@ -71,7 +72,7 @@ class Route:
     prefix: str
     upstream: str
     api: str = "auto"
-    policies: Path | None = None
+    policies: PolicySource | None = None
     locale: str | None = None
     holdback: str = "sentence"
     max_holdback_chars: int = 1000
@@ -99,9 +100,9 @@ class RouteSpec:
         return Route(prefix=self.prefix, **values)
 
 
-def _same(a: Path, b: Path) -> bool:
+def _same(a: PolicySource, b: PolicySource) -> bool:
     try:
-        return a.resolve() == b.resolve()
+        return [p.resolve() for p in as_list(a)] == [p.resolve() for p in as_list(b)]
     except OSError:
         return a == b
 
@@ -122,7 +123,7 @@ def _prefix(raw: object) -> str:
 _PARSERS: dict[str, Callable[[object], Any]] = {
     "upstream": cv.parse_upstream,
     "api": cv.api,
-    "policies": cv.path,
+    "policies": cv.policy_sources,
     "locale": cv.locale,
     "holdback": cv.holdback,
     "max_holdback_chars": cv.int_in(1, 1_000_000),
@@ -182,8 +183,8 @@ def _entry(index: int, entry: object, base: Path | None) -> RouteSpec:
             value = _PARSERS[key](entry[key])
         except ValueError as exc:
             raise RouteError(index, f"{key}: {exc}") from None
-        if key == "policies" and base is not None and not value.is_absolute():
-            value = base / value
+        if key == "policies" and base is not None:  # relative to the config file
+            value = parse_sources(value, base)
         given.append((key, value))
     return RouteSpec(prefix, tuple(given))
 

@@ -13,7 +13,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``host`` | ``GUARDRAIL_HOST`` | ``127.0.0.1`` | address to listen on (``--host``) |
 | ``port`` | ``GUARDRAIL_PORT`` | ``8787`` | port to listen on; 0 picks a free one (``--port``) |
 | ``upstream`` | ``GUARDRAIL_UPSTREAM`` | none: required unless ``demo`` or ``routes`` give every upstream | base URL of the upstream API, ``http``/``https``, may carry a base path: ``https://api.openai.com``, ``https://host/openai/v1`` (``--upstream``); the catch-all route ``/`` and every route without its own |
-| ``policies`` | ``GUARDRAIL_POLICIES`` | the bundled ``policies/`` | policy folder or single YAML file (``--policies``); relative paths in the config file are relative to that file |
+| ``policies`` | ``GUARDRAIL_POLICIES`` | the bundled pack, ``default`` | policy folder, single YAML file, or ``default`` (the bundled pack), or a list of them applied in order (``[default, ./mine]``; comma-separated in the environment, ``--policies`` repeated or comma-separated); later sources use and tune earlier ones (``guardrail.policy.loader``); relative paths in the config file are relative to that file |
 | ``locale`` | ``GUARDRAIL_LOCALE`` | ``en-US`` | locale of referral resources when a request names none (``--locale``) |
 | ``api`` | ``GUARDRAIL_API`` | ``auto`` | wire format of ``POST`` paths that are not a known chat endpoint: ``auto`` (pass them through) or ``openai.chat``, ``openai.responses``, ``anthropic.messages``, ``ollama.chat``; known endpoints are always read as their own API |
 | ``holdback`` | ``GUARDRAIL_HOLDBACK`` | ``sentence`` | how streamed text is held back: ``sentence`` (the unfinished sentence), ``none`` (annotate and append only), ``full`` (the whole reply) |
@@ -65,6 +65,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``state.timeout`` | ``GUARDRAIL_STATE_TIMEOUT`` | ``0.05`` | seconds one state-store operation may take; past it the request goes on without state |
 | ``watch_policies`` | ``GUARDRAIL_WATCH_POLICIES`` | ``false`` | reload the policies when their files change (``--watch-policies``); SIGHUP and ``POST /-/reload`` always work |
 | ``watch_interval`` | ``GUARDRAIL_WATCH_INTERVAL`` | ``2`` | seconds between two looks at the policy files' modification times |
+| ``judges`` | ``GUARDRAIL_JUDGES`` (YAML text) | none | semantic judge endpoints by name: ``url``, ``model``, ``api_key_env`` and limits (``guardrail.judge.endpoints``); a policy's ``judge:`` detector names one |
 
 The config file itself is named by ``--config FILE`` or ``GUARDRAIL_CONFIG``. It is a YAML mapping
 of the keys above, with ``timeouts`` as a nested mapping::
@@ -74,6 +75,16 @@ of the keys above, with ``timeouts`` as a nested mapping::
     policies: ./policies
     timeouts: {connect: 5, read: 300}
     audit: {sink: file, path: /var/log/guardrail/audit.jsonl}
+
+Judges (``guardrail.judge.endpoints``): ``judges`` maps an endpoint name to an OpenAI-compatible
+Chat Completions server. The API key is never written in the file: ``api_key_env`` names the
+environment variable that holds it, read at start-up (a missing variable is an error naming it,
+never the key)::
+
+    judges:
+      default: {url: https://api.openai.com/v1, model: gpt-4o-mini, api_key_env: OPENAI_API_KEY,
+                timeout: 2, fail: open, calls_per_minute: 600}
+      local: {url: http://127.0.0.1:11434/v1, model: llama3.2:3b, fail: closed}
 
 Booleans in the environment accept ``1/true/yes/on`` and ``0/false/no/off``. Unknown keys in the
 config file and unknown ``GUARDRAIL_*`` variables are errors, so a typo never goes unnoticed.
@@ -116,25 +127,30 @@ from typing import Any
 from guardrail.config import values as cv
 from guardrail.config.file import read_config_file
 from guardrail.errors import ConfigError
+from guardrail.judge.endpoints import EndpointSpec, JudgeEndpoint, parse_judges, resolve_judges
 from guardrail.observe.audit import AUDIT_SINKS, AuditConfig
 from guardrail.policy.engine import DEFAULT_MAX_USER_CHARS
+from guardrail.policy.sources import DEFAULT_PACK, PolicySource, as_list
 from guardrail.config.routes import Route, RouteError, RouteSpec, parse_routes
 from guardrail.state import config as state_config
 from guardrail.state.config import BACKENDS, StateConfig
 
-__all__ = ["ENV_PREFIX", "KEYS", "Route", "RouteSpec", "Settings", "Timeouts", "load_settings"]
+__all__ = [
+    "ENV_PREFIX",
+    "KEYS",
+    "Route",
+    "RouteSpec",
+    "Settings",
+    "Timeouts",
+    "load_judges",
+    "load_settings",
+]
 
 ENV_PREFIX = "GUARDRAIL_"
 CONFIG_ENV = "GUARDRAIL_CONFIG"
-_PACKAGE = Path(__file__).resolve().parent.parent  # guardrail/
-_PACKAGED_POLICIES = _PACKAGE / "pack"  # in an installed wheel
-DEFAULT_POLICIES = (
-    _PACKAGED_POLICIES
-    if _PACKAGED_POLICIES.is_dir()
-    else _PACKAGE.parent / "policies"  # a checkout or editable install
-)
+DEFAULT_POLICIES = DEFAULT_PACK
 """The bundled default pack: ``guardrail/pack/`` as package data, else the repository's
-``policies/`` folder beside the package."""
+``policies/`` folder beside the package (``guardrail.policy.sources``)."""
 LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = ("auto", "json", "console")
 DEFAULT_ADMIN_PORT = 9787
@@ -175,7 +191,7 @@ class Settings:
     upstream: str | None = None
     host: str = "127.0.0.1"
     port: int = 8787
-    policies: Path = DEFAULT_POLICIES
+    policies: PolicySource = DEFAULT_POLICIES
     locale: str = "en-US"
     api: str = "auto"
     holdback: str = "sentence"
@@ -207,6 +223,8 @@ class Settings:
     state: StateConfig = field(default_factory=StateConfig)
     watch_policies: bool = False
     watch_interval: float = 2.0
+    judges: Mapping[str, JudgeEndpoint] = field(default_factory=dict)
+    """Semantic judge endpoints by name, API keys resolved (hidden from ``repr``)."""
     config_file: Path | None = None
     sources: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     """Where each key's value came from (``default``, the config file and line, ``environment
@@ -262,7 +280,7 @@ KEYS: tuple[Key, ...] = (
     Key("host", cv.nonempty, "127.0.0.1", "--host"),
     Key("port", cv.port, 8787, "--port"),
     Key("upstream", cv.parse_upstream, None, "--upstream"),
-    Key("policies", cv.path, DEFAULT_POLICIES, "--policies"),
+    Key("policies", cv.policy_sources, DEFAULT_POLICIES, "--policies"),
     Key("locale", cv.locale, "en-US", "--locale"),
     Key("locale_header", cv.header_name, "x-guardrail-locale"),
     Key("api", cv.api, "auto"),
@@ -314,6 +332,7 @@ KEYS: tuple[Key, ...] = (
     Key("state.timeout", cv.seconds, state_config.DEFAULT_TIMEOUT),
     Key("watch_policies", cv.boolean, False, "--watch-policies"),
     Key("watch_interval", cv.seconds, 2.0),
+    Key("judges", parse_judges, ()),
 )
 _BY_NAME = {key.name: key for key in KEYS}
 _BY_ENV = {key.env: key for key in KEYS}
@@ -324,11 +343,15 @@ _SECTIONS = frozenset(key.name.rsplit(".", 1)[0] for key in KEYS if "." in key.n
 _Layer = dict[str, tuple[object, str]]  # dotted name -> (parsed value, source description)
 
 
+_SELF_NAMING = frozenset({"judges"})  # its messages name the entry: judges.<name>.<key>
+
+
 def _parsed(key: Key, raw: object, source: str) -> object:
     try:
         return key.parse(raw)
     except ValueError as exc:
-        raise ConfigError(f"{source}: {key.name}: {exc}") from None
+        name = "" if key.name in _SELF_NAMING else f"{key.name}: "
+        raise ConfigError(f"{source}: {name}{exc}") from None
 
 
 def _from_env(env: Mapping[str, str]) -> _Layer:
@@ -374,6 +397,8 @@ def _from_file(path: Path) -> _Layer:
         value = _parsed(_BY_NAME[name], raw, source)
         if name in _RELATIVE and isinstance(value, Path) and not value.is_absolute():
             value = path.parent / value
+        elif name in _RELATIVE and isinstance(value, tuple):  # a list of policy sources
+            value = tuple(p if p.is_absolute() else path.parent / p for p in as_list(value))
         layer[name] = (value, source)
     return layer
 
@@ -417,10 +442,40 @@ def load_settings(
         values.update(_from_file(config_file))
     values.update(_from_env(env))
     values.update(_from_cli(cli or {}))
-    return _build(values, config_file, require_upstream)
+    return _build(values, config_file, env, require_upstream)
 
 
-def _build(values: _Layer, config_file: Path | None, require_upstream: bool = True) -> Settings:
+def load_judges(
+    config: str | Path | None = None, env: Mapping[str, str] | None = None
+) -> dict[str, JudgeEndpoint]:
+    """Only the ``judges`` setting (config file, then ``GUARDRAIL_JUDGES``), API keys resolved:
+    for commands that ask judges without serving (``guardrail check``), so need no upstream."""
+    env = os.environ if env is None else env
+    config_file = _config_path(config, env)
+    key = _BY_NAME["judges"]
+    values: _Layer = {key.name: (key.default, "default")}
+    if config_file is not None:
+        values.update({k: v for k, v in _from_file(config_file).items() if k == key.name})
+    if key.env in env:
+        source = f"environment {key.env}"
+        values[key.name] = (_parsed(key, env[key.env], source), source)
+    return _judges(values, env)
+
+
+def _judges(values: _Layer, env: Mapping[str, str]) -> dict[str, JudgeEndpoint]:
+    specs: tuple[EndpointSpec, ...] = values["judges"][0]  # type: ignore[assignment]
+    try:
+        return resolve_judges(specs, env)
+    except ValueError as exc:
+        raise ConfigError(f"{values['judges'][1]}: {exc}") from None
+
+
+def _build(
+    values: _Layer,
+    config_file: Path | None,
+    env: Mapping[str, str],
+    require_upstream: bool = True,
+) -> Settings:
     def get(name: str) -> Any:
         return values[name][0]
 
@@ -495,6 +550,7 @@ def _build(values: _Layer, config_file: Path | None, require_upstream: bool = Tr
         state=_state(values, audit),
         watch_policies=get("watch_policies"),
         watch_interval=get("watch_interval"),
+        judges=_judges(values, env),
         config_file=config_file,
         sources={name: source for name, (_, source) in values.items()},
     )

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from guardrail.formats import registry
+from guardrail.policy.sources import PolicySource, parse_sources
 
 __all__ = [
     "API_NAMES",
@@ -30,6 +31,7 @@ __all__ = [
     "optional_seconds",
     "parse_upstream",
     "path",
+    "policy_sources",
     "port",
     "redis_url",
     "seconds",
@@ -151,6 +153,12 @@ def header_name(raw: object) -> str:
 
 def path(raw: object) -> Path:
     return Path(nonempty(raw)).expanduser()
+
+
+def policy_sources(raw: object) -> PolicySource:
+    """A policy folder, file or ``default`` (the bundled pack), or a list of them: a YAML list,
+    a comma-separated string, or repeated flags (``guardrail.policy.sources.parse_sources``)."""
+    return parse_sources(raw)
 
 
 def parse_upstream(raw: object) -> str:

@@ -26,6 +26,7 @@ __all__ = [
     "ChatRequest",
     "FormatError",
     "chat_request",
+    "openai_user",
     "message_role",
     "reply_list",
     "request_messages",
@@ -41,12 +42,14 @@ class ChatRequest:
 
     ``conversation`` is the context the reply answers (system messages included, in order);
     ``stream`` says whether the client asked for a streamed reply; ``model`` is the requested model
-    name when the request names one.
+    name when the request names one; ``user`` is the end user's id in the field the API defines
+    for it (raw: the state layer hashes it before anything keeps it), when there is one.
     """
 
     conversation: Conversation
     stream: bool
     model: str | None
+    user: str | None = None
 
 
 def request_messages(body: object) -> tuple[dict[str, Any], list[Any]]:
@@ -70,8 +73,24 @@ def message_role(raw: object, index: int) -> tuple[dict[str, Any], str]:
     return raw, role
 
 
+def _user_text(value: object) -> str | None:
+    if not isinstance(value, str):
+        return None
+    value = value.strip()
+    return value[:512] or None
+
+
+def openai_user(body: Mapping[str, Any]) -> str | None:
+    """OpenAI's end-user id: ``safety_identifier``, else the older ``user``."""
+    return _user_text(body.get("safety_identifier")) or _user_text(body.get("user"))
+
+
 def chat_request(
-    body: Mapping[str, Any], messages: list[Message], *, stream_default: bool = False
+    body: Mapping[str, Any],
+    messages: list[Message],
+    *,
+    stream_default: bool = False,
+    user: str | None = None,
 ) -> ChatRequest:
     """The :class:`ChatRequest` of a request ``body`` whose conversation is ``messages``.
 
@@ -84,6 +103,7 @@ def chat_request(
         conversation=Conversation(messages=tuple(messages)),
         stream=flag if isinstance(flag, bool) else stream_default,
         model=model if isinstance(model, str) else None,
+        user=user,
     )
 
 

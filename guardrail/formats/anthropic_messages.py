@@ -99,7 +99,10 @@ def parse_request(body: object) -> ChatRequest:
         messages.append(Message(role="system", content=_blocks_text(system)))
     for index, raw in enumerate(raw_messages):
         messages.extend(_message(raw, index))
-    return chat_request(body, messages)
+    metadata = body.get("metadata")
+    user = metadata.get("user_id") if isinstance(metadata, dict) else None
+    user = user.strip()[:512] if isinstance(user, str) else None
+    return chat_request(body, messages, user=user or None)
 
 
 def _content(body: object) -> list[Any]:

@@ -22,6 +22,7 @@ from guardrail.formats import (
     ChatRequest,
     FormatError,
     chat_request,
+    openai_user,
     message_role,
     reply_list,
     request_messages,
@@ -86,7 +87,7 @@ def parse_request(body: object) -> ChatRequest:
         raw, role = message_role(item, index)
         if role in _ROLES:
             messages.append(Message(role=_ROLES[role], content=content_text(raw.get("content"))))
-    return chat_request(body, messages)
+    return chat_request(body, messages, user=openai_user(body))
 
 
 def _choices(body: object) -> list[Any]:

@@ -26,7 +26,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list
+from guardrail.formats import ChatRequest, FormatError, chat_request, openai_user, reply_list
 from guardrail.formats.openai_chat import content_text
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
@@ -88,7 +88,7 @@ def parse_request(body: object) -> ChatRequest:
                 messages.append(message)
     elif raw_input is not None:
         raise FormatError("'input' is neither a string nor a list of items")
-    return chat_request(body, messages)
+    return chat_request(body, messages, user=openai_user(body))
 
 
 def _output(body: object) -> list[Any]:

@@ -40,7 +40,7 @@ Starlette's error handling can still answer 500). Nothing here logs message text
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote
@@ -75,7 +75,8 @@ class GuardrailMiddleware:
     a policy set that does not load, :class:`~guardrail.errors.PolicyError`, when the app builds
     its middleware stack):
 
-    ``policies``: a loaded :class:`~guardrail.policy.PolicySet`, or a folder/file to load.
+    ``policies``: a loaded :class:`~guardrail.policy.PolicySet`, or a folder/file to load, or
+    ``"default"`` (the bundled pack), or a list of them applied in order.
     ``paths``: ``{path: api}`` for chat routes whose path the proxy would not recognise, e.g.
     ``{"/chat": "openai.chat"}``; API names are ``openai.chat``, ``openai.responses``,
     ``anthropic.messages``, ``ollama.chat``. ``detect``: also recognise the standard chat paths
@@ -100,7 +101,7 @@ class GuardrailMiddleware:
         self,
         app: ASGIApp,
         *,
-        policies: PolicySet | str | os.PathLike[str],
+        policies: PolicySet | str | os.PathLike[str] | Sequence[str | os.PathLike[str]],
         paths: Mapping[str, str] | None = None,
         detect: bool = True,
         locale: str | None = None,
@@ -126,7 +127,11 @@ class GuardrailMiddleware:
         self.paths = _paths(paths or {})
         self.detect = detect
         self.policies = (
-            policies if isinstance(policies, PolicySet) else load_policies(Path(policies))
+            policies if isinstance(policies, PolicySet) else load_policies(
+                Path(policies)
+                if isinstance(policies, (str, os.PathLike))
+                else [Path(p) for p in policies]
+            )
         )
         if max_user_text_chars is not None:
             try:

@@ -44,6 +44,10 @@ target: run one guardrail process per pod (or per port).
 | ``guardrail_audit_events_total`` | counter | result | audit events written or failed |
 | ``guardrail_admin_unauthorized_total`` | counter | | admin requests refused for a missing or wrong token |
 | ``guardrail_refused_total`` | counter | reason | requests and connections refused by a limit (:data:`REFUSALS`) |
+| ``guardrail_judge_requests_total`` | counter | judge, outcome | questions to semantic judges by outcome (:data:`JUDGE_OUTCOMES`) |
+| ``guardrail_judge_seconds`` | histogram | judge | time of each call made to a judge endpoint, waiting for a free slot included |
+
+The ``judge`` label is a judge detector's id, from the loaded policy set (:func:`init_judges`).
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ from guardrail.version import __version__
 __all__ = [
     "APIS",
     "CONTAINMENT_ACTIONS",
+    "JUDGE_OUTCOMES",
     "MULTIPROC_ENV",
     "NOT_INSPECTED",
     "OUTCOMES",
@@ -86,6 +91,7 @@ __all__ = [
     "UPSTREAM_ERRORS",
     "bounded",
     "init_containment",
+    "init_judges",
     "init_policy_labels",
     "init_route",
     "multiprocess",
@@ -370,6 +376,31 @@ ADMIN_UNAUTHORIZED = Counter(
     registry=REGISTRY,
 )
 
+JUDGE_OUTCOMES = (
+    "yes",  # the judge answered yes
+    "no",  # the judge answered no
+    "timeout",  # no answer within the endpoint's timeout (a free slot included): fail mode
+    "error",  # connection error, error status, or an answer that is not a clear yes/no: fail mode
+    "cached",  # answered without a call of its own: the cache, or a call in flight for that text
+    "budget",  # not sent: the endpoint's calls_per_minute was spent: fail mode
+)
+"""How one question to a semantic judge ended (``guardrail.judge.runner``). Calls made to the
+endpoint = yes + no + timeout + error."""
+JUDGE_REQUESTS = Counter(
+    "guardrail_judge_requests",
+    "Questions to semantic judges by judge (detector id) and outcome: yes, no, timeout, error, "
+    "cached (no call of its own), budget (not sent: calls_per_minute spent).",
+    ("judge", "outcome"),
+    registry=REGISTRY,
+)
+JUDGE_SECONDS = Histogram(
+    "guardrail_judge_seconds",
+    "Time of each call made to a judge endpoint (waiting for a free slot included), by judge.",
+    ("judge",),
+    buckets=(0.025, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30),
+    registry=REGISTRY,
+)
+
 if not multiprocess():
     for _collector in (PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR):
         # the standard process_* and python_* series, re-registered on our registry
@@ -486,6 +517,14 @@ def init_policy_labels(
             CRISIS_REFERRALS.labels(locale, kind)
     for mode in MODES:
         POLICIES_LOADED.labels(mode).set(sum(1 for row in rows if row[3] == mode))
+
+
+def init_judges(judges: Iterable[str]) -> None:
+    """Create the series of each judge detector id (at start and after each reload)."""
+    for judge in judges:
+        JUDGE_SECONDS.labels(judge)
+        for outcome in JUDGE_OUTCOMES:
+            JUDGE_REQUESTS.labels(judge, outcome)
 
 
 def scrape_registry() -> CollectorRegistry:

@@ -9,7 +9,14 @@ can never disagree), in three views:
   admin listener's sampler); a window reports how many seconds it really covers, which is less
   than its length while the process is younger than that;
 * guardrail's own time per request (p50, p90, p99), estimated from the histogram buckets the way
-  PromQL's ``histogram_quantile`` does.
+  PromQL's ``histogram_quantile`` does;
+* hits over time per category and per policy (:mod:`guardrail.observe.trend`).
+
+Each view also carries its tiles with a state (``zero``, ``ok``, ``warn``, ``bad``) computed
+with the label selections and thresholds of the shipped alert rules
+(:mod:`guardrail.observe.thresholds`):
+``upstream_errors`` counts ``guardrail_upstream_errors_total{reason!="status_4xx"}``, the
+client's 4xx are ``client_errors``; ``not_inspected`` leaves out ``reason="upstream-error"``.
 """
 
 from __future__ import annotations
@@ -25,6 +32,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from guardrail.observe.metrics import scrape_registry
+from guardrail.observe.thresholds import CLIENT_ERROR_REASONS, NOT_INSPECTED_EXCLUDED, figures
+from guardrail.observe.trend import HitKey, HitTrend
 
 __all__ = ["WINDOWS", "Sample", "StatsHistory", "quantile", "read_sample"]
 
@@ -32,17 +41,12 @@ WINDOWS = (("1m", 60.0), ("5m", 300.0), ("15m", 900.0))
 _MIN_SPACING = 2.0  # seconds between kept samples
 _KEEP = 960.0  # seconds of history kept (just over the longest window)
 _COUNTERS = {
-    "guardrail_requests_total": "requests",
     "guardrail_replies_inspected_total": "inspected",
     "guardrail_replies_rewritten_total": "rewritten",
     "guardrail_replies_blocked_total": "blocked",
     "guardrail_crisis_resources_added_total": "crisis_resources",
-    "guardrail_not_inspected_total": "not_inspected",
-    "guardrail_upstream_errors_total": "upstream_errors",
     "guardrail_upstream_requests_total": "upstream_requests",
-    "guardrail_policy_errors_total": "policy_errors",
 }
-HitKey = tuple[str, str, str, str]  # policy, category, action, mode
 
 
 @dataclass
@@ -74,17 +78,37 @@ class Sample:
         )
 
 
+def _keys(name: str, labels: dict[str, str]) -> tuple[str, ...]:
+    """The counts one sample of a counter adds to, with the label selections of the alert rules
+    (:mod:`guardrail.observe.thresholds`); ``()`` for a sample the dashboard does not count."""
+    if name == "guardrail_requests_total":
+        return ("requests", "requests." + labels.get("outcome", ""))
+    if name == "guardrail_upstream_errors_total":
+        client = labels.get("reason") in CLIENT_ERROR_REASONS
+        return ("client_errors",) if client else ("upstream_errors",)
+    if name == "guardrail_not_inspected_total":
+        reason = labels.get("reason")
+        if reason in NOT_INSPECTED_EXCLUDED:
+            return ()
+        engine = reason == "engine-error"
+        return ("not_inspected", "engine_errors") if engine else ("not_inspected",)
+    if name == "guardrail_policy_errors_total":
+        return ("policy_errors", "engine_errors")
+    if name == "guardrail_audit_events_total":
+        return ("audit_failures",) if labels.get("result") == "failed" else ()
+    plain = _COUNTERS.get(name)
+    return (plain,) if plain else ()
+
+
 def read_sample(registry: CollectorRegistry | None = None, now: float | None = None) -> Sample:
     """The current values of the metrics the dashboard shows, summed over routes and APIs."""
     sample = Sample(at=time.monotonic() if now is None else now)
     for family in (registry or scrape_registry()).collect():
         for s in family.samples:
-            if s.name in _COUNTERS:
-                key = _COUNTERS[s.name]
-                sample.counts[key] = sample.counts.get(key, 0.0) + s.value
-                if s.name == "guardrail_requests_total":
-                    outcome = "requests." + s.labels.get("outcome", "")
-                    sample.counts[outcome] = sample.counts.get(outcome, 0.0) + s.value
+            keys = _keys(s.name, s.labels)
+            if keys:
+                for key in keys:
+                    sample.counts[key] = sample.counts.get(key, 0.0) + s.value
             elif s.name == "guardrail_policy_hits_total":
                 lab = s.labels
                 key4 = (lab["policy"], lab["category"], lab["action"], lab["mode"])
@@ -126,8 +150,8 @@ def quantile(q: float, buckets: dict[float, float]) -> float | None:
     return lower
 
 
-def _view(sample: Sample) -> dict[str, Any]:
-    """The JSON view of a sample or a difference of two."""
+def _view(sample: Sample, last_reload_ok: float | None) -> dict[str, Any]:
+    """The JSON view of a sample or a difference of two (``last_reload_ok``: the gauge now)."""
     by_category: dict[str, dict[str, float]] = {}
     by_policy = []
     for (policy, category, action, mode), value in sorted(sample.hits.items()):
@@ -138,30 +162,40 @@ def _view(sample: Sample) -> dict[str, Any]:
         )
     enforce = sum(v for k, v in sample.hits.items() if k[3] == "enforce")
     shadow = sum(v for k, v in sample.hits.items() if k[3] == "shadow")
+    levels = (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
+    overhead = {name: quantile(q, sample.overhead) for name, q in levels}
+    hits = {"enforce": enforce, "shadow": shadow}
     return {
         "counts": {k: v for k, v in sorted(sample.counts.items())},
-        "hits": {"enforce": enforce, "shadow": shadow},
+        "hits": hits,
         "hits_by_policy": by_policy,
         "hits_by_category": by_category,
-        "overhead_seconds": {
-            name: quantile(q, sample.overhead)
-            for name, q in (("p50", 0.5), ("p90", 0.9), ("p99", 0.99))
-        },
+        "overhead_seconds": overhead,
         "reloads": {"success": sample.reload_successes, "failure": sample.reload_failures},
+        "figures": figures(
+            sample.counts, hits, overhead["p99"], sample.reload_failures, last_reload_ok
+        ),
     }
 
 
 class StatsHistory:
-    """Recent samples, for the windowed views. Thread-safe; cheap enough to sample on demand."""
+    """Recent samples, for the windowed views and the hits over time (``trend``, by default the
+    last hour in 30-second steps). Thread-safe; cheap enough to sample on demand.
+
+    Memory: at most one sample per ``_MIN_SPACING`` seconds over ``_KEEP`` seconds (480), plus
+    what :class:`~guardrail.observe.trend.HitTrend` keeps (one hit snapshot per step).
+    """
 
     def __init__(
         self,
         read: Callable[[], Sample] = read_sample,
         clock: Callable[[], float] = time.monotonic,
+        trend: HitTrend | None = None,
     ) -> None:
         self._read = read
         self._clock = clock
         self._samples: deque[Sample] = deque()
+        self._trend = trend if trend is not None else HitTrend()
         self._lock = threading.Lock()
 
     def sample(self) -> Sample:
@@ -173,6 +207,7 @@ class StatsHistory:
                 self._samples.append(current)
             while self._samples and current.at - self._samples[0].at > _KEEP:
                 self._samples.popleft()
+            self._trend.record(current.at, current.hits)
         return current
 
     def _baseline(self, now: float, seconds: float) -> Sample | None:
@@ -189,11 +224,14 @@ class StatsHistory:
             if base is None or base is current:
                 continue
             delta = current.minus(base)
-            windows[name] = {"seconds": round(delta.at, 1), **_view(delta)}
+            windows[name] = {"seconds": round(delta.at, 1), **_view(delta, current.last_reload_ok)}
+        with self._lock:
+            trend = self._trend.series(current.at, current.hits)
         return {
             "time": time.time(),
-            "totals": _view(current),
+            "totals": _view(current, current.last_reload_ok),
             "windows": windows,
+            "trend": trend,
             "last_reload_successful": current.last_reload_ok,
             "policies_loaded": current.policies_loaded,
             "policies": list(policies),

@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from guardrail.policy.conditions import Resolvers, compile_condition, compile_expression, resolve
 from guardrail.policy.context import ConversationMemo, MessageMemo
 from guardrail.policy.detectors import CONTEXT_SCOPES, DIRECT_LITERALS, Composite, Leaf, TextView
-from guardrail.policy.model import Conversation, Evidence, Policy, Verdict
+from guardrail.policy.model import Composition, Conversation, Evidence, Policy, Verdict
 from guardrail.policy.prefilter import LiteralScanner
 from guardrail.policy.reading import prepare as prepare_reading
 from guardrail.policy.resources import Resources
@@ -148,6 +148,7 @@ class PolicySet:
         source: str = "",
         digest: str = "",
         lists: Mapping[str, tuple[str, ...]] | None = None,
+        composition: Composition | None = None,
     ) -> None:
         prepare_reading()  # the tables for non-ASCII text, once per process, not on a request
         self._policies = tuple(sorted(policies, key=lambda p: (-p.severity_rank, p.id)))
@@ -160,6 +161,8 @@ class PolicySet:
         self.source = source
         self.digest = digest
         self.lists: Mapping[str, tuple[str, ...]] = dict(lists or {})
+        self.composition = composition or Composition(sources=(source,) if source else ())
+        """Sources, turned-off policies and overrides, for reports (never for evaluation)."""
         self.context_leaves = tuple(d for d in self._leaves if d.scope in CONTEXT_SCOPES)
         self.context_by_role: dict[str, tuple[Leaf, ...]] = {
             role: tuple(d for d in self.context_leaves if _GROUP[d.scope] == role)

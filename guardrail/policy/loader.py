@@ -1,9 +1,19 @@
-"""``load_policies(path)``: a folder (or one file) of policy YAML -> a checked ``PolicySet``.
+"""``load_policies(sources)``: policy YAML, from one source or a list -> a checked ``PolicySet``.
 
-Runs once, before anything is served. A folder means every ``*.yaml`` / ``*.yml`` directly in it,
-in sorted order; names (lists, detectors, policy ids) are global across the files. Anything
-malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where there is
-one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
+Runs once, before anything is served. A source is a folder (every ``*.yaml`` / ``*.yml`` directly
+in it, in sorted order), one file, or ``default``, the bundled pack (``sources``). Sources are read
+in the order given and make one namespace: names (lists, detectors, policy ids, resource keys)
+are global across their files, so a later source uses an earlier one's lists, detectors (signals)
+and resources; defining a name again is an error naming both places. What an earlier source
+defines is changed only through a file's ``overrides:`` block (``overrides``): a policy's mode or
+whether it runs, a list's or a detector's phrases, resource values. A turned-off policy is built
+and checked like any other, then left out of the set (``PolicySet.composition`` keeps it for
+``guardrail test``).
+
+Stages: ``collect`` reads every file of every source; lists (with their phrase edits), detectors,
+resources and policies are built in that order; the override blocks' policy changes come last.
+Anything malformed raises ``guardrail.errors.PolicyError`` naming the file, the line and, where
+there is one, the policy id: bad YAML, an unknown key, a wrong type, a bad regex, an unknown list, a
 condition naming a missing detector, a duplicate name, a template naming an unknown resource key,
 an action without its text, a cycle among composite detectors, locales with different keys, a
 regex that backtracks catastrophically (``patterns``: every ``regex:`` entry also runs under a
@@ -19,10 +29,10 @@ optional ``unless`` condition over reply detectors (see ``policyload``).
 
 from __future__ import annotations
 
-import hashlib
-import re
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from functools import partial
 from pathlib import Path
+from typing import TypeAlias
 
 from guardrail.errors import PolicyError
 from guardrail.policy.boundedregex import Matcher
@@ -37,7 +47,14 @@ from guardrail.policy.detectors import (
     phrase_pattern,
 )
 from guardrail.policy.engine import PolicySet
-from guardrail.policy.model import Policy
+from guardrail.policy.collect import Collected, collect, twice
+from guardrail.policy.model import Composition, Policy
+from guardrail.policy.overrides import (
+    apply_policy_changes,
+    by_name,
+    check_order,
+    edit_phrases,
+)
 from guardrail.policy.patterns import (
     Written,
     compile_regex,
@@ -47,12 +64,12 @@ from guardrail.policy.patterns import (
 )
 from guardrail.policy.policyload import PolicyContext, build_policy
 from guardrail.policy.prefilter import necessary_literals, phrase_literal, phrase_literals
-from guardrail.policy.resources import Resources, build_resources
-from guardrail.policy.yamlsource import Fields, Src, YMap, YSeq, read_yaml
+from guardrail.policy.resources import compose_resources
+from guardrail.policy.sources import PolicySource, as_list, parse_sources
+from guardrail.policy.yamlsource import Fields, Src, YMap
 
 __all__ = ["load_policies"]
 
-_TOP_KEYS = ("lists", "detectors", "policies", "resources")
 _LEAF_KEYS = (
     "description",
     "scope",
@@ -79,83 +96,35 @@ _COMPOSITE_KEYS = (
     "construct",
 )
 _COMPOSITE_MODES = ("any", "all", "none")
-_NAME = re.compile(r"[A-Za-z0-9_.\-]+")
-_KEYWORDS = frozenset({"and", "or", "not"})
+_Locate: TypeAlias = Callable[[str], tuple[Src | None, int | None]]
 
 
-@dataclass
-class _Collected:
-    """Sections gathered from every file, before anything is built."""
+def _locate(named: dict[str, tuple[object, Src]], collected: Collected) -> _Locate:
+    def locate(name: str) -> tuple[Src | None, int | None]:
+        where = named[name][1] if name in named else None
+        return where, collected.origin(where)
 
-    lists: dict[str, tuple[object, Src]] = field(default_factory=dict)
-    detectors: dict[str, tuple[object, Src]] = field(default_factory=dict)
-    policies: list[tuple[object, Src]] = field(default_factory=list)
-    resources: tuple[object, Src] | None = None
+    return locate
 
 
-def _files(root: Path) -> list[Path]:
-    if root.is_dir():
-        files = sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml") and p.is_file())
-        if not files:
-            raise PolicyError("no *.yaml or *.yml policy files in this folder", file=str(root))
-        return files
-    if root.is_file():
-        return [root]
-    raise PolicyError("no such policy file or folder", file=str(root))
-
-
-def _add_named(into: dict[str, tuple[object, Src]], section: object, src: Src, what: str) -> None:
-    names = src.expect(section, YMap, f"'{what}s'")
-    for name, value in names.items():
-        where = src.at(names.key_lines[name])
-        if what != "list" and (not _NAME.fullmatch(name) or name in _KEYWORDS):
-            raise where.error(
-                f"{what} name {name!r} must match [A-Za-z0-9_.-]+ and not be and/or/not"
-            )
-        if name in into:
-            first = into[name][1]
-            raise where.error(
-                f"{what} {name!r} is defined twice: {first.file}:{first.line} and here"
-            )
-        into[name] = (value, where)
-
-
-def _collect(files: list[Path]) -> tuple[_Collected, str]:
-    out = _Collected()
-    digest = hashlib.sha256()
-    for path in files:
-        display = str(path)
-        doc, raw = read_yaml(path, display)
-        digest.update(path.name.encode() + b"\0" + raw.encode("utf-8") + b"\0")
-        if doc is None:
-            continue
-        top = Fields(doc, Src(display, 1), "a policy file", _TOP_KEYS)
-        if top.has("lists"):
-            _add_named(out.lists, top.map["lists"], top.at("lists"), "list")
-        if top.has("detectors"):
-            _add_named(out.detectors, top.map["detectors"], top.at("detectors"), "detector")
-        if top.has("policies"):
-            seq = top.need("policies", YSeq)
-            out.policies.extend((item, top.src.at(line)) for item, line in zip(seq, seq.item_lines))
-        if top.has("resources"):
-            if out.resources is not None:
-                first = out.resources[1]
-                raise top.at("resources").error(
-                    f"'resources' is defined twice: {first.file}:{first.line} and here"
-                )
-            out.resources = (top.map["resources"], top.at("resources"))
-    return out, digest.hexdigest()[:12]
-
-
-def _lists(collected: _Collected) -> dict[str, tuple[str, ...]]:
-    return {
+def _lists(collected: Collected) -> dict[str, tuple[str, ...]]:
+    lists = {
         name: tuple(text for text, _ in src.strings(value, f"list {name!r}"))
         for name, (value, src) in collected.lists.items()
     }
+    locate = _locate(collected.lists, collected)
+    for name, edits in by_name(collected.overrides.lists).items():
+        lists[name] = edit_phrases(lists.get(name, ()), edits, "list", locate)
+    return lists
 
 
 def _leaf(
-    name: str, f: Fields, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
+    name: str,
+    f: Fields,
+    lists: dict[str, tuple[str, ...]],
+    filters: Filters,
+    written: Written,
+    edit: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
 ) -> Leaf:
     if not f.has("scope"):
         raise f.src.error(f"detector {name!r} lacks required key 'scope'")
@@ -187,6 +156,8 @@ def _leaf(
             if list_name not in lists:
                 raise where.error(f"detector {name!r} names unknown list {list_name!r}")
             phrases.extend(lists[list_name])
+    if edit is not None:  # the override blocks' phrase edits
+        phrases = list(edit(tuple(phrases)))
     patterns: list[Matcher] = []
     prefilters: list[tuple[str, ...] | None] = []
     for chunk in _phrase_chunks(phrases, min_matches):
@@ -238,23 +209,37 @@ def _phrase_chunks(phrases: list[str], min_matches: int) -> list[list[str]]:
 
 
 def _detectors(
-    collected: _Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
+    collected: Collected, lists: dict[str, tuple[str, ...]], filters: Filters, written: Written
 ) -> tuple[list[Leaf], list[Composite]]:
     leaves: list[Leaf] = []
     composites: dict[str, Composite] = {}
     where: dict[str, Src] = {}
+    edits = by_name(collected.overrides.detectors)
+    locate = _locate(collected.detectors, collected)
+    for name, found in edits.items():
+        for one in found:
+            check_order(name, "detector", one.src, one.source, *locate(name))
     for name, (value, src) in collected.detectors.items():
         raw = src.expect(value, YMap, f"detector {name!r}")
         where[name] = src
         if any(f"{mode}_of" in raw for mode in _COMPOSITE_MODES):
+            if name in edits:
+                raise edits[name][0].src.error(
+                    f"detector {name!r} is a composite: edit the phrases of its leaf parts"
+                )
             composites[name] = _composite(name, raw, src, collected)
         else:
             fields = Fields(raw, src, f"detector {name!r}", _LEAF_KEYS)
-            leaves.append(_leaf(name, fields, lists, filters, written))
+            edit = (
+                partial(edit_phrases, edits=edits[name], what="detector", locate=locate)
+                if name in edits
+                else None
+            )
+            leaves.append(_leaf(name, fields, lists, filters, written, edit))
     return leaves, _ordered(composites, where)
 
 
-def _composite(name: str, raw: YMap, src: Src, collected: _Collected) -> Composite:
+def _composite(name: str, raw: YMap, src: Src, collected: Collected) -> Composite:
     extra = [k for k in raw if k in _LEAF_KEYS and k not in _COMPOSITE_KEYS]
     if extra:
         raise src.at(raw.key_lines[extra[0]]).error(
@@ -330,21 +315,19 @@ def _ordered(composites: dict[str, Composite], where: dict[str, Src]) -> list[Co
     return order
 
 
-def _resources(collected: _Collected) -> Resources:
-    if collected.resources is None:
-        return Resources()
-    return build_resources(*collected.resources)
-
-
 def _reads_reply(ps: PolicySet, name: str) -> bool:
     det = ps.detectors.get(name)
     return isinstance(det, Leaf) and det.reads_reply
 
 
-def load_policies(path: str | Path) -> PolicySet:
-    """Load, check and compile the policies at ``path`` (a folder or one file)."""
-    root = Path(path)
-    collected, digest = _collect(_files(root))
+def load_policies(path: str | Path | PolicySource | Sequence[str | Path]) -> PolicySet:
+    """Load, check and compile the policies at ``path``: a folder, one file, ``"default"`` (the
+    bundled pack), or a list of them applied in order (``["default", "mine/"]``)."""
+    try:
+        sources = as_list(parse_sources(path, commas=False))
+    except ValueError as exc:
+        raise PolicyError(f"policy sources: {exc}", file=str(path)) from None
+    collected, digest = collect(sources)
     lists = _lists(collected)
     filters = Filters(
         negators=compile_words(DEFAULT_NEGATORS + lists.get("negators", ())),
@@ -352,7 +335,7 @@ def load_policies(path: str | Path) -> PolicySet:
     )
     written: Written = []
     leaves, composites = _detectors(collected, lists, filters, written)
-    resources = _resources(collected)
+    resources = compose_resources(collected.resources, collected.overrides.resources)
     draft = PolicySet(policies=(), leaves=leaves, composites=composites, resources=resources)
     ctx = PolicyContext(
         detectors=frozenset(draft.detectors),
@@ -361,24 +344,33 @@ def load_policies(path: str | Path) -> PolicySet:
         resources=resources,
         resolve=draft.resolve_signals,
     )
-    policies: list[Policy] = []
+    built: list[Policy] = []
     seen: dict[str, Src] = {}
     for value, src in collected.policies:
         policy = build_policy(value, src, ctx)
+        here = Src(src.file, policy.line, policy.id)
         if policy.id in seen:
             first = seen[policy.id]
-            raise Src(src.file, policy.line, policy.id).error(
-                f"policy id defined twice: {first.file}:{first.line} and here"
-            )
+            later = collected.origin(first) != collected.origin(here)
+            raise here.error(f"policy id defined twice: {twice(first, here, later)}")
         seen[policy.id] = Src(src.file, policy.line)
-        policies.append(policy)
+        built.append(policy)
+    policies, disabled, changes = apply_policy_changes(
+        built, collected.overrides.policies, collected.origin
+    )
     refuse_backtracking(written, policies, draft)
     return PolicySet(
         policies=policies,
         leaves=leaves,
         composites=composites,
         resources=resources,
-        source=str(root),
+        source=", ".join(str(p) for p in sources),
         digest=digest,
         lists=lists,
+        composition=Composition(
+            sources=tuple(str(p) for p in sources),
+            origin={p.id: collected.origin(seen[p.id]) or 0 for p in built},
+            disabled=disabled,
+            changes=changes,
+        ),
     )

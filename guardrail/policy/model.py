@@ -21,6 +21,7 @@ __all__ = [
     "ActionKind",
     "Case",
     "CaseKind",
+    "Composition",
     "Conversation",
     "EndTexts",
     "Evidence",
@@ -279,3 +280,20 @@ class Policy:
     @property
     def severity_rank(self) -> int:
         return self._derived[2]
+
+
+@dataclass(frozen=True, slots=True)
+class Composition:
+    """How a policy set was put together from its sources (``loader``), for reports only:
+    evaluation never reads it.
+
+    ``sources`` are the sources in order, as given; ``origin`` maps each policy id (turned-off
+    ones included) to the index of the source defining it; ``disabled`` holds the policies an
+    override turned off (not run, not counted, their inline cases skipped); ``changes`` maps a
+    policy id to its overrides, each as ``file:line: what``.
+    """
+
+    sources: tuple[str, ...] = ()
+    origin: Mapping[str, int] = field(default_factory=dict)
+    disabled: tuple[Policy, ...] = ()
+    changes: Mapping[str, tuple[str, ...]] = field(default_factory=dict)

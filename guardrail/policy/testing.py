@@ -15,18 +15,26 @@ What each kind of case requires:
 * ``expect`` (any kind): the final reply, after every policy of the set acted, equals it exactly;
 * ``todo_hit`` / ``todo_ok``: known gaps. They never fail; while the gap remains the result is
   "todo", and once the case would pass as a ``hit`` / ``ok`` case it is "fixed" (promote it).
+
+A set composed of several sources (``load_policies([...])``) is tested as it will serve:
+:func:`run_composed` judges every case against the whole set, hit or no hit as above. An
+``expect`` was written for the set as far as the case's own source (a later source's policies
+and overrides were unknown to its author): where the composed reply differs, the case is judged
+again against that prefix of the sources, and passes, marked ``changed``, if the reply there is
+the expected one. Cases of policies an override turned off are not run (:func:`skipped`).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from guardrail.policy.engine import PolicySet
-from guardrail.policy.model import Case, Verdict
+from guardrail.policy.model import Case, Policy, Verdict
 
-__all__ = ["Case", "CaseResult", "collect_cases", "run_case"]
+__all__ = ["Case", "CaseResult", "collect_cases", "run_case", "run_composed", "skipped"]
 
 Status = Literal["pass", "fail", "todo", "fixed"]
 
@@ -42,6 +50,11 @@ class CaseResult:
     hits: tuple[str, ...]
     problems: tuple[str, ...] = ()
     error: str | None = None
+    reply_differs: bool = False
+    """The final reply differs from the case's ``expect`` (in the set the case was run on)."""
+    changed: bool = False
+    """The reply differs from ``expect`` only because a later source changes it (the case
+    passes against the sources up to its own: :func:`run_composed`)."""
 
     @property
     def ok(self) -> bool:
@@ -94,7 +107,8 @@ def run_case(policyset: PolicySet, case: Case) -> CaseResult:
             f"expected {'a hit' if want else 'no hit'} of {case.policy}, "
             f"got {'a hit' if hit else 'none'}"
         )
-    if case.expect is not None and verdict.reply != case.expect:
+    differs = case.expect is not None and verdict.reply != case.expect
+    if differs:
         problems.append("the reply after actions differs from 'expect':")
     status: Status
     if case.kind in ("hit", "ok"):
@@ -109,4 +123,37 @@ def run_case(policyset: PolicySet, case: Case) -> CaseResult:
         hits=tuple(h.policy for h in verdict.hits),
         problems=tuple(problems),
         error=mine.error if mine is not None else None,
+        reply_differs=differs,
     )
+
+
+def skipped(policyset: PolicySet) -> tuple[Policy, ...]:
+    """The policies an override turned off: their cases are not run."""
+    return policyset.composition.disabled
+
+
+def run_composed(
+    policyset: PolicySet,
+    cases: list[Case],
+    written_for: Callable[[int], PolicySet | None],
+) -> list[CaseResult]:
+    """Every case against the composed set; an ``expect`` that only a later source breaks is
+    judged against ``written_for(i)``, the set of sources 0..i (i: the case's own source; None
+    when that prefix does not load on its own: then the case fails as it stands)."""
+    origin = policyset.composition.origin
+    last = len(policyset.composition.sources) - 1
+    results = []
+    for case in cases:
+        result = run_case(policyset, case)
+        own = origin.get(case.policy, last)
+        if (
+            result.status == "fail"
+            and result.reply_differs
+            and len(result.problems) == 1
+            and result.error is None
+        ):
+            base = written_for(own) if own < last else None
+            if base is not None and run_case(base, case).status == "pass":
+                result = replace(result, status="pass", problems=(), changed=True)
+        results.append(result)
+    return results

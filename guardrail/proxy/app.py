@@ -44,8 +44,6 @@ import json
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from email.utils import formatdate
-from pathlib import Path
-
 import httpx
 import structlog
 from starlette.applications import Starlette
@@ -62,6 +60,7 @@ from guardrail.observe.logs import Exchange, log_request, new_request_id, safe_s
 from guardrail.config.recording import recorder_for
 from guardrail.observe.record import Recorder
 from guardrail.proxy.pipeline import Pipeline
+from guardrail.policy.sources import PolicySource
 from guardrail.config.policysets import PolicySets
 from guardrail.config.routes import NoRoute
 from guardrail.config.settings import Settings
@@ -217,7 +216,7 @@ def build_app(
     transport: httpx.AsyncBaseTransport | None = None,
     *,
     recorder: Recorder | None = None,
-    route_policies: Mapping[Path, PolicyEngine] | None = None,
+    route_policies: Mapping[PolicySource, PolicyEngine] | None = None,
 ) -> Starlette:
     """The proxy as an ASGI app. ``transport`` replaces the upstream transport (tests);
     ``recorder`` defaults to one built from ``settings`` (metrics, and audit to its sink);

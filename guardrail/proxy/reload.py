@@ -2,9 +2,9 @@
 
 Three triggers run the same :meth:`Reloader.reload`: ``SIGHUP`` (:func:`reload_on_sighup`), an
 authenticated ``POST /-/reload`` on the admin listener (``guardrail.proxy.admin``), and, when
-``watch_policies`` is on, :func:`watch`, which polls the policy files' modification times every
-``watch_interval`` seconds (no extra dependency, works on every filesystem, containers' mounted
-ConfigMaps included).
+``watch_policies`` is on, :func:`watch`, which polls the modification times of the files of every
+policy source (each source of a list, the bundled pack's too) every ``watch_interval`` seconds
+(no extra dependency, works on every filesystem, containers' mounted ConfigMaps included).
 
 Guarantees:
 
@@ -27,7 +27,6 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -37,6 +36,7 @@ from guardrail.observe import metrics
 from guardrail.observe.logs import get_logger, safe_stack
 from guardrail.proxy.pipeline import PolicyEngine, PolicyHolder
 from guardrail.policy import PolicySet, load_policies
+from guardrail.policy.sources import PolicySource, as_list, describe
 
 __all__ = [
     "PolicyHolder",
@@ -97,11 +97,11 @@ class Reloader:
     def __init__(
         self,
         holder: PolicyHolder,
-        source: Path,
+        source: PolicySource,
         *,
         on_install: Callable[[PolicySet], None] | None = None,
         installed: Callable[[], None] | None = None,
-        load: Callable[[Path], PolicySet] = load_policies,
+        load: Callable[[PolicySource], PolicySet] = load_policies,
     ) -> None:
         self.holder = holder
         self.source = source
@@ -131,7 +131,7 @@ class Reloader:
         _log.info(
             "policy_reload",
             trigger=trigger,
-            source=str(self.source),
+            source=describe(self.source),
             policy_digest=new.digest,
             previous_digest=current.digest,
             policy_count=len(new.policies),
@@ -148,7 +148,7 @@ class Reloader:
     ) -> ReloadResult:
         metrics.RELOADS.labels(trigger, "failure").inc()
         metrics.LAST_RELOAD_OK.set(0)
-        context: dict[str, Any] = {"trigger": trigger, "source": str(self.source)}
+        context: dict[str, Any] = {"trigger": trigger, "source": describe(self.source)}
         if error is not None:
             context.update(
                 file=error.file, line=error.line, policy_id=error.policy_id, error=error.message
@@ -207,20 +207,26 @@ def reload_on_sighup(reloader: Reloader) -> Iterator[bool]:
         loop.remove_signal_handler(sighup)
 
 
-def fingerprint(source: Path) -> tuple[tuple[str, int, int, int], ...]:
-    """What :func:`watch` compares: name, mtime (ns), size and inode of each policy file, in the
-    loader's own selection (``*.yaml``/``*.yml`` directly in a folder, or the one file)."""
-    if source.is_dir():
-        files = sorted(p for p in source.iterdir() if p.suffix in (".yaml", ".yml"))
-    else:
-        files = [source]
+def fingerprint(source: PolicySource) -> tuple[tuple[str, int, int, int], ...]:
+    """What :func:`watch` compares: path, mtime (ns), size and inode of each policy file of each
+    source, in the loader's own selection (``*.yaml``/``*.yml`` directly in a folder, or the one
+    file). A source that cannot be listed counts as empty: its return is a change too."""
     out = []
-    for path in files:
+    for root in as_list(source):
         try:
-            st = path.stat()
+            files = (
+                sorted(p for p in root.iterdir() if p.suffix in (".yaml", ".yml"))
+                if root.is_dir()
+                else [root]
+            )
         except OSError:
-            continue
-        out.append((path.name, st.st_mtime_ns, st.st_size, st.st_ino))
+            files = []
+        for path in files:
+            try:
+                st = path.stat()
+            except OSError:
+                continue
+            out.append((str(path), st.st_mtime_ns, st.st_size, st.st_ino))
     return tuple(out)
 
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from guardrail.state.config import StateConfig
 from guardrail.state.keys import Keyring
 
-__all__ = ["Identity", "identify", "state_header_names", "strip_state_headers"]
+__all__ = ["Identity", "identify", "identify_user", "state_header_names", "strip_state_headers"]
 
 _TRUE = frozenset({"1", "true", "yes", "on"})
 
@@ -75,14 +75,25 @@ def identify(
 
     ``headers``: the request headers (a starlette ``Headers`` or any mapping; names are
     compared case-insensitively). ``body``: the parsed JSON body (anything else is ignored).
-    ``api``: the request's API name (``guardrail.guard.inspection``). ``minor_route``: the route marks
-    every user a minor.
+    ``api``: the request's API name. ``minor_route``: the route marks every user a minor.
     """
+    return identify_user(headers, body_user(body, api), config, minor_route=minor_route)
+
+
+def identify_user(
+    headers: Mapping[str, str],
+    raw_body_user: str | None,
+    config: StateConfig,
+    *,
+    minor_route: bool = False,
+) -> Identity | None:
+    """:func:`identify` when the body's user id was already read (the request flow has it
+    from the API's parser, ``ChatRequest.user``): the header wins over the body."""
     lowered = {str(name).lower(): value for name, value in headers.items()}
     raw_user = _text(lowered.get(config.user_header))
     source = "header"
     if raw_user is None:
-        raw_user, source = body_user(body, api), "body"
+        raw_user, source = _text(raw_body_user), "body"
     if raw_user is None:
         return None
     keys = Keyring(config.key)

@@ -93,7 +93,7 @@ def _early_unless_cases() -> list[Case]:
 @pytest.mark.xfail(
     strict=True,
     reason="TextGuard (sentence) decides a conversation-only prepend before the reply, so a "
-    "prepend 'unless' that reads the reply cannot drop it: guard.py must hold such prepends "
+    "prepend 'unless' that reads the reply cannot drop it: guard/text.py must hold such prepends "
     "back (or treat them as reply-dependent). Remove this marker once fixed.",
 )
 def test_sentence_mode_honours_prepend_unless() -> None:

@@ -111,3 +111,39 @@ def _listen_address(proc: subprocess.Popen[str]) -> str:
         if '"serving"' in line:
             return str(json.loads(line)["listen"])
     raise AssertionError("guardrail serve --demo did not start")
+
+
+def test_the_installed_wheel_composes_default_with_a_folder_of_ones_own(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``policies: [default, ./mine]`` from outside the repository: the folder uses the bundled
+    pack's signal and resources and turns one of its policies off (issue 13, item 2)."""
+    _, bin_dir = built
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "mine.yaml").write_text(
+        "policies:\n"
+        "  - id: mine.line\n"
+        "    category: mine\n"
+        "    description: a distressed person gets the crisis line from us too\n"
+        "    condition: user.distress\n"
+        "    actions: [{append: {text: 'MINE: {crisis_line}'}}]\n"
+        "overrides:\n"
+        "  policies:\n"
+        "    referral.distress: {enabled: false}\n"
+    )
+    tested = subprocess.run(
+        [str(bin_dir / "guardrail"), "test", "default", "./mine"],
+        cwd=tmp_path, capture_output=True, text=True,
+    )  # fmt: skip
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "SKIP referral.distress" in tested.stdout and " 0 failed" in tested.stdout
+    case = {"id": "1", "messages": [{"role": "user", "content": "I feel so hopeless."}],
+            "reply": "Ok."}
+    checked = subprocess.run(
+        [str(bin_dir / "guardrail"), "check", "--jsonl", "-", "--policies", "default,./mine"],
+        cwd=tmp_path, input=json.dumps(case) + "\n", capture_output=True, text=True,
+    )  # fmt: skip
+    assert checked.returncode == 0, checked.stderr
+    result = json.loads(checked.stdout)
+    assert [h["policy"] for h in result["hits"]] == ["mine.line"]
+    assert result["reply"] == "Ok.\n\nMINE: the 988 Suicide & Crisis Lifeline"

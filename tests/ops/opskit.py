@@ -263,8 +263,9 @@ def chat(text: str, **extra: Any) -> dict[str, Any]:
 
 def drive_traffic(proxy: str, admin: str, folder: Path, token: str) -> None:
     """Every kind of event the dashboards show, three times over: a crisis prepend and a sentence
-    removal, a shadow hit, a block, an unchanged reply, an upstream 500, a stream, a models
-    list; then one refused and one good reload through the admin endpoint."""
+    removal, a shadow hit, a block, an unchanged reply, an upstream 500, a client error (a body
+    the upstream cannot parse: 400), a stream, a models list; then one refused and one good
+    reload through the admin endpoint."""
     with httpx.Client(base_url=proxy, timeout=10) as client:
         for _ in range(3):
             for body in (
@@ -276,6 +277,12 @@ def drive_traffic(proxy: str, admin: str, folder: Path, token: str) -> None:
                 chat("reply: Streams pass through.", stream=True),
             ):
                 client.post("/v1/chat/completions", json=body)
+            bad = client.post(
+                "/v1/chat/completions",
+                content=b'{"model": "ops-model", "messages": [',
+                headers={"content-type": "application/json"},
+            )
+            assert bad.status_code == 400
             client.get("/v1/models")
             time.sleep(0.5)
     auth = {"authorization": f"Bearer {token}"}

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import math
 
-from guardrail.observe.stats import Sample, StatsHistory, quantile
+from prometheus_client import CollectorRegistry, Counter
+
+from guardrail.observe.stats import Sample, StatsHistory, quantile, read_sample
 
 
 def test_quantile_interpolates_like_histogram_quantile() -> None:
@@ -52,3 +54,48 @@ def test_a_young_process_reports_what_its_windows_cover() -> None:
     assert (
         doc["windows"]["5m"]["seconds"] == 30 and doc["windows"]["5m"]["counts"]["requests"] == 30
     )
+
+
+def test_client_errors_are_read_apart_from_upstream_errors_as_the_rules_select() -> None:
+    registry = CollectorRegistry()
+    errors = Counter(
+        "guardrail_upstream_errors", "", ("route", "api", "reason"), registry=registry
+    )
+    skipped = Counter("guardrail_not_inspected", "", ("route", "api", "reason"), registry=registry)
+    policy_errors = Counter("guardrail_policy_errors", "", ("policy",), registry=registry)
+    audit = Counter("guardrail_audit_events", "", ("result",), registry=registry)
+    requests = Counter("guardrail_requests", "", ("route", "api", "outcome"), registry=registry)
+    errors.labels("/", "openai.chat", "status_4xx").inc(4)
+    errors.labels("/", "openai.chat", "status_5xx").inc(2)
+    errors.labels("/b", "passthrough", "timeout").inc(1)
+    skipped.labels("/", "openai.chat", "upstream-error").inc(6)  # the upstream's fault, not ours
+    skipped.labels("/", "openai.chat", "too-large").inc(3)
+    skipped.labels("/", "openai.chat", "engine-error").inc(1)
+    policy_errors.labels("p").inc(2)
+    audit.labels("written").inc(9)
+    audit.labels("failed").inc(1)
+    requests.labels("/", "openai.chat", "unchanged").inc(20)
+    requests.labels("/", "passthrough", "rejected").inc(5)
+    counts = read_sample(registry).counts
+    assert counts["upstream_errors"] == 3 and counts["client_errors"] == 4
+    assert counts["not_inspected"] == 4 and counts["engine_errors"] == 3
+    assert counts["audit_failures"] == 1
+    assert counts["requests"] == 25 and counts["requests.rejected"] == 5
+
+
+def test_a_window_judges_its_own_figures() -> None:
+    now = [0.0]
+    errors = [0.0]
+
+    def read() -> Sample:
+        counts = {"upstream_errors": errors[0], "upstream_requests": 10 * now[0]}
+        return Sample(at=0.0, counts=counts, last_reload_ok=1.0)
+
+    history = StatsHistory(read=read, clock=lambda: now[0])
+    for _ in range(40):  # 10 requests a second; 40 errors in the first 40 s, then none
+        history.sample()
+        now[0] += 10
+        errors[0] += 10 if now[0] <= 40 else 0
+    doc = history.stats()
+    assert doc["totals"]["figures"]["upstream_errors"]["state"] == "warn"  # 40 of 4,000
+    assert doc["windows"]["1m"]["figures"]["upstream_errors"]["state"] == "zero"

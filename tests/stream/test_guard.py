@@ -1,4 +1,4 @@
-"""TextGuard, the incremental text guard (guardrail/guard.py), in each holdback mode."""
+"""TextGuard, the incremental text guard (guardrail/guard/text.py), in each holdback mode."""
 
 from __future__ import annotations
 
