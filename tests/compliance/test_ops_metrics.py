@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import pytest
 
+from guardrail.errors import StateUnavailable
 from guardrail.observe import metrics as m
+from guardrail.state.config import StateConfig
+from guardrail.state.identity import Identity
+from guardrail.state.link import StateLink
+from guardrail.state.memory import MemoryStore
+from guardrail.state.model import UserState
 from tests.ops.opskit import exposition, parse, value
 
 from .conftest import Run
@@ -61,3 +67,38 @@ def test_state_calls_errors_and_the_up_gauge() -> None:
             bad()
     samples = parse(exposition())
     assert ({"backend": "redis"}, 1.0) in samples["guardrail_state_store_up"]
+
+
+class _Flaky(MemoryStore):
+    """A memory store whose calls fail while ``down`` (as a stopped Redis fails the link)."""
+
+    down = True
+
+    async def load(self, identity: Identity, now: float) -> UserState:
+        if self.down:
+            raise StateUnavailable("state store unreachable", cause="connection")
+        return await super().load(identity, now)
+
+
+@pytest.mark.anyio
+async def test_the_state_link_reports_the_store_down_and_back_up() -> None:
+    """What the GuardrailStateStoreDown alert reads: the link's failed load sets the gauge to 0
+    and counts the error; the next answered load sets it back to 1."""
+    config = StateConfig(backend="redis")  # the label only: the store itself is in memory
+    store = _Flaky(config)
+    link = StateLink(store, config)
+    who = Identity(user="u" * 32)
+    m.state_store_up("redis", True)  # so the 0 below can only come from the link
+    calls, errors = (
+        value("guardrail_state_operations_total", operation="load"),
+        value("guardrail_state_errors_total", operation="load"),
+    )
+    facts = await link.facts(who, 1_000_000.0, frozenset({"session.minutes"}))
+    assert "session.minutes" not in facts and link.degraded
+    assert value("guardrail_state_store_up", backend="redis") == 0
+    assert value("guardrail_state_errors_total", operation="load") == errors + 1
+    store.down = False
+    facts = await link.facts(who, 1_000_060.0, frozenset({"session.minutes"}))
+    assert "session.minutes" in facts and not link.degraded
+    assert value("guardrail_state_store_up", backend="redis") == 1
+    assert value("guardrail_state_operations_total", operation="load") == calls + 2
