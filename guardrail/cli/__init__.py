@@ -1,4 +1,5 @@
-"""The ``guardrail`` command line: ``serve``, ``test``, ``check`` and ``state``.
+"""The ``guardrail`` command line: ``serve``, ``test``, ``check``, ``state``, ``protocol`` and
+``report``.
 
 This module only parses arguments and dispatches; each command lives in its own module beside it (``guardrail/cli/*.py``).
 Every command returns a process exit status: 0 on success, 1 when the checked thing failed
@@ -23,7 +24,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from guardrail.cli import check, policytest, serve, state
+    from guardrail.cli import check, policytest, protocol, report, serve, state
 
     serve.add_arguments(
         sub.add_parser("serve", help="run the guardrail proxy", description=serve.__doc__)
@@ -36,6 +37,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     state.add_arguments(
         sub.add_parser("state", help="act on the per-user state store", description=state.__doc__)
+    )
+    protocol.add_arguments(
+        sub.add_parser(
+            "protocol",
+            help="render the policy set as a readable crisis protocol",
+            description=protocol.__doc__,
+            formatter_class=argparse.RawDescriptionHelpFormatter,
+        )
+    )
+    report.add_arguments(
+        sub.add_parser("report", help="reports from the audit trail", description=report.__doc__)
     )
     return parser
 

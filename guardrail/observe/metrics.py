@@ -29,6 +29,11 @@ target: run one guardrail process per pod (or per port).
 | ``guardrail_replies_rewritten_total`` | counter | route, api | replies whose text an enforce-mode action changed (not blocked) |
 | ``guardrail_replies_blocked_total`` | counter | route, api | replies replaced by a block text |
 | ``guardrail_crisis_resources_added_total`` | counter | route, locale | replies to which crisis resources were added |
+| ``guardrail_crisis_referrals_total`` | counter | locale, kind | crisis referrals delivered, by kind (``observe.referrals``: the rule ``guardrail report referrals`` counts by) |
+| ``guardrail_containment_actions_total`` | counter | action | containment steps taken or skipped (:data:`CONTAINMENT_ACTIONS`) |
+| ``guardrail_state_store_up`` | gauge | backend | 1 if the state store answered its last call, 0 if not (:data:`STATE_BACKENDS`) |
+| ``guardrail_state_operations_total`` | counter | operation | calls to the state store (:data:`STATE_OPERATIONS`) |
+| ``guardrail_state_errors_total`` | counter | operation | state store calls that failed or timed out |
 | ``guardrail_regenerations_total`` | counter | route, api, outcome | upstream asked once more for a policy (:data:`REGENERATE_OUTCOMES`) |
 | ``guardrail_policy_hits_total`` | counter | policy, category, action, mode | policy hits (shadow hits included, by mode) |
 | ``guardrail_policy_errors_total`` | counter | policy | policy evaluations that raised (failed open or closed) |
@@ -66,10 +71,12 @@ from prometheus_client.exposition import choose_encoder
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from guardrail.formats.registry import API_NAMES
+from guardrail.observe.referrals import CRISIS_KINDS
 from guardrail.version import __version__
 
 __all__ = [
     "APIS",
+    "CONTAINMENT_ACTIONS",
     "JUDGE_OUTCOMES",
     "MULTIPROC_ENV",
     "NOT_INSPECTED",
@@ -79,14 +86,21 @@ __all__ = [
     "REGENERATE_OUTCOMES",
     "REGISTRY",
     "RELOAD_TRIGGERS",
+    "STATE_BACKENDS",
+    "STATE_OPERATIONS",
     "UPSTREAM_ERRORS",
     "bounded",
+    "init_containment",
     "init_judges",
     "init_policy_labels",
     "init_route",
     "multiprocess",
+    "note_containment",
+    "note_records",
+    "note_state",
     "render",
     "scrape_registry",
+    "state_store_up",
 ]
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -306,6 +320,56 @@ REFUSED = Counter(
     ("reason",),
     registry=REGISTRY,
 )
+CRISIS_REFERRALS = Counter(
+    "guardrail_crisis_referrals",
+    "Crisis referrals delivered in replies (enforce-mode hits of crisis referral policies in "
+    "replies not blocked by another policy), by locale and kind: the live view of the yearly "
+    "count that `guardrail report referrals` takes from the audit trail.",
+    ("locale", "kind"),
+    registry=REGISTRY,
+)
+CONTAINMENT_ACTIONS = (
+    "disclosure",  # an AI disclosure was given (record "disclosure")
+    "break_reminder",  # a break reminder was given (record "break_reminder")
+    "wind_down",  # a session wind-down was given (record "wind_down")
+    "referral_paced",  # a distress referral was held back: one was given recently
+    "referral_repointed",  # a referral was given again: distress persisted or escalated
+    "state_skipped",  # a state-based policy was skipped: no identity or the store is down
+)
+"""What the containment pack did, or could not do (``guardrail_containment_actions_total``)."""
+RECORD_ACTIONS = ("disclosure", "break_reminder", "wind_down")
+"""Verdict records (FACTS-CONTRACT) counted as a containment action when a reply carries them."""
+CONTAINMENT = Counter(
+    "guardrail_containment_actions",
+    "Containment steps: AI disclosures, break reminders, wind-downs and referral pacing given, "
+    "and state-based policies skipped for want of state, by action.",
+    ("action",),
+    registry=REGISTRY,
+)
+STATE_BACKENDS = ("memory", "redis")
+STATE_OPERATIONS = ("load", "observe", "erase", "ping")
+"""The state store's calls (``guardrail.state``): a request's load and observe, an admin erase,
+the health ping."""
+STATE_UP = Gauge(
+    "guardrail_state_store_up",
+    "1 if the state store answered its last call or ping, 0 if it did not (state-based policies "
+    "are then skipped), by backend.",
+    ("backend",),
+    registry=REGISTRY,
+    multiprocess_mode="livemin",
+)
+STATE_OPERATIONS_TOTAL = Counter(
+    "guardrail_state_operations",
+    "Calls to the state store, by operation.",
+    ("operation",),
+    registry=REGISTRY,
+)
+STATE_ERRORS = Counter(
+    "guardrail_state_errors",
+    "State store calls that failed or timed out, by operation.",
+    ("operation",),
+    registry=REGISTRY,
+)
 ADMIN_UNAUTHORIZED = Counter(
     "guardrail_admin_unauthorized",
     "Admin requests refused for a missing or wrong bearer token.",
@@ -358,6 +422,53 @@ def init_process() -> None:
         AUDIT_EVENTS.labels(result)
     for reason in REFUSALS:
         REFUSED.labels(reason)
+    init_containment()
+
+
+def init_containment() -> None:
+    """Create the containment and state store counters at zero (idempotent). The
+    ``guardrail_state_store_up`` gauge is left out: it exists once a store reports
+    (:func:`state_store_up`), so a proxy without one never looks like one that is down."""
+    for action in CONTAINMENT_ACTIONS:
+        CONTAINMENT.labels(action)
+    for operation in STATE_OPERATIONS:
+        STATE_OPERATIONS_TOTAL.labels(operation)
+        STATE_ERRORS.labels(operation)
+
+
+def note_containment(action: str, count: int = 1) -> None:
+    """Count ``count`` containment steps of one of :data:`CONTAINMENT_ACTIONS`; any other
+    action raises ValueError (a bug in the caller, never a value a client sent)."""
+    if action not in CONTAINMENT_ACTIONS:
+        raise ValueError(f"unknown containment action {action!r}")
+    if count:
+        child(CONTAINMENT, action).inc(count)
+
+
+def note_records(records: Iterable[str]) -> None:
+    """Count what one reply's verdict records (``Verdict.records``) as containment actions:
+    ``disclosure``, ``break_reminder`` and ``wind_down`` each once; other records are not
+    containment actions and are ignored."""
+    for record in set(records):
+        if record in RECORD_ACTIONS:
+            child(CONTAINMENT, record).inc()
+
+
+def note_state(operation: str, ok: bool) -> None:
+    """One state store call of :data:`STATE_OPERATIONS` and whether it succeeded; any other
+    operation raises ValueError (a bug in the caller)."""
+    if operation not in STATE_OPERATIONS:
+        raise ValueError(f"unknown state operation {operation!r}")
+    child(STATE_OPERATIONS_TOTAL, operation).inc()
+    if not ok:
+        child(STATE_ERRORS, operation).inc()
+
+
+def state_store_up(backend: str, up: bool) -> None:
+    """Set ``guardrail_state_store_up`` for ``backend`` (one of :data:`STATE_BACKENDS`)."""
+    if backend not in STATE_BACKENDS:
+        raise ValueError(f"unknown state backend {backend!r}")
+    child(STATE_UP, backend).set(1 if up else 0)
 
 
 def init_route(route: str, api: str) -> None:
@@ -397,9 +508,13 @@ def init_policy_labels(
     for policy, category, action, mode in rows:
         POLICY_HITS.labels(policy, category, action, mode)
         POLICY_ERRORS.labels(policy)
+    known = list(locales)
     for route in routes:
-        for locale in locales:
+        for locale in known:
             CRISIS_ADDED.labels(route, locale)
+    for locale in [*known, "other"]:
+        for kind in CRISIS_KINDS:
+            CRISIS_REFERRALS.labels(locale, kind)
     for mode in MODES:
         POLICIES_LOADED.labels(mode).set(sum(1 for row in rows if row[3] == mode))
 

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from guardrail.observe import metrics as m
 from guardrail.observe.audit import Auditor
 from guardrail.observe.logs import Exchange
+from guardrail.observe.referrals import delivered_kinds, referral_kind
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.policy.model import ACTION_ORDER
 
@@ -42,6 +43,7 @@ __all__ = [
     "crisis_policies",
     "note_outcome",
     "outcome_of",
+    "referral_kinds",
     "upstream_error_of",
 ]
 
@@ -65,6 +67,12 @@ def crisis_policies(policies: PolicySet) -> frozenset[str]:
                 if any(n in text for n in needles for text in variants):
                     found.add(policy.id)
     return frozenset(found)
+
+
+def referral_kinds(policies: PolicySet) -> dict[str, str]:
+    """Each crisis referral policy of ``policies`` with its kind (``observe.referrals``)."""
+    others = crisis_policies(policies)
+    return {p.id: k for p in policies.policies if (k := referral_kind(p.id, others)) is not None}
 
 
 def _added_crisis(verdict: Verdict, crisis: frozenset[str]) -> bool:
@@ -159,6 +167,9 @@ class Recorder:
         self._crisis: weakref.WeakKeyDictionary[PolicySet, frozenset[str]] = (
             weakref.WeakKeyDictionary()
         )
+        self._kinds: weakref.WeakKeyDictionary[PolicySet, dict[str, str]] = (
+            weakref.WeakKeyDictionary()
+        )
         for prefix, api in self.routes:
             m.init_route(prefix, api)
 
@@ -172,6 +183,7 @@ class Recorder:
         rows = [(p.id, p.category, p.strongest_action, p.mode) for p in policies.policies]
         m.init_policy_labels(rows, self.route_names, policies.resources.locales)
         self._crisis[policies] = crisis_policies(policies)
+        self._kinds[policies] = referral_kinds(policies)
 
     def _crisis_of(self, policies: object) -> frozenset[str]:
         if not isinstance(policies, PolicySet):
@@ -179,6 +191,14 @@ class Recorder:
         found = self._crisis.get(policies)
         if found is None:
             found = self._crisis[policies] = crisis_policies(policies)
+        return found
+
+    def _kinds_of(self, policies: object) -> dict[str, str]:
+        if not isinstance(policies, PolicySet):
+            return {}
+        found = self._kinds.get(policies)
+        if found is None:
+            found = self._kinds[policies] = referral_kinds(policies)
         return found
 
     def _route(self, route: str) -> str:
@@ -208,7 +228,8 @@ class Recorder:
         Also completes the request's canonical log line: ``actions`` (the enforce-mode actions
         taken, weakest first) and ``shadow`` (ids of the policies that hit in shadow mode)."""
         route, api = self._route(ex.route), m.bounded(ex.api, m.APIS)
-        crisis = self._crisis_of(policies)
+        crisis, kinds = self._crisis_of(policies), self._kinds_of(policies)
+        locales = policies.resources.locales if isinstance(policies, PolicySet) else ()
         hits = [hit for v in verdicts if v is not None for hit in v.hits]
         enforced = {h.action for h in hits if h.mode == "enforce" and h.error is None}
         ex.actions = [a for a in ACTION_ORDER if a in enforced] or None
@@ -223,6 +244,8 @@ class Recorder:
                 m.child(m.REPLIES_REWRITTEN, route, api).inc()
             if _added_crisis(verdict, crisis):
                 m.child(m.CRISIS_ADDED, route, verdict.locale).inc()
+            for kind in delivered_kinds(verdict.hits, kinds):
+                m.child(m.CRISIS_REFERRALS, m.bounded(verdict.locale, locales), kind).inc()
             for hit in verdict.hits:
                 m.child(m.POLICY_HITS, hit.policy, hit.category, hit.action, hit.mode).inc()
                 if hit.error is not None:

@@ -27,6 +27,11 @@ REQUIRED_PANELS = {
     "Guardrail overhead p50 / p99",
     "Upstream errors by reason",
     "Policy reload failures",
+    "Crisis referrals by kind",
+    "Crisis referrals in range by locale",
+    "Containment actions",
+    "State store up",
+    "State store errors by operation",
 }
 
 
@@ -83,6 +88,8 @@ def test_every_alert_says_how_severe_what_and_what_to_do() -> None:
         "GuardrailEngineErrors",
         "GuardrailPolicyReloadFailing",
         "GuardrailUpstreamErrors",
+        "GuardrailStateStoreDown",
+        "GuardrailStateStoreErrors",
     }
     tested = (DEPLOY / "prometheus" / "rules_test.yml").read_text()
     for alert in alerts:

@@ -30,6 +30,7 @@ RULES = DEPLOY / "prometheus" / "rules.yml"
 DASHBOARD = DEPLOY / "grafana" / "dashboard.json"
 TOKEN = "prometheus-scrape-token-42"
 RATE_INTERVAL = "30s"
+RANGE = "5m"
 
 
 def binary(name: str) -> str:
@@ -70,6 +71,7 @@ def panel_queries() -> list[tuple[str, str, str]]:
     for panel in json.loads(DASHBOARD.read_text())["panels"]:
         for target in panel.get("targets", []):
             expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$route", ".*")
+            expr = expr.replace("$__range", RANGE)
             out.append((panel["title"], target.get("legendFormat", ""), expr))
     return out
 
@@ -163,7 +165,12 @@ MUST_BE_POSITIVE = {
     "Upstream errors by reason",
     "Policy reload failures",
     "Policies loaded",
+    "Crisis referrals by kind",
+    "Crisis referrals in range by locale",
 }
+EMPTY_WITHOUT_A_STATE_STORE = {"State store up"}
+"""Panels of a series that exists only once a state store reports (none is configured here):
+their query must still parse and run."""
 
 
 def test_every_dashboard_panel_query_returns_data_from_a_real_prometheus(
@@ -201,6 +208,9 @@ def check_panels(prom: Prometheus) -> list[tuple[str, str, int, float]]:
     report = []
     for title, legend, expr in panel_queries():
         result = prom.query(expr)
+        if not result and title in EMPTY_WITHOUT_A_STATE_STORE:
+            report.append((title, legend, 0, math.nan))
+            continue
         assert result, f"panel {title!r} ({legend}) returned no data: {expr}"
         values = [float(r["value"][1]) for r in result]
         report.append((title, legend, len(result), max(values)))
@@ -214,7 +224,7 @@ def check_panels(prom: Prometheus) -> list[tuple[str, str, int, float]]:
 def _rules_evaluated(url: str) -> bool:
     groups = httpx.get(f"{url}/api/v1/rules").json()["data"]["groups"]
     rules = [rule for group in groups for rule in group["rules"]]
-    assert len(rules) == 12
+    assert len(rules) == 15
     for rule in rules:
         assert rule["health"] != "err", rule
     return all(rule["health"] == "ok" for rule in rules)
