@@ -75,6 +75,28 @@ def referral_kinds(policies: PolicySet) -> dict[str, str]:
     return {p.id: k for p in policies.policies if (k := referral_kind(p.id, others)) is not None}
 
 
+_REPOINT = "referral.repoint"
+_REFERRALS = frozenset({"referral.distress", _REPOINT})
+
+
+def _containment(verdict: Verdict) -> None:
+    """The containment steps one verdict took or could not take (the pack's referral pacing is
+    read from its own signals: distress, a referral given recently, and no referral now)."""
+    m.note_records(verdict.records)
+    if verdict.skipped:
+        m.note_containment("state_skipped", len(verdict.skipped))
+    enforced = {h.policy for h in verdict.hits if h.mode == "enforce" and h.error is None}
+    if _REPOINT in enforced:
+        m.note_containment("referral_repointed")
+    signals = verdict.signals
+    if (
+        signals.get("user.distress")
+        and signals.get("referral.given_recently")
+        and not enforced & _REFERRALS
+    ):
+        m.note_containment("referral_paced")
+
+
 def _added_crisis(verdict: Verdict, crisis: frozenset[str]) -> bool:
     """True when an enforced crisis-resource action shaped the reply: a blocked reply counts only
     when a crisis policy did the blocking (a block text replaces any prepended resources)."""
@@ -237,6 +259,7 @@ class Recorder:
         for verdict in verdicts:
             if verdict is None:
                 continue
+            _containment(verdict)
             m.child(m.REPLIES_INSPECTED, route, api).inc()
             if verdict.blocked:
                 m.child(m.REPLIES_BLOCKED, route, api).inc()

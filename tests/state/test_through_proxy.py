@@ -62,9 +62,10 @@ class Upstream:
         self.headers.append(request.headers)
         body = json.loads(request.content)
         if body.get("stream"):
-            return httpx.Response(200, headers={"content-type": "text/event-stream"},
-                                  content=chunks(self.reply))  # fmt: skip
-        return httpx.Response(200, json=completion(self.reply))
+            data, kind = chunks(self.reply), "text/event-stream"
+        else:
+            data, kind = json.dumps(completion(self.reply)).encode(), "application/json"
+        return httpx.Response(200, headers={"content-type": kind}, stream=httpx.ByteStream(data))
 
 
 class Proxy:
