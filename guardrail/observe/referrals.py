@@ -60,7 +60,7 @@ CRISIS_KINDS = (
 )
 """The ``kind`` label values of ``guardrail_crisis_referrals_total`` (a closed set)."""
 
-FOLLOW_UP_POLICIES = frozenset({"containment.crisis_followup"})
+FOLLOW_UP_POLICIES = frozenset({"referral.crisis_recent"})
 """Policies of the containment pack that keep the crisis line in later replies after a crisis
 was seen (fact ``crisis.hours_since``): each hit is a referral of kind ``crisis_followup``."""
 

@@ -32,6 +32,7 @@ def test_kinds_of_the_bundled_pack_and_of_a_custom_crisis_policy() -> None:
         "referral.crisis.child": "child",
         "referral.crisis.domestic_abuse": "domestic_abuse",
         "referral.crisis.sexual_violence": "sexual_violence",
+        "referral.crisis_recent": "crisis_followup",
     }
     assert referral_kinds(OPS) == {"ops.crisis": "other"}  # its prepend carries {crisis_line}
 
