@@ -97,6 +97,14 @@ _TILES = (
     ("engine_errors", "Engine errors"),
     ("reload_failures", "Reload failures"),
     ("audit_failures", "Audit write failures"),
+    ("crisis_referrals", "Crisis referrals"),
+    ("disclosures", "AI disclosures"),
+    ("break_reminders", "Break reminders"),
+    ("wind_downs", "Session wind-downs"),
+    ("referrals_paced", "Referrals paced"),
+    ("referrals_repointed", "Referrals re-pointed"),
+    ("state_skipped", "State policies skipped"),
+    ("state_errors", "State store errors"),
 )
 """The tiles, by figure name (``guardrail.observe.thresholds.figures``) and label."""
 

@@ -96,6 +96,12 @@ def _keys(name: str, labels: dict[str, str]) -> tuple[str, ...]:
         return ("policy_errors", "engine_errors")
     if name == "guardrail_audit_events_total":
         return ("audit_failures",) if labels.get("result") == "failed" else ()
+    if name == "guardrail_containment_actions_total":
+        return ("containment." + labels.get("action", ""),)
+    if name == "guardrail_state_errors_total":
+        return ("state_errors",)
+    if name == "guardrail_crisis_referrals_total":
+        return ("crisis_referrals",)
     plain = _COUNTERS.get(name)
     return (plain,) if plain else ()
 

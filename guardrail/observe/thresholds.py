@@ -64,6 +64,13 @@ _PLAIN = {
     "blocked": "blocked",
     "crisis_resources": "crisis_resources",
     "client_errors": "client_errors",
+    "crisis_referrals": "crisis_referrals",
+    "disclosures": "containment.disclosure",
+    "break_reminders": "containment.break_reminder",
+    "wind_downs": "containment.wind_down",
+    "referrals_paced": "containment.referral_paced",
+    "referrals_repointed": "containment.referral_repointed",
+    "state_skipped": "containment.state_skipped",
 }
 
 
@@ -107,6 +114,8 @@ def figures(
     )
     not_inspected = counts.get("not_inspected", 0.0)
     out["not_inspected"] = _share(not_inspected, inspectable, RULES["not_inspected"], "ok")
+    # the state store failing: state-based policies are skipped (GuardrailStateStoreErrors)
+    out["state_errors"] = _figure(counts.get("state_errors", 0.0), "warn")
     for name in ("engine_errors", "audit_failures"):
         out[name] = _figure(counts.get(name, 0.0), "bad", rule=RULES[name])
     rule = RULES["overhead_p99"]

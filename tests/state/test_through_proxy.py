@@ -226,3 +226,27 @@ async def test_two_replicas_share_one_session_through_redis(redis_server: RedisS
         await two.close()
         await one.app.state.state_store.aclose()
         await two.app.state.state_store.aclose()
+
+
+@pytest.mark.anyio
+async def test_the_built_in_page_counts_what_containment_did() -> None:
+    """The dashboard's figures (the same registry as /metrics) show disclosures and the state
+    policies skipped for want of a user."""
+    from guardrail.observe.stats import read_sample
+    from guardrail.observe.thresholds import figures
+
+    def now() -> dict[str, Any]:
+        sample = read_sample()
+        return figures(sample.counts, {}, None, 0.0, None)
+
+    before = now()
+    proxy = Proxy(MemoryStore(memory_config()), FakeClock(), Upstream(), memory_config())
+    try:
+        await proxy.say("Hi there", user="page-user")  # a session starts: a disclosure
+        await proxy.say("Hi there", user=None)  # no user: state policies skipped
+    finally:
+        await proxy.close()
+    after = now()
+    assert after["disclosures"]["value"] == (before["disclosures"]["value"] or 0) + 1
+    assert after["state_skipped"]["value"] > (before["state_skipped"]["value"] or 0)
+    assert after["state_errors"]["state"] in ("zero", "warn")
