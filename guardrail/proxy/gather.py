@@ -71,14 +71,15 @@ class Gathering:
         """Some judge reads the reply: a whole reply's text is wanted before judging."""
         return self._judges is not None and self._judges.reads_reply
 
-    async def facts(self, reply_text: str | None) -> Facts:
-        """Everything gathered; waits for what is still on its way."""
+    async def facts(self, reply_text: str | None) -> Facts | None:
+        """Everything gathered (None: nothing, as for a request without a user or judges);
+        waits for what is still on its way."""
         facts: Facts = {}
         if self._state is not None:
             facts.update(await self._state)
         if self._judges is not None:
             facts.update(await self._judges.result(reply_text))
-        return facts
+        return facts or None
 
     def cancel(self) -> None:
         """The exchange is abandoned (the upstream failed, the client left)."""

@@ -7,8 +7,8 @@ proxy's and the middleware's alike), in three steps:
    headers and the user id its API's body carries (``ChatRequest.user``), or None;
 2. :meth:`StateLink.facts` (awaited; the adapters start it beside the upstream call, so a store
    that answers before the upstream adds no latency): the facts the policies read. Without an
-   identity, or when no policy reads a state fact, the store is not asked at all and only the
-   clock's facts are given (a policy without state facts costs nothing extra). A store that
+   identity the store is not asked and no fact is given (the request is judged as the library
+   judges it); when no policy reads a state fact, only the clock's facts are given (a policy without state facts costs nothing extra). A store that
    fails or runs past ``state.timeout`` gives the clock's facts too: state-based policies are
    skipped (the engine lists them in ``Verdict.skipped``) and the degraded mode is counted and
    logged, never raised;
@@ -91,8 +91,12 @@ class StateLink:
     async def facts(
         self, identity: Identity | None, now: float, needed: frozenset[str]
     ) -> Facts:
-        """The facts of one request at ``now`` (never raises)."""
-        if identity is None or not needed:
+        """The facts of one request at ``now`` (never raises). A request that names no user
+        gets none, not even the clock's: it is judged exactly as the library judges it (every
+        policy that reads the clock also reads state, and is skipped either way)."""
+        if identity is None:
+            return {}
+        if not needed:
             return clock_facts(now, self.config)
         try:
             state = await self.store.load(identity, now)
