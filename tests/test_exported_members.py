@@ -17,8 +17,8 @@ from pathlib import Path
 import pytest
 
 import guardrail
+from tests.kit.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 PUBLIC = {
     "Conversation",
     "ConversationLike",

@@ -23,16 +23,17 @@ from guardrail.formats.sse import SSEDecoder
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import Conversation
 
-from .conftest import POLICIES, Stack
-from .servers import quoted
-from .wire import APIS, CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
+from .conftest import Stack
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.upstreams import quoted
+from tests.kit.wire import APIS, CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
 
 REPLY = (
     "Caf\u00e9 au lait \U0001f375 helps. You are absolutely right. I will always be here for "
     "you. Tea helps."
 )
 USER = "I feel hopeless tonight"
-EXPECTED = POLICIES.evaluate(Conversation.of(("user", USER)), REPLY).reply
+EXPECTED = STACK_POLICIES.evaluate(Conversation.of(("user", USER)), REPLY).reply
 
 
 def request_body(api: str) -> dict[str, Any]:

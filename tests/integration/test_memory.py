@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import FIXTURES
-from .servers import Background, MockAPI, quoted
+from tests.kit.paths import STACK_FIXTURES
+from tests.kit.servers import Background
+from tests.kit.upstreams import MockAPI, quoted
 
 MB = 1 << 20
 SENTENCES = (
@@ -52,7 +53,7 @@ def serve(tmp_path: Path, upstream: str) -> Iterator[tuple[subprocess.Popen[byte
     port = free_port()
     config = tmp_path / "guardrail.yaml"
     config.write_text(
-        f"upstream: {upstream}\nport: {port}\nadmin_port: 0\npolicies: {FIXTURES / 'policies'}\n"
+        f"upstream: {upstream}\nport: {port}\nadmin_port: 0\npolicies: {STACK_FIXTURES / 'policies'}\n"
         "audit: {sink: 'off'}\nlog_level: warning\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}

@@ -20,8 +20,8 @@ from pathlib import Path
 
 import httpx
 import pytest
+from tests.kit.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 import pytest
-from proxykit import Upstream, open_proxy, reply
+from tests.kit.proxyapp import Upstream, open_proxy, reply
 
 from guardrail import __version__
 from guardrail.policy import Conversation, PolicySet, Verdict

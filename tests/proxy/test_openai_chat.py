@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 
 import pytest
-from proxykit import completion
+from tests.kit.wire import completion
 
 from guardrail.formats import FormatError
 from guardrail.formats import openai_chat as fmt

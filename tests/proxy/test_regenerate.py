@@ -14,7 +14,9 @@ import anyio
 import httpx
 import openai
 import pytest
-from proxykit import FIXTURES, UPSTREAM, Upstream, chat_request, completion, open_proxy, reply
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.wire import chat_request, completion
 
 from guardrail.formats import anthropic_messages, ollama_chat, openai_chat, openai_responses
 from guardrail.observe.logs import configure_logging
@@ -32,7 +34,7 @@ AUTH = {"authorization": "Bearer sk-test"}
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "regenerate")
+    return load_policies(PROXY_FIXTURES / "regenerate")
 
 
 def regen_settings(**overrides: Any) -> Settings:

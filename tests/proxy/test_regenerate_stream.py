@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from proxykit import FIXTURES
+from tests.kit.paths import PROXY_FIXTURES
 
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.proxy.regenerate_stream import judge
@@ -21,7 +21,7 @@ CONVERSATION = Conversation.of(("user", "Will you stay?"))
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "regenerate")
+    return load_policies(PROXY_FIXTURES / "regenerate")
 
 
 def sse(data: object, event: str | None = None) -> bytes:

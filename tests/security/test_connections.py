@@ -26,10 +26,13 @@ from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.ops.opskit import Served
-from tests.proxy.proxykit import FIXTURES, UPSTREAM, chat_request, completion, reply
+from tests.kit.serve import Served
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, reply
+from tests.kit.wire import chat_request, completion
 
-from ._kit import closed_within, connect, exchange, parse, read_all, request, served
+from tests.kit.clients import closed_within, connect, exchange, parse, read_all, request
+from tests.kit.serve import served
 
 LIMITS = {
     "GUARDRAIL_HEADER_TIMEOUT": "1",
@@ -186,9 +189,9 @@ async def test_one_client_cannot_take_the_whole_upstream_pool() -> None:
     ``Retry-After`` in its API's format; streams together get 6 (three quarters), the next
     stream gets 503; another client's whole request still goes through throughout, and every
     slot comes back when the streams end."""
-    policies = load_policies(FIXTURES / "policies")
+    policies = load_policies(PROXY_FIXTURES / "policies")
     upstream = SlowUpstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies", max_connections=8,
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies", max_connections=8,
                         max_upstream_per_client=2)
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     stream = chat_request("I feel alone.", stream=True)
@@ -231,9 +234,9 @@ async def test_whole_requests_cannot_starve_streams() -> None:
     """Bad luck or attack, the other way round: slow whole requests from many clients fill the
     pool. They get three quarters of it at most (the next gets 503 ``requests_busy``), so a
     stream still finds a connection."""
-    policies = load_policies(FIXTURES / "policies")
+    policies = load_policies(PROXY_FIXTURES / "policies")
     upstream = SlowUpstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies", max_connections=8,
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies", max_connections=8,
                         max_upstream_per_client=2)
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     clients = {name: _client(app, f"10.0.1.{n}") for n, name in enumerate("abcde", 1)}
@@ -318,7 +321,8 @@ def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path
     (before, with the pool full, everyone else waited for a connection until a 504). Through a
     real ``guardrail serve`` with a pool of 8: the client's first 2 streams flow, the rest get
     429 at once; a second client (another source address) still gets its reply."""
-    from tests.integration.servers import Background, RawUpstream
+    from tests.kit.servers import Background
+    from tests.kit.upstreams import RawUpstream
 
     background = Background()
     try:
@@ -348,7 +352,7 @@ def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path
 @contextlib.contextmanager
 def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Served]:
     from guardrail.config.settings import DEFAULT_POLICIES
-    from tests.ops.opskit import guardrail_serve
+    from tests.kit.serve import guardrail_serve
 
     with guardrail_serve(tmp_path, upstream, DEFAULT_POLICIES, env=env) as proc:
         yield proc
@@ -358,7 +362,8 @@ def test_a_stalled_pipelined_head_never_writes_into_a_stream_in_progress(tmp_pat
     """Attack: while a stream is being sent, the client starts a pipelined second request and
     never finishes its head. The header timeout closes the connection, but the 408 is not
     written into the middle of the stream (which would corrupt it): the stream just ends."""
-    from tests.integration.servers import Background, RawUpstream
+    from tests.kit.servers import Background
+    from tests.kit.upstreams import RawUpstream
 
     background = Background()
     try:

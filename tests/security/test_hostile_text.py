@@ -25,8 +25,9 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy import scan as scan_module
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
-from embed._wire import ALL_PATHS, read_stream, read_whole, request_body
-from integration.servers import Background, MockAPI, quoted, read_body
+from tests.kit.wire import PATHS, read_stream, read_whole, request_body
+from tests.kit.servers import Background, read_body
+from tests.kit.upstreams import MockAPI, quoted
 
 MARK = "\u2603"
 """Stands for the hostile text while bodies are built; swapped for its bytes on the wire."""
@@ -36,7 +37,7 @@ HOSTILE = {
     "nul": b"\\u0000",
     "invalid-utf8": b"\xff\xfe\xc3",  # bytes no UTF-8 decoder accepts
 }
-APIS = tuple(ALL_PATHS)
+APIS = tuple(PATHS)
 CRISIS = f"I want to die.{MARK} I can't do this anymore."
 DISTRESS = f"I feel so alone and hopeless lately.{MARK}"
 REPLY = f"Maybe a change of scenery{MARK} would help, like a short trip this weekend."
@@ -110,7 +111,7 @@ class Stack:
         headers = {"content-type": "application/json", "x-mock-reply": quoted(reply)}
         if answer is not None:
             headers["x-hostile"] = answer
-        got = httpx.post(self.proxy + ALL_PATHS[api], content=raw, headers=headers, timeout=20)
+        got = httpx.post(self.proxy + PATHS[api], content=raw, headers=headers, timeout=20)
         assert got.status_code == 200, got.content[:300]
         assert self.upstream.bodies[-1] == raw  # the request is forwarded byte for byte
         # what a client's decoder reads (a byte no UTF-8 decoder accepts shows as U+FFFD)

@@ -21,16 +21,19 @@ from guardrail.guard.inspection import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import PolicySet, load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.proxy.proxykit import FIXTURES, UPSTREAM, Upstream, completion, open_proxy, reply
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.wire import completion
 
-from ._kit import connect, exchange, parse, read_all, request, served
+from tests.kit.clients import connect, exchange, parse, read_all, request
+from tests.kit.serve import served
 
 LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "policies")
+    return load_policies(PROXY_FIXTURES / "policies")
 
 
 def refused(reason: str) -> float:
@@ -62,7 +65,7 @@ async def test_oversized_body_gets_413_in_the_api_error_format(
     was accepted). Over ``max_request_bytes`` the client gets 413 with its API's own error body
     (what its SDK can parse), the upstream is never called, and the refusal is counted."""
     upstream = Upstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies",
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies",
                         max_request_bytes=LIMIT)
     before = refused("request_too_large")
     async with open_proxy(settings, policies, upstream) as client:
@@ -135,7 +138,7 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
             return reply(raw=sse, headers={"content-type": "text/event-stream"})
         return reply(body=completion("Hello."))
 
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     async with open_proxy(settings, policies, Upstream(answer)) as client:
         for size in (100, 4 * OFFLOAD_BYTES):
             response = await client.post("/v1/chat/completions", content=big_chat(size,
@@ -153,7 +156,8 @@ async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     """The same rule in the ASGI middleware (guardrail embedded in an app): a conversation over
     OFFLOAD_BYTES is parsed and the reply judged in a worker thread."""
     from guardrail.middleware import GuardrailMiddleware
-    from tests.embed._kit import Answer, asgi_post, chat_app
+    from tests.kit.clients import asgi_post
+    from tests.kit.upstreams import Answer, chat_app
 
     loop_thread = threading.get_ident()
     threads: list[int] = []

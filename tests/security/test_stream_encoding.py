@@ -18,7 +18,7 @@ import httpx
 import pytest
 import structlog
 
-from integration.wire import CHAT, OLLAMA, PATHS, STREAMS
+from tests.kit.wire import CHAT, OLLAMA, PATHS, STREAMS
 
 from ._streamkit import Proxy, counted, eventually, request_body, running
 

@@ -23,8 +23,8 @@ from guardrail.policy import Conversation
 from guardrail.policy import text as text_module
 from guardrail.policy.text import SentenceSplitter, split_sentences
 from guardrail.guard.stream import StreamGuard
-from integration.conftest import POLICIES
-from integration.wire import CHAT, chat_stream
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.wire import CHAT, chat_stream
 
 from ._streamkit import post, running
 
@@ -72,7 +72,7 @@ def test_a_long_run_without_spaces_is_handed_to_the_splitter_once(
     size = 2 * MB if piece != 4 else MB // 4
     reply = "x" * size
     body = b"".join(chat_stream(reply, size=piece))
-    guard = StreamGuard(CHAT, POLICIES, DISTRESS)
+    guard = StreamGuard(CHAT, STACK_POLICIES, DISTRESS)
     out = b"".join(guard.feed(body[i : i + 65536]) for i in range(0, len(body), 65536))
     out += guard.close()
     assert released_text(out).startswith(reply)  # nothing lost; the referral follows

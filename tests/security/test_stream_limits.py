@@ -25,7 +25,7 @@ from guardrail.errors import ConfigError
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
 from guardrail.config.settings import load_settings
-from integration.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
+from tests.kit.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
 
 from ._streamkit import Proxy, counted, eventually, post, running
 

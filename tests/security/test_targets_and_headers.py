@@ -20,19 +20,15 @@ from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet, load_policies
 from guardrail.proxy.serverproto import protocol_class
 from guardrail.config.settings import Settings
-from tests.ops.opskit import QuietServer
-from tests.proxy.proxykit import (
-    FIXTURES,
-    UPSTREAM,
-    Upstream,
-    asgi_call,
-    chat_request,
-    completion,
-    open_proxy,
-    reply,
-)
+from tests.kit.servers import QuietServer
+from tests.kit.clients import asgi_call
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.wire import chat_request, completion
 
-from ._kit import Recorder, exchange, request, served
+from tests.kit.clients import exchange, request
+from tests.kit.serve import served
+from tests.kit.upstreams import Recorder
 
 FORGED = {
     "x-guardrail-inspected": "true",
@@ -47,7 +43,7 @@ OURS = {"x-guardrail-inspected", "x-guardrail-reason", "x-guardrail-policies",
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "policies")
+    return load_policies(PROXY_FIXTURES / "policies")
 
 
 def _sse(text: str) -> bytes:
@@ -88,7 +84,7 @@ async def test_upstream_guardrail_headers_never_reach_the_client(
     guardrail does not annotate; the client must only ever see guardrail's own annotation."""
     method, path, body, answer = CASES[case]
     upstream = Upstream(answer)
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     async with open_proxy(settings, policies, upstream) as client:
         response = await client.request(method, path, content=body,
                                         headers={"content-type": "application/json"})
@@ -163,7 +159,7 @@ def _h11_proxy(upstream_url: str, policies: PolicySet) -> Iterator[str]:
 def test_absolute_form_is_refused_with_the_h11_protocol_too(policies: PolicySet) -> None:
     """The same absolute-form targets through guardrail's h11 protocol (used where httptools
     is not installed): still the 400, nothing forwarded."""
-    from tests.ops.opskit import ThreadedServer
+    from tests.kit.servers import ThreadedServer
 
     recorder = Recorder()
     with ThreadedServer(recorder) as upstream, _h11_proxy(upstream.url, policies) as proxy:
@@ -181,7 +177,7 @@ async def test_dot_segments_with_params_are_refused_in_the_app(
     """Attack: ``..;`` and ``.;`` segments, percent-encoded or not, as an ASGI server hands them
     to the app (the embedded proxy behind any server): 400, nothing forwarded."""
     upstream = Upstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     sent = await asgi_call(app, "GET", raw_path)
     assert sent.status == 400

@@ -29,8 +29,8 @@ from guardrail.state import (
 from guardrail.state.memory import MemoryStore
 from guardrail.state.redisstore import KEY_PREFIX, RedisStore
 
-from tests.ops.opskit import guardrail_serve, policy_copy
-from .rediskit import RedisServer
+from tests.kit.serve import guardrail_serve, policy_copy
+from tests.kit.redis import RedisServer
 
 TOKEN = "admin-token-for-state-tests"
 KEY = "shared-state-key-0123456789"

@@ -24,7 +24,7 @@ from guardrail.state.memory import MemoryStore
 from guardrail.state.model import RECORDS
 from guardrail.state.redisstore import KEY_PREFIX, RedisStore
 
-from .rediskit import RedisServer
+from tests.kit.redis import RedisServer
 
 pytestmark = pytest.mark.anyio
 
