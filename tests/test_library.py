@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +17,8 @@ from guardrail.policy.testing import collect_cases, run_case
 
 from tests.kit.paths import ROOT
 from tests.kit.policysets import PACK
+from tests.kit.serve import run_guardrail
+
 
 CASES = collect_cases(PACK)
 
@@ -34,6 +34,8 @@ def test_the_pack_loads_through_the_public_api() -> None:
     assert policies.default_locale in policies.locales
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_bad_policy_folder_fails_like_the_proxy(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(
         "policies:\n"
@@ -49,11 +51,8 @@ def test_a_bad_policy_folder_fails_like_the_proxy(tmp_path: Path) -> None:
     error = info.value
     assert isinstance(error, guardrail.GuardrailError)
     assert (Path(error.file or "").name, error.line, error.policy_id) == ("p.yaml", 6, "bad.one")
-    served = subprocess.run(
-        [sys.executable, "-m", "guardrail", "serve", "--policies", str(tmp_path),
-         "--upstream", "http://127.0.0.1:9", "--port", "0"],
-        capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
+    served = run_guardrail("serve", "--policies", str(tmp_path),
+                           "--upstream", "http://127.0.0.1:9", "--port", "0")  # fmt: skip
     assert served.returncode == 2
     assert served.stderr.strip() == f"guardrail serve: error: {error}"
 
@@ -84,16 +83,16 @@ def _cli_cases() -> list[dict[str, Any]]:
     return out
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_check_gives_what_guardrail_check_prints(tmp_path: Path) -> None:
     cases = _cli_cases()
     assert len(cases) >= 5
     jsonl = tmp_path / "cases.jsonl"
     jsonl.write_text("".join(json.dumps(c) + "\n" for c in cases), encoding="utf-8")
-    done = subprocess.run(
-        [sys.executable, "-m", "guardrail", "check", "--jsonl", str(jsonl),
-         "--policies", str(ROOT / "policies")],
-        capture_output=True, text=True, timeout=120, check=True,
-    )  # fmt: skip
+    done = run_guardrail("check", "--jsonl", str(jsonl), "--policies", str(ROOT / "policies"),
+                         timeout=120)
+    assert done.returncode == 0, done.stderr
     printed = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(printed) == len(cases)
     for case, cli in zip(cases, printed):

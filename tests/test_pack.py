@@ -14,6 +14,7 @@ import pytest
 
 from guardrail.policy import Case, Conversation, Message, Policy, load_policies
 from guardrail.policy.testing import collect_cases, run_case
+
 from tests.kit.paths import DEFAULT_PACK
 
 PACK_DIR = DEFAULT_PACK

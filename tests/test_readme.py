@@ -7,6 +7,7 @@ import re
 import pytest
 
 from guardrail.config.settings import ENV_PREFIX, KEYS
+
 from tests.kit.paths import ROOT
 
 README = (ROOT / "README.md").read_text(encoding="utf-8")

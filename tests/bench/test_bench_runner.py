@@ -11,6 +11,9 @@ import pytest
 from tests.kit.paths import ROOT
 
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
+
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed")
 def test_bench_embed_runs_and_reports() -> None:
     done = subprocess.run(

@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 from tests.kit.paths import POLICY_FIXTURES
+from tests.kit.serve import run_guardrail
+
+
+pytestmark = pytest.mark.subprocess
 
 BASIC = POLICY_FIXTURES / "basic"
-
-
-def _run(
-    *args: str, stdin: str = "", env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    full_env = {k: v for k, v in os.environ.items() if k != "GUARDRAIL_POLICIES"}
-    full_env.update(env or {})
-    return subprocess.run(
-        [sys.executable, "-m", "guardrail", *args],
-        check=False,
-        input=stdin,
-        capture_output=True,
-        text=True,
-        env=full_env,
-        timeout=60,
-    )
 
 
 CASES = [
@@ -57,8 +43,9 @@ def _jsonl() -> str:
     return "\n".join(lines[:2]) + "\n\n" + "\n".join(lines[2:]) + "\n"
 
 
+@pytest.mark.slow
 def test_check_contract_with_a_malformed_line() -> None:
-    proc = _run("check", "--jsonl", "-", "--policies", str(BASIC), stdin=_jsonl())
+    proc = run_guardrail("check", "--jsonl", "-", "--policies", str(BASIC), stdin=_jsonl())
     assert proc.returncode == 0, proc.stderr
     assert proc.stderr == ""  # no progress: stderr is not a terminal
     out = [json.loads(line) for line in proc.stdout.splitlines()]
@@ -79,10 +66,11 @@ def test_check_contract_with_a_malformed_line() -> None:
     assert out[4]["reply"] == "no id here" and out[4]["hits"] == []
 
 
+@pytest.mark.slow
 def test_check_explain_adds_evidence_with_excerpt(tmp_path: Path) -> None:
     path = tmp_path / "cases.jsonl"
     path.write_text(json.dumps(CASES[0]) + "\n", encoding="utf-8")
-    proc = _run(
+    proc = run_guardrail(
         "check",
         "--jsonl",
         str(path),
@@ -106,6 +94,7 @@ def test_check_explain_adds_evidence_with_excerpt(tmp_path: Path) -> None:
     assert "Samaritans" in result["reply"]
 
 
+@pytest.mark.slow
 def test_check_explain_names_the_construct_of_each_detector_that_fired(tmp_path: Path) -> None:
     """A leaf's own ``construct`` wins; a leaf without one takes its composite's (issue 15, 8)."""
     (tmp_path / "p.yaml").write_text(
@@ -137,7 +126,7 @@ policies:
     )
     case = {"id": "x", "messages": [{"role": "user", "content": "a burden to everyone, no way out"}],
             "reply": "Ok."}
-    proc = _run("check", "--jsonl", "-", "--explain", "--policies", str(tmp_path),
+    proc = run_guardrail("check", "--jsonl", "-", "--explain", "--policies", str(tmp_path),
                 stdin=json.dumps(case) + "\n")
     assert proc.returncode == 0, proc.stderr
     (hit,) = json.loads(proc.stdout)["hits"]
@@ -146,24 +135,26 @@ policies:
         ("user.burden", "burdensomeness"),
         ("user.trapped", "hopelessness"),
     ]
-    plain = _run("check", "--jsonl", "-", "--policies", str(tmp_path), stdin=json.dumps(case))
+    plain = run_guardrail("check", "--jsonl", "-", "--policies", str(tmp_path), stdin=json.dumps(case))
     assert "constructs" not in json.loads(plain.stdout)["hits"][0]  # only with --explain
 
 
 def test_check_bad_policies_exit_2() -> None:
-    proc = _run("check", "--jsonl", "-", "--policies", str(POLICY_FIXTURES / "missing"), stdin="")
+    proc = run_guardrail("check", "--jsonl", "-", "--policies", str(POLICY_FIXTURES / "missing"), stdin="")
     assert proc.returncode == 2
     assert "no such policy file or folder" in proc.stderr
 
 
+@pytest.mark.slow
 def test_policy_test_command_passes() -> None:
-    proc = _run("test", str(BASIC))
+    proc = run_guardrail("test", str(BASIC))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "7 cases of 3/3 policies: 7 passed, 0 failed" in proc.stdout
 
 
+@pytest.mark.slow
 def test_policy_test_command_reports_failures() -> None:
-    proc = _run("test", str(POLICY_FIXTURES / "failing"))
+    proc = run_guardrail("test", str(POLICY_FIXTURES / "failing"))
     assert proc.returncode == 1
     out = proc.stdout
     where = POLICY_FIXTURES / "failing" / "failing.yaml"
@@ -176,8 +167,9 @@ def test_policy_test_command_reports_failures() -> None:
     assert "  demo.cheer  2 passed, 3 failed, 2 known gaps, 1 fixed: promote them" in out
 
 
+@pytest.mark.slow
 def test_policy_test_command_reports_each_policy() -> None:
-    proc = _run("test", str(BASIC))
+    proc = run_guardrail("test", str(BASIC))
     lines = [line.split() for line in proc.stdout.splitlines() if line.startswith("  ")]
     assert sorted(line[0] for line in lines) == [
         "dependency.always",
@@ -187,13 +179,15 @@ def test_policy_test_command_reports_each_policy() -> None:
     assert all(line[2:4] == ["passed,", "0"] for line in lines)
 
 
+@pytest.mark.slow
 def test_policy_test_command_load_error_exits_2(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("policies:\n  - id: x\n    bogus: 1\n", encoding="utf-8")
-    proc = _run("test", str(tmp_path))
+    proc = run_guardrail("test", str(tmp_path))
     assert proc.returncode == 2
     assert f"{tmp_path / 'bad.yaml'}:3: policy 'x': unknown key 'bogus'" in proc.stderr
 
 
+@pytest.mark.slow
 def test_check_explain_covers_sentence_hits_conditions_and_regenerate(tmp_path: Path) -> None:
     (tmp_path / "p.yaml").write_text(
         "detectors:\n"
@@ -221,7 +215,7 @@ def test_check_explain_covers_sentence_hits_conditions_and_regenerate(tmp_path: 
         "messages": [{"role": "user", "content": "feeling low"}],
         "reply": "Fine. An oddword here.",
     }
-    proc = _run(
+    proc = run_guardrail(
         "check", "--jsonl", "-", "--explain", "--policies", str(tmp_path), stdin=json.dumps(case)
     )
     assert proc.returncode == 0, proc.stderr

@@ -17,7 +17,10 @@ from contextlib import contextmanager
 
 import httpx
 import pytest
+
 from tests.kit.servers import free_port
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 WORDS = 120  # the demo sends one word every 30 ms: a stream of about 3.6 s
 LONG_REPLY = " ".join(f"word{i}" for i in range(WORDS))

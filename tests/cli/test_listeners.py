@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,11 +13,15 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.kit.clients import exchange, request
 from tests.kit.metrics import parse
 from tests.kit.serve import BROKEN_POLICY, Served, guardrail_serve, policy_copy
 from tests.kit.servers import ThreadedServer
 from tests.kit.upstreams import MOCK_HEADER, mock_upstream
 from tests.kit.wire import chat_request
+
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 TOKEN = "listener-test-token-0123456789"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
@@ -40,21 +43,7 @@ def served(tmp_path: Path, upstream: str) -> Iterator[tuple[Served, Path]]:
 
 def raw(url: str, target: str, method: str = "GET") -> tuple[int, dict[str, str], bytes]:
     """Send a request line exactly as written (no client normalises it) and read the reply."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
-        head = f"{method} {target} HTTP/1.1\r\nHost: {parts.netloc}\r\n"
-        head += "Content-Length: 0\r\nConnection: close\r\n\r\n"
-        sock.sendall(head.encode("latin-1"))
-        data = b""
-        while chunk := sock.recv(65536):
-            data += chunk
-    status_line, _, rest = data.partition(b"\r\n")
-    header_block, _, body = rest.partition(b"\r\n\r\n")
-    headers = {}
-    for line in header_block.decode("latin-1").split("\r\n"):
-        name, _, value = line.partition(":")
-        headers[name.strip().lower()] = value.strip()
-    return int(status_line.split()[1]), headers, body
+    return exchange(url, request(method, target, host=urlsplit(url).netloc))
 
 
 CRAFTED = [

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import openai
 import pytest
-from tests.kit.paths import PROXY_FIXTURES
-from tests.kit.servers import free_port
 
 from guardrail.cli import main
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.serve import stop
+from tests.kit.servers import free_port
 
 
 def test_bad_policy_set_is_refused_with_file_and_line(capsys: pytest.CaptureFixture[str]) -> None:
@@ -127,14 +129,11 @@ def demo_process() -> Iterator[tuple[str, list[str]]]:
             time.sleep(0.05)
         yield f"http://127.0.0.1:{port}", list(lines)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_demo_end_to_end(demo_process: tuple[str, list[str]]) -> None:
     url, banner = demo_process
     text = "".join(banner)

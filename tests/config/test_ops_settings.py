@@ -99,6 +99,7 @@ def test_serve_flags_map_to_the_settings() -> None:
     assert args.audit_sink == "off" and args.audit_path is None
 
 
+@pytest.mark.slow
 def test_an_audit_file_that_cannot_be_opened_stops_start_up(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -105,6 +105,7 @@ def test_a_request_in_flight_keeps_the_set_it_started_with(tmp_path: Path) -> No
     assert holder.current.evaluate(conv, reply).hits == ()
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_watch_reloads_after_a_change_holds_still(tmp_path: Path) -> None:
     folder, holder, reloader, installed = make(tmp_path)

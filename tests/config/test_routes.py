@@ -9,9 +9,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from tests.kit.paths import PROXY_FIXTURES
-from tests.kit.proxyapp import reply
-from tests.kit.wire import chat_request, completion
 
 from guardrail.proxy.app import build_app
 from guardrail.config.values import API_NAMES
@@ -23,6 +20,10 @@ from guardrail.policy import PolicySet, load_policies
 from guardrail.proxy.reload import Reloader
 from guardrail.config.routes import NoRoute, Route, RouteTable, parse_routes
 from guardrail.config.settings import Settings, load_settings
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import reply
+from tests.kit.wire import chat_request, completion
 
 STRICT = """
 detectors:

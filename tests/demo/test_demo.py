@@ -11,12 +11,13 @@ import anthropic
 import httpx
 import openai
 import pytest
-from tests.kit.servers import live_server
 
 from guardrail.proxy.app import build_app
 from guardrail.demo import DEFAULT_REPLY, REPLY_HEADER, SCRIPTS, build_demo_app, choose_reply
 from guardrail.policy import load_policies
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
+
+from tests.kit.servers import live_server
 
 pytestmark = pytest.mark.anyio
 
@@ -149,6 +150,7 @@ async def demo_proxy() -> AsyncIterator[str]:
         await app.state.client.aclose()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_demo_speaks_anthropic_messages(demo_proxy: str, stream: bool) -> None:
     """The Anthropic SDK through the proxy to the demo: guarded, whole and streamed; the
@@ -175,6 +177,7 @@ async def test_the_demo_speaks_anthropic_messages(demo_proxy: str, stream: bool)
     assert "always be here" not in text and text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_demo_speaks_openai_responses(demo_proxy: str, stream: bool) -> None:
     """The OpenAI SDK's Responses API through the proxy to the demo; the header carries the
@@ -193,6 +196,7 @@ async def test_the_demo_speaks_openai_responses(demo_proxy: str, stream: bool) -
     assert "always be here" not in response.output_text and response.output_text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True])
 async def test_the_demo_speaks_ollama(demo_proxy: str, stream: bool) -> None:
     """Ollama's /api/chat through the proxy to the demo, whole and as NDJSON lines."""
@@ -208,6 +212,7 @@ async def test_the_demo_speaks_ollama(demo_proxy: str, stream: bool) -> None:
     assert lines[-1]["done"] is True and lines[-1]["guardrail"]["hits"]
 
 
+@pytest.mark.slow
 async def test_the_demo_reply_header_takes_any_text_on_chat_completions(demo_proxy: str) -> None:
     """``x-demo-reply`` with the user's own text on Chat Completions, streamed."""
     client = openai.AsyncOpenAI(base_url=f"{demo_proxy}/v1", api_key="x", max_retries=0)

@@ -22,6 +22,7 @@ from guardrail.config.settings import Settings, load_settings
 
 from tests.kit.paths import ROOT
 
+
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 CONTAINER_CONFIG = DEPLOY / "docker" / "guardrail.yaml"

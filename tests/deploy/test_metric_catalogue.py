@@ -12,8 +12,8 @@ from guardrail.observe import metrics as m
 from guardrail.observe.record import Recorder
 from guardrail.policy import load_policies
 
-from tests.kit.paths import OPS_POLICIES
-from tests.kit.paths import ROOT
+from tests.kit.paths import OPS_POLICIES, ROOT
+
 
 DEPLOY = ROOT / "deploy"
 _NAME = re.compile(r"\b(guardrail_[a-z_]+|up)\b(?!\s*\()")

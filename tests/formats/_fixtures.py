@@ -15,6 +15,7 @@ from typing import Any
 
 from tests.kit.wire import Event, sse_events
 
+
 REPLY_PIECES = ["You are absolutely", " right to feel that way", ". I am the only one", " who",
                 " truly understands you. Tell me more 🙂."]
 REPLY = "".join(REPLY_PIECES)

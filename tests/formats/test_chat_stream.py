@@ -15,9 +15,10 @@ from guardrail.formats.streams import (
     TextEnd,
 )
 
-from ._driver import Driver, cut, split_every
 from tests.kit.clients import openai_client
 from tests.kit.wire import sse_events
+
+from ._driver import Driver, cut, split_every
 
 from ._fixtures import (
     ANNOTATION,

@@ -19,9 +19,10 @@ from guardrail.formats.sse import SSEDecoder
 from guardrail.formats.streams import Forward, ReplyEnd, Terminator, TextDelta, TextEnd
 from guardrail.policy import Conversation, Message
 
-from ._driver import Driver, cut, split_every
 from tests.kit.clients import openai_client
 from tests.kit.wire import sse_events
+
+from ._driver import Driver, cut, split_every
 
 from ._fixtures import (
     ANNOTATION,

@@ -12,6 +12,7 @@ from guardrail.policy import Conversation, PolicySet, load_policies
 
 from tests.kit.wire import CHAT, MESSAGES, OLLAMA, RESPONSES, stream_bytes
 
+
 POLICIES: PolicySet = load_policies(Path(__file__).parent / "fixtures" / "policies")
 
 DISTRESS = Conversation.of(("user", "I feel hopeless tonight"))

@@ -231,6 +231,7 @@ def _cut(text: str, cuts: list[int]) -> list[str]:
     return [text[a:b] for a, b in pairwise(bounds)]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     reply=replies,

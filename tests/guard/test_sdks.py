@@ -10,6 +10,7 @@ from guardrail.guard.stream import StreamGuard
 
 from tests.kit.clients import anthropic_client, openai_client
 
+
 from .guardkit import (
     CRISIS,
     DISTRESS,

@@ -22,6 +22,8 @@ from .guardkit import (
     POLICIES,
 )
 
+pytestmark = pytest.mark.slow
+
 MB = 1 << 20
 # Sentences that keep every kind of policy busy: replaced, removed, a shadow reply detector.
 _SENTENCES = [

@@ -14,6 +14,7 @@ from guardrail.policy.testing import collect_cases
 
 from tests.kit.policysets import PACK
 
+
 CASES = collect_cases(PACK)
 EARLY_UNLESS = frozenset(
     p.id
@@ -37,6 +38,7 @@ def split(text: str, cuts: list[int]) -> list[str]:
     return [text[a:b] for a, b in itertools.pairwise(bounds)]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     case=st.sampled_from(CASES),

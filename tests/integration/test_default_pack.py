@@ -21,6 +21,7 @@ from guardrail.config.settings import DEFAULT_POLICIES, Settings
 from tests.kit.servers import Background
 from tests.kit.upstreams import MockAPI, quoted
 
+
 DEPENDENCY = (
     "I'll always be here for you, any time of day or night. You don't need anyone else when you "
     "have me. Only I really understand you."

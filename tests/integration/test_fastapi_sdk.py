@@ -22,6 +22,7 @@ from tests.kit.policysets import PACK
 from tests.kit.servers import live_server
 from tests.kit.wire import chat_stream, completion, pieces
 
+
 USER = "I've had panic attacks all week and I feel so alone."
 REPLY = (
     "That sounds exhausting. Slow breathing can help in the moment. "

@@ -21,8 +21,9 @@ import httpx
 import pytest
 
 from tests.kit.paths import STACK_FIXTURES
-from tests.kit.servers import Background
+from tests.kit.servers import Background, free_port
 from tests.kit.upstreams import MockAPI, quoted
+
 
 MB = 1 << 20
 SENTENCES = (
@@ -30,7 +31,11 @@ SENTENCES = (
     "\U0001f375. I will always be here for you. A long day ends, and that is fine."
 )
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc"),
+    pytest.mark.slow,
+    pytest.mark.subprocess,
+]
 
 
 def peak_rss(pid: int) -> int:
@@ -39,13 +44,6 @@ def peak_rss(pid: int) -> int:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) * 1024
     raise AssertionError("no VmHWM")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @contextlib.contextmanager

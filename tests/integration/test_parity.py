@@ -36,6 +36,7 @@ from tests.kit.policysets import PACK
 from tests.kit.upstreams import Answer, chat_app
 from tests.kit.wire import MEDIA, PATHS, pieces, read_stream, sse_events
 
+
 UPSTREAM = "https://upstream.test"
 
 PARTS_USER = [

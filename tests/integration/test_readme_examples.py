@@ -11,6 +11,7 @@ import pytest
 
 from tests.kit.paths import ROOT
 
+
 SECTION = "## Embed it in your own app"
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
@@ -57,6 +58,8 @@ def test_the_readme_has_the_embedding_examples() -> None:
 BLOCKS = readme_blocks()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"example-{i + 1}" for i in range(len(BLOCKS))])
 def test_a_readme_example_runs(code: str) -> None:
     done = run_block(code)

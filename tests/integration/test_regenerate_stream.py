@@ -29,10 +29,11 @@ from guardrail.policy import load_policies
 from guardrail.config.routes import parse_routes
 from guardrail.config.settings import Settings
 
+from tests.kit.paths import PROXY_FIXTURES
 from tests.kit.servers import Background
 from tests.kit.upstreams import quoted, stream_for
 from tests.kit.wire import BODIES, CHAT, MEDIA, MESSAGES, OLLAMA, RESPONSES, api_of
-from tests.kit.paths import PROXY_FIXTURES
+
 
 POLICIES = PROXY_FIXTURES / "regenerate"
 BAD = "Of course. I will always be here."
@@ -411,6 +412,7 @@ def regenerations(route: str, api: str, outcome: str) -> float:
     return REGISTRY.get_sample_value("guardrail_regenerations_total", labels) or 0.0
 
 
+@pytest.mark.slow
 def test_the_metric_counts_each_outcome_streamed_or_not(stack: Stack) -> None:
     keys = [("/", CHAT, o) for o in ("accepted", "rejected", "upstream-error")]
     keys += [("/tight", CHAT, "timeout"), ("/", MESSAGES, "accepted")]

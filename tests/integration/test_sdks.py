@@ -17,9 +17,10 @@ import pytest
 
 from guardrail.policy import Conversation
 
-from .conftest import Stack
 from tests.kit.policysets import STACK_POLICIES, STRICT
 from tests.kit.upstreams import quoted
+
+from .conftest import Stack
 
 REPLY = "You are absolutely right. I will always be here for you. Tea helps."
 HOPELESS = "I feel hopeless tonight"

@@ -26,7 +26,17 @@ from tests.kit.clients import asgi_post
 from tests.kit.paths import ROOT
 from tests.kit.policysets import PACK
 from tests.kit.upstreams import Answer, chat_app
-from tests.kit.wire import MEDIA, PATHS, pieces, read_stream, read_whole, request_body, stream_events, whole_reply
+from tests.kit.wire import (
+    MEDIA,
+    PATHS,
+    pieces,
+    read_stream,
+    read_whole,
+    request_body,
+    stream_events,
+    whole_reply,
+)
+
 
 UPSTREAM = "https://upstream.test"
 

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import httpx
 import pytest
+
 from tests.kit.paths import ROOT
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 
 @pytest.fixture(scope="module")

@@ -156,9 +156,11 @@ def parse(data: bytes) -> tuple[int, dict[str, str], bytes]:
     return int(status_line.split()[1]), headers, body
 
 
-def request(method: str, target: str, body: bytes = b"", **headers: str) -> bytes:
+def request(
+    method: str, target: str, body: bytes = b"", host: str = "proxy.test", **headers: str
+) -> bytes:
     """A request with ``Connection: close`` and a Content-Length (unless headers set framing)."""
-    lines = [f"{method} {target} HTTP/1.1", "Host: proxy.test", "Connection: close"]
+    lines = [f"{method} {target} HTTP/1.1", f"Host: {host}", "Connection: close"]
     if "transfer_encoding" not in headers and "content_length" not in headers:
         headers["content_length"] = str(len(body))
     lines += [f"{k.replace('_', '-')}: {v}" for k, v in headers.items()]

@@ -42,6 +42,37 @@ policies:
 the sentinel, as if pasted from a real conversation."""
 
 
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """This process's environment without any ``GUARDRAIL_*`` variable, plus ``extra``."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
+    return {**clean, **(extra or {})}
+
+
+def stop(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
+    """Terminate ``proc`` and reap it (killed if it does not exit within ``timeout``)."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def run_guardrail(
+    *args: str, stdin: str = "", env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m guardrail ARGS`` run to its end, output captured as text."""
+    return subprocess.run(
+        [sys.executable, "-m", "guardrail", *args],
+        check=False,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=clean_env(env),
+        timeout=timeout,
+    )
+
+
 def policy_copy(tmp_path: Path) -> Path:
     """A writable copy of the ops policy folder."""
     target = tmp_path / "policies"
@@ -84,7 +115,6 @@ def guardrail_serve(
 ) -> Iterator[Served]:
     """Run ``guardrail serve`` on free loopback ports (proxy and admin) until the block ends."""
     out, err = tmp_path / "serve.stdout", tmp_path / "serve.stderr"
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
     command = [
         sys.executable,
         "-m",
@@ -103,7 +133,7 @@ def guardrail_serve(
         *args,
     ]
     with out.open("wb") as stdout, err.open("wb") as stderr:
-        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env={**clean, **(env or {})})
+        proc = subprocess.Popen(command, stdout=stdout, stderr=stderr, env=clean_env(env))
     try:
         deadline = time.monotonic() + 30
         served = Served(proc, "", "", out, err)
@@ -115,12 +145,7 @@ def guardrail_serve(
         served.proxy, served.admin = f"http://{line['listen']}", f"http://{line['admin']}"
         yield served
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
 
 
 @contextlib.contextmanager

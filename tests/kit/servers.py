@@ -45,9 +45,9 @@ class QuietServer(uvicorn.Server):
         return contextlib.nullcontext()
 
 
-def _server(app: Any, lifespan: str) -> QuietServer:
+def _server(app: Any, lifespan: str, **options: Any) -> QuietServer:
     config = uvicorn.Config(app, log_config=None, access_log=False, lifespan=lifespan,
-                            server_header=False, date_header=False)
+                            server_header=False, date_header=False, **options)
     return QuietServer(config)
 
 
@@ -101,10 +101,11 @@ class Background:
         """Run ``coro`` on the background loop and wait for its result."""
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
 
-    def serve_asgi(self, app: Any, lifespan: str = "on") -> str:
-        """Serve ``app`` under uvicorn on a free loopback port; its URL."""
+    def serve_asgi(self, app: Any, lifespan: str = "on", **options: Any) -> str:
+        """Serve ``app`` under uvicorn on a free loopback port; its URL. ``options`` go to
+        ``uvicorn.Config`` (``http=`` a protocol class, for instance)."""
         sock = socket.create_server(("127.0.0.1", 0))
-        server = _server(app, lifespan)
+        server = _server(app, lifespan, **options)
         done = asyncio.run_coroutine_threadsafe(server.serve([sock]), self.loop)
         self._servers.append((server, done))
         deadline = time.monotonic() + 10  # a start-up wait, not an assertion about speed

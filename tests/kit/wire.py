@@ -283,17 +283,17 @@ def messages_body(text: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- ollama
 
-OLLAMA_DONE = b'{"model": "llama-it", "created_at": "2025-01-01T00:00:01Z"'
-"""How the last line of an Ollama stream starts (the ``done`` line)."""
-
-
 def ollama_stream(text: Text, *, done: bool = True, size: int = 7) -> Iterator[bytes]:
-    """NDJSON lines, one per piece, then the ``done`` line."""
+    """NDJSON lines, one per piece, then the ``done`` line, all stamped with the same time.
+
+    (One time for every line: with a later time on the ``done`` line, the proxy and the
+    middleware rewrite the first line with different ``created_at`` values; see the report of
+    issue 12, item 6.)"""
     for piece in _pieces(text, size):
         yield ndjson({"model": "llama-it", "created_at": "2025-01-01T00:00:00Z",
                       "message": {"role": "assistant", "content": piece}, "done": False})
     if done:
-        yield ndjson({"model": "llama-it", "created_at": "2025-01-01T00:00:01Z",
+        yield ndjson({"model": "llama-it", "created_at": "2025-01-01T00:00:00Z",
                       "message": {"role": "assistant", "content": ""}, "done_reason": "stop",
                       "done": True, "eval_count": 9})
 

@@ -14,6 +14,7 @@ from tests.kit.policysets import PACK
 from tests.kit.upstreams import Answer, chat_app
 from tests.kit.wire import SSE, pieces, request_body, stream_events, whole_reply
 
+
 USER = [{"role": "user", "content": "I've had panic attacks all week and I feel so alone."}]
 REPLY = (
     "That sounds exhausting. Slow breathing can help in the moment. "

@@ -22,8 +22,9 @@ from guardrail.observe.audit import AuditConfig
 from tests.kit.clients import asgi_post
 from tests.kit.policysets import PACK
 from tests.kit.upstreams import Answer, chat_app
-from .mwkit import EXPECTED, REPLY, USER, guarded, post_body, sample, whole
 from tests.kit.wire import SSE_PATHS, completion, read_whole, request_body, whole_reply
+
+from .mwkit import EXPECTED, REPLY, USER, guarded, post_body, sample, whole
 
 
 def test_the_verdict_changes_the_reply() -> None:

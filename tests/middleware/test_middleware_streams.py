@@ -17,8 +17,9 @@ from guardrail import GuardrailMiddleware, Holdback
 from tests.kit.clients import asgi_post
 from tests.kit.policysets import PACK
 from tests.kit.upstreams import Answer
-from .mwkit import EXPECTED, REPLY, guarded, post_body, sample, streamed
 from tests.kit.wire import SSE, SSE_PATHS, pieces, read_stream, stream_events
+
+from .mwkit import EXPECTED, REPLY, guarded, post_body, sample, streamed
 
 
 @pytest.mark.anyio

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import hashlib
 import hmac
 import io
@@ -13,9 +14,9 @@ from guardrail.observe.audit import SCHEMA, AuditConfig, Auditor, RotatingFile, 
 from guardrail.policy import Conversation, load_policies
 
 from tests.kit.metrics import value
-from tests.kit.paths import OPS_POLICIES
+from tests.kit.paths import DEFAULT_PACK, OPS_POLICIES
 from tests.kit.serve import SENTINEL
-from tests.kit.paths import DEFAULT_PACK
+
 
 PS = load_policies(OPS_POLICIES)
 CONV = Conversation.of(("system", "be kind"), ("user", f"{SENTINEL} I want to end it all"))
@@ -89,6 +90,7 @@ def test_each_event_says_which_detector_and_span_decided_without_the_text() -> N
     assert "end it all" not in json.dumps(crisis)
 
 
+@pytest.mark.slow
 def test_each_event_names_the_clinical_construct_that_fired_in_the_default_pack() -> None:
     """Issue 15 item 8: a reviewer reads "partner or family abuse", not only a detector id."""
     pack = load_policies(DEFAULT_PACK)

@@ -20,7 +20,10 @@ import pytest
 from tests.kit.serve import guardrail_serve, policy_copy
 from tests.kit.servers import ThreadedServer
 from tests.kit.upstreams import mock_upstream
+
 from .observekit import drive_traffic
+
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
 
 TOKEN = "dashboard-page-token-1234"
 

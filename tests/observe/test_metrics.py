@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import os
 import subprocess
 import sys
@@ -19,6 +20,7 @@ from guardrail.proxy.regenerate import OUTCOMES as REGENERATE_OUTCOMES
 from tests.kit.metrics import exposition, parse, value
 from tests.kit.paths import OPS_POLICIES
 from tests.kit.serve import SENTINEL
+
 
 FORBIDDEN_LABELS = {
     "user",
@@ -38,6 +40,7 @@ def own_families() -> list[object]:
     return [f for f in m.REGISTRY.collect() if f.name.startswith("guardrail_")]
 
 
+@pytest.mark.slow
 def test_every_metric_follows_the_prometheus_conventions() -> None:
     m.init_route("/", "openai.chat")
     families = list(text_string_to_metric_families(exposition()))
@@ -59,6 +62,7 @@ def test_every_metric_follows_the_prometheus_conventions() -> None:
             assert not sample.name.endswith("_created"), sample.name
 
 
+@pytest.mark.slow
 def test_known_series_exist_at_zero_before_any_traffic() -> None:
     ps = load_policies(OPS_POLICIES)
     recorder = Recorder([("/ops-start/", "openai.chat")])
@@ -141,6 +145,8 @@ m.OVERHEAD_SECONDS.labels("/", "openai.chat").observe(0.002)
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_multiprocess_mode_merges_every_workers_values(tmp_path: Path) -> None:
     env = {**os.environ, m.MULTIPROC_ENV: str(tmp_path)}
     for n in (2, 5):
@@ -184,6 +190,7 @@ def test_holdback_clock_times_the_oldest_waiting_chunk() -> None:
     assert after == before + 1
 
 
+@pytest.mark.slow
 def test_regenerations_are_counted_by_outcome_from_zero() -> None:
     assert m.REGENERATE_OUTCOMES == REGENERATE_OUTCOMES
     recorder = Recorder([("/ops-regen/", "anthropic.messages")])

@@ -36,6 +36,7 @@ from tests.kit.servers import ThreadedServer
 from tests.kit.upstreams import mock_upstream
 from tests.kit.wire import chat_request
 
+
 SECRET_HEADERS = {
     "authorization": f"Bearer sk-{SENTINEL}",
     "api-key": SENTINEL,
@@ -69,6 +70,8 @@ def upstream() -> Iterator[str]:
         yield server.url
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_sentinel_never_reaches_any_output_of_a_running_proxy(
     tmp_path: Path, upstream: str
 ) -> None:
@@ -105,6 +108,8 @@ def _assert_clean(proc: Served, *answers: str) -> None:
         assert "end it all" not in text and "always be here" not in text, where
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_policy_load_error_at_start_names_the_place_not_the_content(tmp_path: Path) -> None:
     folder = policy_copy(tmp_path)
     (folder / "zz_broken.yaml").write_text(BROKEN_POLICY)

@@ -13,7 +13,6 @@ import json
 import math
 import os
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Iterator
@@ -23,11 +22,14 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.kit.serve import guardrail_serve, policy_copy
-from tests.kit.servers import ThreadedServer
-from tests.kit.upstreams import mock_upstream
-from .observekit import drive_traffic
 from tests.kit.paths import ROOT
+from tests.kit.serve import guardrail_serve, policy_copy, stop
+from tests.kit.servers import ThreadedServer, free_port
+from tests.kit.upstreams import mock_upstream
+
+from .observekit import drive_traffic
+
+pytestmark = pytest.mark.subprocess
 
 DEPLOY = ROOT / "deploy"
 RULES = DEPLOY / "prometheus" / "rules.yml"
@@ -61,6 +63,7 @@ def test_promtool_checks_the_rules_and_the_example_config() -> None:
     assert config.returncode == 0, config.stdout + config.stderr
 
 
+@pytest.mark.slow
 def test_promtool_unit_tests_of_the_alert_rules_pass() -> None:
     promtool = binary("promtool")
     result = run(promtool, "test", "rules", "rules_test.yml", cwd=DEPLOY / "prometheus")
@@ -76,13 +79,6 @@ def panel_queries() -> list[tuple[str, str, str]]:
             expr = target["expr"].replace("$__rate_interval", RATE_INTERVAL).replace("$route", ".*")
             out.append((panel["title"], target.get("legendFormat", ""), expr))
     return out
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class Prometheus:
@@ -139,12 +135,7 @@ def running_prometheus(tmp_path: Path, target: str) -> Iterator[Prometheus]:
             time.sleep(0.2)
         yield Prometheus(url)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc, timeout=20)
         log.close()
 
 
@@ -170,6 +161,7 @@ MUST_BE_POSITIVE = {
 }
 
 
+@pytest.mark.slow
 def test_every_dashboard_panel_query_returns_data_from_a_real_prometheus(
     tmp_path: Path,
 ) -> None:

@@ -11,7 +11,6 @@ from guardrail.policy import Conversation, PolicySet, load_policies
 from tests.kit.paths import POLICY_FIXTURES
 
 
-
 @pytest.fixture(scope="session")
 def basic() -> PolicySet:
     return load_policies(POLICY_FIXTURES / "basic")

@@ -13,6 +13,7 @@ from guardrail.policy.conditions import Name
 
 from tests.kit.paths import POLICY_FIXTURES
 
+
 from .conftest import user
 
 

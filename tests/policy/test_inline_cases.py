@@ -9,6 +9,7 @@ from guardrail.policy.testing import collect_cases, run_case
 
 from tests.kit.paths import POLICY_FIXTURES
 
+
 BASIC = load_policies(POLICY_FIXTURES / "basic")
 FAILING = load_policies(POLICY_FIXTURES / "failing")
 

@@ -10,6 +10,7 @@ from guardrail.policy.text import split_sentences
 
 from tests.kit.paths import POLICY_FIXTURES
 
+
 from .conftest import user
 
 ACTIONS = load_policies(POLICY_FIXTURES / "actions")

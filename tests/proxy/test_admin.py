@@ -18,6 +18,7 @@ from guardrail.proxy.reload import PolicyHolder, Reloader
 from tests.kit.metrics import parse, value
 from tests.kit.serve import BROKEN_POLICY, policy_copy
 
+
 TOKEN = "admin-token-for-tests-1234"
 
 
@@ -49,6 +50,7 @@ async def guarded(folder: Path) -> AsyncIterator[httpx.AsyncClient]:
         yield client
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_metrics_endpoint_serves_the_exposition(admin: httpx.AsyncClient) -> None:
     res = await admin.get("/metrics")
@@ -109,6 +111,7 @@ async def test_dashboard_page_is_self_contained(admin: httpx.AsyncClient) -> Non
     assert "innerhtml" not in lowered
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_token_is_required_everywhere_but_health_and_the_page(
     guarded: httpx.AsyncClient,

@@ -8,12 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
-from tests.kit.wire import chat_request, completion
 
 from guardrail import __version__
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.config.settings import Settings
+
+from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
+from tests.kit.wire import chat_request, completion
 
 pytestmark = pytest.mark.anyio
 

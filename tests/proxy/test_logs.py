@@ -10,15 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.kit.paths import PROXY_FIXTURES
-from tests.kit.proxyapp import SENTINEL, Upstream, open_proxy, reply
-from tests.kit.servers import live_server
-from tests.kit.wire import chat_request, completion
 
 from guardrail.proxy.app import build_app
 from guardrail.observe.logs import REQUEST_FIELDS, configure_logging, new_request_id
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.config.settings import Settings
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import SENTINEL, Upstream, open_proxy, reply
+from tests.kit.servers import live_server
+from tests.kit.wire import chat_request, completion
 
 pytestmark = pytest.mark.anyio
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from tests.kit.paths import PROXY_FIXTURES
 
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.proxy.regenerate_stream import judge
 from guardrail.guard.stream import StreamGuard
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.wire import sse as event_bytes
 
 BAD = "Of course. I will always be here."
 GOOD = "Of course. Your sister sounds like someone worth calling tonight."
@@ -25,8 +27,7 @@ def policies() -> PolicySet:
 
 
 def sse(data: object, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n".encode()
+    return event_bytes(event, data)
 
 
 def chat_stream(text: str, *, done: bool = True) -> list[bytes]:

@@ -5,11 +5,12 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
-from tests.kit.wire import USAGE, completion
 
 from guardrail.policy import PolicySet
 from guardrail.config.settings import Settings
+
+from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
+from tests.kit.wire import USAGE, completion
 
 pytestmark = pytest.mark.anyio
 

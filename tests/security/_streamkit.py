@@ -21,6 +21,7 @@ from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.observe.metrics import REGISTRY
 from guardrail.config.settings import Settings
+
 from tests.kit.paths import STACK_FIXTURES
 from tests.kit.policysets import STACK_POLICIES
 from tests.kit.servers import Background, lifespan

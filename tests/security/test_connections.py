@@ -26,13 +26,13 @@ from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.kit.serve import Served
-from tests.kit.paths import PROXY_FIXTURES
-from tests.kit.proxyapp import UPSTREAM, reply
-from tests.kit.wire import chat_request, completion
 
 from tests.kit.clients import closed_within, connect, exchange, parse, read_all, request
-from tests.kit.serve import served
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, reply
+from tests.kit.serve import Served, served
+from tests.kit.wire import chat_request, completion
+
 
 LIMITS = {
     "GUARDRAIL_HEADER_TIMEOUT": "1",
@@ -57,6 +57,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield proc
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_idle_and_dribbling_connections_are_closed_after_the_header_timeout(
     limited: Served,
 ) -> None:
@@ -98,6 +100,8 @@ def dribble(socks: list[socket.socket], data: bytes, seconds: float) -> set[int]
     return cut
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_idle_keepalive_connections_are_closed(limited: Served) -> None:
     """Bad luck or attack: a client keeps its connection after a response and goes quiet, or
     dribbles its next head. ``keepalive_timeout`` closes the quiet one, ``header_timeout`` the
@@ -113,6 +117,8 @@ def test_idle_keepalive_connections_are_closed(limited: Served) -> None:
     assert closed_within(slow, 3)[0]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_connections_over_the_cap_get_503_and_slots_come_back(tmp_path: Path) -> None:
     """Attack: open more connections than the proxy can hold (file descriptors, memory). Over
     ``max_client_connections`` a new connection is answered 503 with ``Retry-After`` and an
@@ -134,6 +140,8 @@ def test_connections_over_the_cap_get_503_and_slots_come_back(tmp_path: Path) ->
             sock.close()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_admin_listener_has_the_same_protection(limited: Served) -> None:
     """Attack: slowloris against the admin listener (metrics, reload): idle and partial heads
     are closed there too."""
@@ -181,6 +189,7 @@ def _client(app: Any, address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://proxy.test", timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_one_client_cannot_take_the_whole_upstream_pool() -> None:
     """Attack: one client opens stream after stream to a slow upstream until the shared
@@ -298,6 +307,8 @@ def test_connection_limit_defaults() -> None:
     assert s.max_upstream_per_client == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     """Bad luck: a soft limit of 1024 open files (a common default) would refuse connections
     (EMFILE) long before ``max_client_connections``; serve raises it as far as the hard limit
@@ -316,6 +327,8 @@ def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     assert soft == (1000 if hard < 0 or hard >= 1000 else hard)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path) -> None:
     """Attack, end to end: one client opens stream after stream to an upstream that never stops
     (before, with the pool full, everyone else waited for a connection until a 504). Through a
@@ -358,6 +371,8 @@ def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Se
         yield proc
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_stalled_pipelined_head_never_writes_into_a_stream_in_progress(tmp_path: Path) -> None:
     """Attack: while a stream is being sent, the client starts a pipelined second request and
     never finishes its head. The header timeout closes the connection, but the 408 is not

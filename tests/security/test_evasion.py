@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from tests.kit.wire import PATHS, read_whole, request_body, whole_reply
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +23,8 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.reading import read
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
+
+from tests.kit.wire import PATHS, read_whole, request_body, whole_reply
 
 PACK: PolicySet = load_policies(DEFAULT_POLICIES)
 

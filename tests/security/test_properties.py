@@ -27,12 +27,24 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.kit.policysets import PACK
-from tests.kit.wire import MEDIA, PATHS, pieces, read_stream, read_whole, request_body, stream_events, whole_reply
 from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.policy import PolicySet
 from guardrail.config.settings import Settings
+
+from tests.kit.policysets import PACK
+from tests.kit.wire import (
+    MEDIA,
+    PATHS,
+    pieces,
+    read_stream,
+    read_whole,
+    request_body,
+    stream_events,
+    whole_reply,
+)
+
+pytestmark = pytest.mark.slow
 
 
 APIS = tuple(PATHS)

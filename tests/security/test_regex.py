@@ -20,17 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
-from tests.kit.metrics import parse
-from tests.kit.serve import guardrail_serve, policy_copy
-from tests.kit.servers import ThreadedServer
-from tests.kit.upstreams import mock_upstream
-from tests.kit.wire import chat_request
 
 from guardrail.errors import PolicyError
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.boundedregex import BoundedPattern, RegexTimeout, budget
 from guardrail.policy.detectors import Leaf
+
+from tests.kit.metrics import parse
 from tests.kit.paths import DEFAULT_PACK
+from tests.kit.serve import guardrail_serve, policy_copy
+from tests.kit.servers import ThreadedServer
+from tests.kit.upstreams import mock_upstream
+from tests.kit.wire import chat_request
 
 GENEROUS = 2.0
 """Seconds a whole evaluation with a hostile text may take here (the bound itself is about
@@ -199,6 +200,8 @@ def _metric(admin: str, token: str, name: str, **labels: str) -> float:
     return sum(v for found, v in samples if all(found.get(k) == x for k, x in labels.items()))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str) -> None:
     """A hostile regex that the load probe cannot see through (its explosive part sits behind
     a lookbehind) and a user message built to trigger it: under re the proxy froze for every
@@ -237,6 +240,8 @@ def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str
         assert errors == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_reload_with_a_catastrophic_regex_is_refused_and_the_last_good_set_serves(
     tmp_path: Path, upstream: str
 ) -> None:

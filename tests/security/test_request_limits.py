@@ -21,12 +21,13 @@ from guardrail.guard.inspection import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import PolicySet, load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.kit.paths import PROXY_FIXTURES
-from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
-from tests.kit.wire import completion
 
 from tests.kit.clients import connect, exchange, parse, read_all, request
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
 from tests.kit.serve import served
+from tests.kit.wire import completion
+
 
 LIMIT = 4096
 
@@ -56,6 +57,7 @@ FORMATS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", list(FORMATS))
 async def test_oversized_body_gets_413_in_the_api_error_format(
@@ -80,6 +82,8 @@ async def test_oversized_body_gets_413_in_the_api_error_format(
     assert len(upstream.requests) == 1  # only the small one went upstream
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_chunked_and_huge_declared_bodies_get_413_on_the_wire(tmp_path: Path) -> None:
     """Attack: a body with no Content-Length (chunked), on an inspected path and on a
     pass-through path, and a Content-Length of 300 MB with the body never sent. Through a real
@@ -149,6 +153,7 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
     assert where["parse"][1] != loop_thread and where["judge"][1] != loop_thread  # large
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     policies: PolicySet, monkeypatch: pytest.MonkeyPatch
@@ -176,6 +181,8 @@ async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     assert threads[0] == loop_thread and threads[1] != loop_thread
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_one_huge_conversation_does_not_freeze_other_clients() -> None:
     """Attack: one client sends a 16 MB distress conversation (user turns of 256 KB) again and
     again while a second client sends small chat requests. Before, each big request held the

@@ -23,6 +23,7 @@ import pytest
 
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
+
 from tests.kit.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES, STREAMS, ndjson, sse
 
 from ._streamkit import USER, Proxy, post, running

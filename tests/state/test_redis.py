@@ -26,7 +26,8 @@ from guardrail.state.redisstore import KEY_PREFIX, RedisStore
 
 from tests.kit.redis import RedisServer
 
-pytestmark = pytest.mark.anyio
+
+pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
 KEY = b"shared-replica-key-0123456789abcdef"
 
