@@ -326,11 +326,12 @@ async def test_upstream_that_stalls_ends_cleanly() -> None:
 @pytest.mark.parametrize("api", ["openai.chat", "anthropic.messages", "ollama.chat"])
 async def test_upstream_without_terminator_ends_cleanly(api: str) -> None:
     data = upstream(api)
-    end = {
-        "openai.chat": data.index(b"data: [DONE]"),
-        "anthropic.messages": data.index(b"event: message_delta"),
-        "ollama.chat": data.rindex(b'{"model": "llama-it"'),  # the done line
+    marker = {
+        "openai.chat": b"data: [DONE]",
+        "anthropic.messages": b"event: message_delta",
+        "ollama.chat": b'{"model": "llama-it"',
     }[api]
+    end = data.rindex(marker)  # the terminator; for Ollama the last (done) line
     guard = StreamGuard(api, POLICIES, DISTRESS)
     out = await _collect(guard, _source([data[:end]]))
     texts, note = read_choices(api, out)
