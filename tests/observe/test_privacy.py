@@ -12,8 +12,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +29,14 @@ from guardrail.config.settings import Settings
 
 from tests.kit.metrics import exposition
 from tests.kit.paths import OPS_POLICIES
-from tests.kit.serve import BROKEN_POLICY, SENTINEL, Served, guardrail_serve, policy_copy
+from tests.kit.serve import (
+    BROKEN_POLICY,
+    SENTINEL,
+    Served,
+    guardrail_serve,
+    policy_copy,
+    run_guardrail,
+)
 from tests.kit.servers import ThreadedServer
 from tests.kit.upstreams import mock_upstream
 from tests.kit.wire import chat_request
@@ -113,22 +118,10 @@ def _assert_clean(proc: Served, *answers: str) -> None:
 def test_a_policy_load_error_at_start_names_the_place_not_the_content(tmp_path: Path) -> None:
     folder = policy_copy(tmp_path)
     (folder / "zz_broken.yaml").write_text(BROKEN_POLICY)
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}
-    command = [
-        sys.executable,
-        "-m",
-        "guardrail",
-        "serve",
-        "--upstream",
-        "http://127.0.0.1:9",
-        "--port",
-        "0",
-        "--admin-port",
-        "0",
-        "--policies",
-        str(folder),
-    ]
-    done = subprocess.run(command, check=False, capture_output=True, text=True, env=env, timeout=60)
+    done = run_guardrail(
+        "serve", "--upstream", "http://127.0.0.1:9", "--port", "0", "--admin-port", "0",
+        "--policies", str(folder),
+    )  # fmt: skip
     assert done.returncode == 2
     assert "zz_broken.yaml:7: policy 'ops.broken'" in done.stderr
     assert SENTINEL not in done.stdout + done.stderr
