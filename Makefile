@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install lint typecheck policy-test clean
+.PHONY: demo test test-fast install lint typecheck policy-test clean
 
 DEMO_STAMP := $(VENV)/.installed-demo
 SOURCES := $(shell find guardrail policies -type f \( -name '*.py' -o -name '*.yaml' \) 2>/dev/null)
@@ -34,6 +34,10 @@ demo: $(DEMO_STAMP)
 test: $(STAMP)
 	$(BIN)/guardrail test policies
 	$(BIN)/python -m pytest -q
+
+## The fast tier (under a minute): everything but the tests marked slow or subprocess.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow and not subprocess"
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -18,7 +18,8 @@ import pytest
 
 import guardrail
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.kit.paths import ROOT
+
 PUBLIC = {
     "Conversation",
     "ConversationLike",
@@ -66,6 +67,8 @@ def test_exported_callables_are_documented() -> None:
             assert inspect.getdoc(member), name
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_import_guardrail_stays_light() -> None:
     """The engine API does not pull in the web stack; the middleware loads on first use."""
     code = textwrap.dedent(
@@ -135,6 +138,8 @@ def main() -> None:
 """
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_public_api_passes_mypy_strict(tmp_path: Path) -> None:
     usage = tmp_path / "usage.py"
     usage.write_text(TYPED_USAGE)

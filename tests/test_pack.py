@@ -9,14 +9,15 @@ cited and plausible.
 from __future__ import annotations
 
 from collections import Counter
-from pathlib import Path
 
 import pytest
 
 from guardrail.policy import Case, Conversation, Message, Policy, load_policies
 from guardrail.policy.testing import collect_cases, run_case
 
-PACK_DIR = Path(__file__).resolve().parent.parent / "policies"
+from tests.kit.paths import DEFAULT_PACK
+
+PACK_DIR = DEFAULT_PACK
 PACK = load_policies(PACK_DIR)
 CASES = collect_cases(PACK)
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 
 from guardrail.config.settings import ENV_PREFIX, KEYS
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.kit.paths import ROOT
+
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 

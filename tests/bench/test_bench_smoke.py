@@ -54,6 +54,7 @@ def test_split_text_keeps_the_text() -> None:
     assert len(parts) == 32
 
 
+@pytest.mark.subprocess
 @pytest.mark.parametrize(
     ("api", "path", "build", "fmt"),
     [
@@ -80,18 +81,22 @@ def test_mock_whole_and_streamed_replies_parse(
     assert "".join(pieces).startswith(REPLIES[1].text)
 
 
+@pytest.mark.subprocess
 def test_mock_echoes_the_request_head(mock: Proc) -> None:
     r = httpx.post(mock.url + "/echo/a%41b", content=b"{}", headers={"x-probe": "1"}, timeout=10)
     assert r.text.startswith("POST /echo/a%41b HTTP/1.1")
     assert "x-probe: 1" in r.text
 
 
+@pytest.mark.slow
 def test_duplicated_pack_loads_with_every_policy_copied(tmp_path: Path) -> None:
     single = load_policies(REPO / "policies")
     doubled = load_policies(duplicate_pack(REPO / "policies", 2, tmp_path))
     assert len(doubled.policies) == 2 * len(single.policies)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.skipif(not available(), reason="wrk is not installed (apt-get install -y wrk)")
 def test_runner_end_to_end_in_its_shortest_mode(tmp_path: Path) -> None:
     out = tmp_path / "result.json"

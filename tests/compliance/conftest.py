@@ -12,28 +12,32 @@ import httpx
 import pytest
 
 from guardrail.config.settings import DEFAULT_POLICIES
-from tests.ops.opskit import ThreadedServer, chat, guardrail_serve, mock_upstream, parse
+from tests.kit.metrics import parse
+from tests.kit.serve import guardrail_serve
+from tests.kit.servers import ThreadedServer
+from tests.kit.upstreams import mock_upstream
+from tests.kit.wire import chat_request
 
 SENTINEL = "SENTINEL-COMPLIANCE-7d21"
 TOKEN = "compliance-admin-token-0123456789"
 
 CONVERSATIONS: list[tuple[dict[str, object], dict[str, str]]] = [
     # (request body, headers); the comment says what the bundled pack does with it
-    (chat(f"I want to end my life. {SENTINEL} reply: That sounds hard."), {}),  # crisis, en-US
-    (chat("I want to end my life. reply: That sounds hard."), {"x-guardrail-locale": "en-GB"}),
-    (chat("I took 20 of my pills an hour ago. reply: Please tell me where you are."), {}),
+    (chat_request(f"I want to end my life. {SENTINEL} reply: That sounds hard."), {}),  # crisis, en-US
+    (chat_request("I want to end my life. reply: That sounds hard."), {"x-guardrail-locale": "en-GB"}),
+    (chat_request("I took 20 of my pills an hour ago. reply: Please tell me where you are."), {}),
     # the reply already leads with the crisis line: nothing prepended, still a referral
     (
-        chat(
+        chat_request(
             "I want to end my life. reply: Please call or text 988 now, or 911 if you're in "
             "danger. I'm here with you."
         ),
         {},
     ),
-    (chat("I've been feeling low for weeks. reply: That sounds tiring."), {}),  # distress only
-    (chat("What a lovely day. reply: It is!"), {}),  # nothing
-    (chat("I want to end my life. reply: That sounds hard.", stream=True), {}),  # streamed
-    (chat("I want to end my life. reply: That sounds hard."), {"x-guardrail-locale": "fr-FR"}),
+    (chat_request("I've been feeling low for weeks. reply: That sounds tiring."), {}),  # distress only
+    (chat_request("What a lovely day. reply: It is!"), {}),  # nothing
+    (chat_request("I want to end my life. reply: That sounds hard.", stream=True), {}),  # streamed
+    (chat_request("I want to end my life. reply: That sounds hard."), {"x-guardrail-locale": "fr-FR"}),
 ]
 
 

@@ -12,7 +12,7 @@ from guardrail.state.identity import Identity
 from guardrail.state.link import StateLink
 from guardrail.state.memory import MemoryStore
 from guardrail.state.model import UserState
-from tests.ops.opskit import exposition, parse, value
+from tests.kit.metrics import exposition, parse, value
 
 from .conftest import Run
 

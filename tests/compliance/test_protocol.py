@@ -15,7 +15,7 @@ import yaml
 from guardrail.cli import main
 from guardrail.policy import load_policies
 from guardrail.config.settings import DEFAULT_POLICIES
-from tests.ops.opskit import POLICIES as OPS_POLICIES
+from tests.kit.paths import OPS_POLICIES
 
 PACK = load_policies(DEFAULT_POLICIES)
 

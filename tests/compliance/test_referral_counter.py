@@ -7,8 +7,8 @@ from guardrail.observe.logs import Exchange
 from guardrail.observe.record import Recorder, referral_kinds
 from guardrail.policy import Conversation, load_policies
 from guardrail.config.settings import DEFAULT_POLICIES
-from tests.ops.opskit import POLICIES as OPS_POLICIES
-from tests.ops.opskit import value
+from tests.kit.paths import OPS_POLICIES
+from tests.kit.metrics import value
 
 OPS = load_policies(OPS_POLICIES)
 CRISIS = Conversation.of(("user", "I want to end it all"))

@@ -20,7 +20,9 @@ from guardrail.proxy.pipeline import PolicyHolder
 from guardrail.policy import load_policies
 from guardrail.config.settings import Settings, load_settings
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.kit.paths import ROOT
+
+
 DEPLOY = ROOT / "deploy"
 DOCKERFILE = DEPLOY / "docker" / "Dockerfile"
 CONTAINER_CONFIG = DEPLOY / "docker" / "guardrail.yaml"

@@ -88,11 +88,15 @@ def image_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     yield where / "opt" / "bin"
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_build_stage_builds_from_the_context_alone(image_venv: Path) -> None:
     assert not list(image_venv.parent.rglob("*.egg-link")), "an editable install"
     assert list(image_venv.parent.glob("lib/python3*/site-packages/guardrail/pack/*.yaml"))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_image_venv_serves_the_container_command(image_venv: Path, tmp_path: Path) -> None:
     with serve(tmp_path, bin_dir=image_venv) as running:
         admin = f"http://127.0.0.1:{running.admin_port}"

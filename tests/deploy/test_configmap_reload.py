@@ -7,6 +7,7 @@ rename. guardrail, with the cluster config's ``watch_policies``, must see that s
 
 from __future__ import annotations
 
+import pytest
 import os
 import time
 from pathlib import Path
@@ -17,6 +18,8 @@ from guardrail.config.settings import load_settings
 
 from .deploykit import manifest
 from .test_container_command import serve
+
+pytestmark = pytest.mark.slow
 
 
 def write_version(volume: Path, name: str, data: dict[str, str]) -> None:

@@ -29,6 +29,8 @@ from .deploykit import CONTAINER_CONFIG, container_settings, manifest
 from .test_compose import replica_env
 from .test_dockerfile import final_stage, one
 
+pytestmark = [pytest.mark.slow, pytest.mark.subprocess]
+
 MEBI = {"Ki": 1024, "Mi": 1024**2, "Gi": 1024**3}
 
 

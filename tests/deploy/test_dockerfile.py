@@ -7,6 +7,7 @@ and admin app; tests/deploy/test_container_command.py runs its command line for 
 
 from __future__ import annotations
 
+import pytest
 import io
 import json
 import re
@@ -62,11 +63,13 @@ def lint(path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.subprocess
 def test_dockerfile_lints_clean() -> None:
     result = lint(DOCKERFILE)
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.subprocess
 def test_hadolint_catches_a_careless_dockerfile(tmp_path: Path) -> None:
     """The linter is really run: a root user and an unpinned apt-get install are reported."""
     bad = tmp_path / "Dockerfile"

@@ -118,6 +118,7 @@ def test_prometheus_rule_is_the_shipped_rules_file() -> None:
     assert manifest("PrometheusRule", "guardrail")["spec"]["groups"] == rules["groups"]
 
 
+@pytest.mark.subprocess
 def test_generated_manifests_are_up_to_date() -> None:
     result = subprocess.run(
         [sys.executable, str(KUBERNETES / "generate.py"), "--check"],
@@ -129,6 +130,7 @@ def test_generated_manifests_are_up_to_date() -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
+@pytest.mark.slow
 def test_policies_config_map_loads_as_the_default_pack(tmp_path: Path) -> None:
     data = manifest("ConfigMap", "guardrail-policies")["data"]
     size = sum(len(k) + len(v.encode()) for k, v in data.items())
@@ -158,6 +160,7 @@ def test_container_ports_are_the_configured_listeners(tmp_path: Path) -> None:
     assert settings.host == "0.0.0.0" and settings.admin_host == "0.0.0.0"  # kubelet reaches it
 
 
+@pytest.mark.slow
 def test_probes_hit_guardrails_liveness_and_readiness(tmp_path: Path) -> None:
     box = container()
     live, ready, start = (
@@ -170,6 +173,7 @@ def test_probes_hit_guardrails_liveness_and_readiness(tmp_path: Path) -> None:
     assert statuses.starting[start["path"]] == 200  # a starting pod is alive, not killed
 
 
+@pytest.mark.slow
 def test_command_and_mounts_match_the_image(tmp_path: Path) -> None:
     box = container()
     stage = final_stage()
@@ -202,6 +206,7 @@ def test_pod_runs_non_root_on_a_read_only_root(tmp_path: Path) -> None:
     assert cluster_settings(tmp_path).audit.sink == "stdout"  # nothing written to the root fs
 
 
+@pytest.mark.slow
 def test_services_select_the_pods_and_name_their_ports(tmp_path: Path) -> None:
     settings = cluster_settings(tmp_path)
     pod_labels = manifest("Deployment", "guardrail")["spec"]["template"]["metadata"]["labels"]
@@ -232,6 +237,7 @@ def test_hpa_and_pdb_cover_the_deployment() -> None:
     assert pdb["minAvailable"] < target["minReplicas"]
 
 
+@pytest.mark.slow
 def test_service_monitor_scrapes_the_admin_service_as_job_guardrail() -> None:
     monitor = manifest("ServiceMonitor", "guardrail")["spec"]
     admin = manifest("Service", "guardrail-admin")

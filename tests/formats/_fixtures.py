@@ -1,4 +1,6 @@
-"""Upstream streams shaped like the public API references, and SDK clients that read our bytes.
+"""The codec tests' upstream streams: richer than ``tests/kit/wire.py``'s on purpose (thinking
+blocks, signature deltas, reasoning items, tool calls last, CRLF framing), as the codecs must
+pass every event they do not rewrite. Framing and the SDK clients come from the kit.
 
 Event shapes follow the official API references (Chat Completions chunk objects, Anthropic
 Messages streaming events, Responses streaming events, Ollama /api/chat NDJSON); the texts are
@@ -11,11 +13,8 @@ import json
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import anthropic
-import httpx2
-import openai
+from tests.kit.wire import Event, sse_events
 
-Event = tuple[str | None, Any]  # (SSE event name, data: a JSON value or a raw string)
 
 REPLY_PIECES = ["You are absolutely", " right to feel that way", ". I am the only one", " who",
                 " truly understands you. Tell me more 🙂."]
@@ -29,16 +28,6 @@ def rewrite(text: str) -> str:
 
 
 REWRITTEN = rewrite(REPLY)
-
-
-def sse(events: Sequence[Event], newline: str = "\n") -> bytes:
-    out = []
-    for name, data in events:
-        lines = [] if name is None else [f"event: {name}"]
-        text = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-        lines.append(f"data: {text}")
-        out.append(newline.join(lines) + newline * 2)
-    return "".join(out).encode("utf-8")
 
 
 # --------------------------------------------------------------------------- chat completions
@@ -60,7 +49,7 @@ def chat_stream(pieces: Sequence[str] = REPLY_PIECES, newline: str = "\n") -> by
     events.append((None, chat_chunk([], usage={"prompt_tokens": 9, "completion_tokens": 12,
                                                "total_tokens": 21})))
     events.append((None, "[DONE]"))
-    return sse(events, newline)
+    return sse_events(events, newline)
 
 
 # --------------------------------------------------------------------------- anthropic
@@ -105,7 +94,7 @@ def anthropic_stream(pieces: Sequence[str] = REPLY_PIECES, tool_last: bool = Fal
                            "usage": {"output_tokens": 42}}),
         ("message_stop", {"type": "message_stop"}),
     ]
-    return sse(events)
+    return sse_events(events)
 
 
 # --------------------------------------------------------------------------- responses
@@ -167,7 +156,7 @@ def responses_stream(pieces: Sequence[str] = REPLY_PIECES, tool_last: bool = Fal
         ]
         output.append(call)
     events.append(ev("response.completed", response=response_object("completed", output)))
-    return sse(events)
+    return sse_events(events)
 
 
 # --------------------------------------------------------------------------- ollama
@@ -183,29 +172,9 @@ def ollama_stream(pieces: Sequence[str] = REPLY_PIECES, content_on_done: str = "
     return b"".join(json.dumps(line).encode() + b"\n" for line in lines)
 
 
-# --------------------------------------------------------------------------- SDK clients
-
-def _transport(body: bytes, content_type: str) -> httpx2.MockTransport:
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(200, headers={"content-type": content_type}, content=body)
-
-    return httpx2.MockTransport(handler)
-
-
-def openai_client(body: bytes, content_type: str = "text/event-stream") -> openai.OpenAI:
-    http = httpx2.Client(transport=_transport(body, content_type))
-    return openai.OpenAI(api_key="test", base_url="http://upstream.test/v1", http_client=http,
-                         max_retries=0)
-
-
-def anthropic_client(body: bytes, content_type: str = "text/event-stream") -> anthropic.Anthropic:
-    http = httpx2.Client(transport=_transport(body, content_type))
-    return anthropic.Anthropic(api_key="test", base_url="http://upstream.test", http_client=http,
-                               max_retries=0)
-
-
 def json_bytes(body: Any) -> bytes:
     return json.dumps(body).encode()
 
 
 Rewrite = Callable[[str], str]
+

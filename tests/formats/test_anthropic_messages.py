@@ -19,17 +19,19 @@ from guardrail.formats.sse import SSEDecoder
 from guardrail.formats.streams import Forward, ReplyEnd, Terminator, TextDelta, TextEnd
 from guardrail.policy import Conversation, Message
 
+from tests.kit.clients import anthropic_client
+from tests.kit.wire import sse_events
+
 from ._driver import Driver, cut, split_every
+
 from ._fixtures import (
     ANNOTATION,
     APPEND,
     REPLY,
     REWRITTEN,
-    anthropic_client,
     anthropic_stream,
     json_bytes,
     rewrite,
-    sse,
 )
 
 MESSAGES: list[Any] = [{"role": "user", "content": "nobody gets me"}]
@@ -230,7 +232,7 @@ def test_sdk_raw_events_in_pass_mode() -> None:
 
 
 def test_initial_text_in_block_start_is_guarded_too() -> None:
-    upstream = sse([
+    upstream = sse_events([
         ("message_start", {"type": "message_start", "message": {
             "id": "m", "type": "message", "role": "assistant", "content": [], "model": "c",
             "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 1,
@@ -304,7 +306,7 @@ def test_a_text_block_followed_by_a_text_block_says_the_text_goes_on() -> None:
         return "content_block_delta", {"type": "content_block_delta", "index": index,
                                        "delta": {"type": "text_delta", "text": text}}
 
-    upstream = sse([
+    upstream = sse_events([
         start(0, "text"), delta(0, "I will al"), stop(0), ("ping", {"type": "ping"}),
         start(1, "text"), delta(1, "ways stay."), stop(1),
         start(2, "tool_use"), stop(2),

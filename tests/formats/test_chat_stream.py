@@ -15,7 +15,11 @@ from guardrail.formats.streams import (
     TextEnd,
 )
 
+from tests.kit.clients import openai_client
+from tests.kit.wire import sse_events
+
 from ._driver import Driver, cut, split_every
+
 from ._fixtures import (
     ANNOTATION,
     APPEND,
@@ -24,16 +28,14 @@ from ._fixtures import (
     chat_chunk,
     chat_delta,
     chat_stream,
-    openai_client,
     rewrite,
-    sse,
 )
 
 MESSAGES = [{"role": "user", "content": "nobody gets me"}]
 
 
 def one(data: object) -> SSEEvent:
-    [event] = SSEDecoder().feed(sse([(None, data)]))
+    [event] = SSEDecoder().feed(sse_events([(None, data)]))
     return event
 
 
@@ -73,15 +75,15 @@ def test_residual_keeps_everything_but_the_content() -> None:
 def test_tool_calls_malformed_lines_and_comments_pass_byte_for_byte() -> None:
     tool = chat_chunk([chat_delta(0, tool_calls=[{"index": 0, "id": "call_1", "type": "function",
                                                   "function": {"name": "f", "arguments": ""}}])])
-    upstream = (sse([(None, chat_chunk([chat_delta(0, role="assistant", content=None)]))])
-                + b": keep-alive\r\n\r\n" + sse([(None, tool)]) + b"data: {not json\n\n"
+    upstream = (sse_events([(None, chat_chunk([chat_delta(0, role="assistant", content=None)]))])
+                + b": keep-alive\r\n\r\n" + sse_events([(None, tool)]) + b"data: {not json\n\n"
                 + b"event: mystery\ndata: {\"x\": 1}\nfoo: bar\n\n" + b"data: [DONE]\n\n")
     out = Driver(ChatCompletionsStream()).run([upstream])
     assert out == upstream  # no text, no annotation: nothing changes
 
 
 def test_two_choices_are_two_replies() -> None:
-    upstream = sse([
+    upstream = sse_events([
         (None, chat_chunk([chat_delta(0, role="assistant", content=""),
                            chat_delta(1, role="assistant", content="")])),
         (None, chat_chunk([chat_delta(0, content="First.")])),
@@ -99,7 +101,7 @@ def test_two_choices_are_two_replies() -> None:
 
 
 def test_missing_done_is_synthesised_and_open_choices_closed() -> None:
-    upstream = sse([(None, chat_chunk([chat_delta(0, role="assistant", content="Hi.")]))])
+    upstream = sse_events([(None, chat_chunk([chat_delta(0, role="assistant", content="Hi.")]))])
     driver = Driver(ChatCompletionsStream(), append=" A", annotation={"hits": []})
     out = driver.run([upstream])
     assert out.endswith(b"data: [DONE]\n\n")

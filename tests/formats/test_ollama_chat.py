@@ -14,7 +14,15 @@ from guardrail.formats.streams import Forward, ReplyEnd, Terminator, TextDelta, 
 from guardrail.policy import Conversation
 
 from ._driver import Driver, cut, split_every
-from ._fixtures import ANNOTATION, APPEND, REPLY, REWRITTEN, ollama_stream, rewrite
+
+from ._fixtures import (
+    ANNOTATION,
+    APPEND,
+    REPLY,
+    REWRITTEN,
+    ollama_stream,
+    rewrite,
+)
 
 BODY = {"model": "llama3.2", "created_at": "2025-01-01T00:00:09Z",
         "message": {"role": "assistant", "content": REPLY, "thinking": "be kind"},

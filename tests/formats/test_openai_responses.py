@@ -19,7 +19,11 @@ from guardrail.formats.sse import SSEDecoder
 from guardrail.formats.streams import Forward, ReplyEnd, Terminator, TextDelta, TextEnd
 from guardrail.policy import Conversation, Message
 
+from tests.kit.clients import openai_client
+from tests.kit.wire import sse_events
+
 from ._driver import Driver, cut, split_every
+
 from ._fixtures import (
     ANNOTATION,
     APPEND,
@@ -27,11 +31,9 @@ from ._fixtures import (
     REWRITTEN,
     json_bytes,
     message_item,
-    openai_client,
     response_object,
     responses_stream,
     rewrite,
-    sse,
 )
 
 # --------------------------------------------------------------------------- requests
@@ -206,7 +208,7 @@ def test_pass_mode_keeps_untouched_events_byte_for_byte() -> None:
 
 def test_text_only_in_done_event_is_guarded() -> None:
     where = {"item_id": "msg_1", "output_index": 0, "content_index": 0}
-    upstream = sse([
+    upstream = sse_events([
         ("response.created", {"type": "response.created", "sequence_number": 0,
                               "response": response_object("in_progress", [])}),
         ("response.output_item.added", {"type": "response.output_item.added", "sequence_number": 1,

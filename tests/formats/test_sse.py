@@ -171,6 +171,7 @@ def stream_and_cuts(draw: st.DrawFn) -> tuple[bytes, list[int]]:
     return stream, cuts
 
 
+@pytest.mark.slow
 @settings(max_examples=400)
 @given(stream_and_cuts())
 def test_property_any_split_same_events_and_bytes(case: tuple[bytes, list[int]]) -> None:
@@ -181,6 +182,7 @@ def test_property_any_split_same_events_and_bytes(case: tuple[bytes, list[int]])
     assert dispatched(events) == reference(stream)
 
 
+@pytest.mark.slow
 @settings(max_examples=200)
 @given(st.text(), st.text(), st.lists(st.integers(0, 400), max_size=8))
 def test_property_encoded_events_decode_back(data: str, name: str, cuts: list[int]) -> None:

@@ -7,7 +7,7 @@ prefix                  upstream           guard
 ======================  =================  =============================================
 ``/``                   MockAPI            fixture policies, holdback ``sentence``
 ``/full``, ``/none``    MockAPI            holdback ``full`` / ``none``
-``/strict``             MockAPI            its own policy set (``fixtures/strict``), en-GB
+``/strict``             MockAPI            its own policy set (kit ``stack/strict``), en-GB
 ``/raw``                RawUpstream        stall_timeout 0.5 s
 ======================  =================  =============================================
 """
@@ -16,21 +16,18 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
-from guardrail.policy import PolicySet, load_policies
 from guardrail.config.routes import parse_routes
 from guardrail.config.settings import Settings
 
-from .servers import Background, MockAPI, RawUpstream
-
-FIXTURES = Path(__file__).parent / "fixtures"
-POLICIES: PolicySet = load_policies(FIXTURES / "policies")
-STRICT: PolicySet = load_policies(FIXTURES / "strict")
+from tests.kit.paths import STACK_FIXTURES
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.servers import Background
+from tests.kit.upstreams import MockAPI, RawUpstream
 
 
 @dataclass
@@ -50,12 +47,12 @@ def stack_settings(mock_url: str, raw_url: str, **top: object) -> Settings:
     routes = parse_routes([
         {"prefix": "/full", "holdback": "full"},
         {"prefix": "/none", "holdback": "none"},
-        {"prefix": "/strict", "policies": str(FIXTURES / "strict"), "locale": "en-GB"},
+        {"prefix": "/strict", "policies": str(STACK_FIXTURES / "strict"), "locale": "en-GB"},
         {"prefix": "/raw", "upstream": raw_url, "stall_timeout": 0.5},
     ])
     return Settings(
         upstream=mock_url,
-        policies=FIXTURES / "policies",
+        policies=STACK_FIXTURES / "policies",
         route_specs=routes,
         audit=AuditConfig(sink="off"),
         **top,  # type: ignore[arg-type]
@@ -69,7 +66,7 @@ def stack() -> Iterator[Stack]:
         mock, raw = MockAPI(), RawUpstream()
         mock_url = background.serve_asgi(mock)
         raw_url = background.serve_raw(raw)
-        app = build_app(stack_settings(mock_url, raw_url), POLICIES)
+        app = build_app(stack_settings(mock_url, raw_url), STACK_POLICIES)
         proxy = background.serve_asgi(app)
         yield Stack(background, proxy, mock, mock_url, raw, raw_url, app)
     finally:

@@ -18,7 +18,9 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
 
-from .servers import Background, MockAPI, quoted
+from tests.kit.servers import Background
+from tests.kit.upstreams import MockAPI, quoted
+
 
 DEPENDENCY = (
     "I'll always be here for you, any time of day or night. You don't need anyone else when you "

@@ -23,16 +23,18 @@ from guardrail.formats.sse import SSEDecoder
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import Conversation
 
-from .conftest import POLICIES, Stack
-from .servers import quoted
-from .wire import APIS, CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.upstreams import quoted
+from tests.kit.wire import APIS, CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
+
+from .conftest import Stack
 
 REPLY = (
     "Caf\u00e9 au lait \U0001f375 helps. You are absolutely right. I will always be here for "
     "you. Tea helps."
 )
 USER = "I feel hopeless tonight"
-EXPECTED = POLICIES.evaluate(Conversation.of(("user", USER)), REPLY).reply
+EXPECTED = STACK_POLICIES.evaluate(Conversation.of(("user", USER)), REPLY).reply
 
 
 def request_body(api: str) -> dict[str, Any]:
@@ -138,6 +140,7 @@ def test_a_faulty_upstream_gives_a_clean_end(
     assert line["stream_fault"] == fault and line["route"] == "/raw" and line["api"] == api
 
 
+@pytest.mark.slow
 def test_a_client_that_leaves_cancels_the_upstream_at_once(stack: Stack) -> None:
     gone = len(stack.raw.disconnected)
     with httpx.Client(base_url=stack.proxy, timeout=20) as client:
@@ -157,6 +160,7 @@ def test_a_client_that_leaves_cancels_the_upstream_at_once(stack: Stack) -> None
     assert stack.raw.disconnected[-1] - left < 1.0  # promptly: not after a read timeout
 
 
+@pytest.mark.slow
 @settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(api=st.sampled_from(APIS), cuts=st.lists(st.integers(0, 100_000), max_size=25))
 def test_any_split_of_the_upstream_bytes_gives_the_same_text(

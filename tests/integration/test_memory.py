@@ -20,8 +20,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from .conftest import FIXTURES
-from .servers import Background, MockAPI, quoted
+from tests.kit.paths import STACK_FIXTURES
+from tests.kit.servers import Background, free_port
+from tests.kit.upstreams import MockAPI, quoted
+
 
 MB = 1 << 20
 SENTENCES = (
@@ -29,7 +31,11 @@ SENTENCES = (
     "\U0001f375. I will always be here for you. A long day ends, and that is fine."
 )
 
-pytestmark = pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc")
+pytestmark = [
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs /proc"),
+    pytest.mark.slow,
+    pytest.mark.subprocess,
+]
 
 
 def peak_rss(pid: int) -> int:
@@ -40,19 +46,12 @@ def peak_rss(pid: int) -> int:
     raise AssertionError("no VmHWM")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @contextlib.contextmanager
 def serve(tmp_path: Path, upstream: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     port = free_port()
     config = tmp_path / "guardrail.yaml"
     config.write_text(
-        f"upstream: {upstream}\nport: {port}\nadmin_port: 0\npolicies: {FIXTURES / 'policies'}\n"
+        f"upstream: {upstream}\nport: {port}\nadmin_port: 0\npolicies: {STACK_FIXTURES / 'policies'}\n"
         "audit: {sink: 'off'}\nlog_level: warning\n"
     )
     env = {k: v for k, v in os.environ.items() if not k.startswith("GUARDRAIL_")}

@@ -30,8 +30,12 @@ from guardrail.formats.registry import FORMATS
 from guardrail.observe.audit import AuditConfig
 from guardrail.proxy.app import build_app
 
-from embed._kit import PACK, ROOT, Answer, asgi_post, chat_app
-from embed._wire import ALL_PATHS, MEDIA, _sse, cut, read_stream
+from tests.kit.clients import asgi_post
+from tests.kit.paths import ROOT
+from tests.kit.policysets import PACK
+from tests.kit.upstreams import Answer, chat_app
+from tests.kit.wire import MEDIA, PATHS, pieces, read_stream, sse_events
+
 
 UPSTREAM = "https://upstream.test"
 
@@ -81,16 +85,16 @@ def chat_whole(contents: Sequence[str | None], **message: Any) -> bytes:
 def chat_stream(choices: Sequence[str]) -> list[bytes]:
     events: list[bytes] = []
     base = {"id": "c1", "object": "chat.completion.chunk", "created": 1, "model": "m"}
-    for piece_index in range(max(len(cut(t, 11)) for t in choices)):
+    for piece_index in range(max(len(pieces(t, 11)) for t in choices)):
         for i, text in enumerate(choices):
-            pieces = cut(text, 11)
-            if piece_index < len(pieces):
-                delta = {"index": i, "delta": {"content": pieces[piece_index]}, "finish_reason": None}
-                events.append(_sse([(None, {**base, "choices": [delta]})]))
+            cuts = pieces(text, 11)
+            if piece_index < len(cuts):
+                delta = {"index": i, "delta": {"content": cuts[piece_index]}, "finish_reason": None}
+                events.append(sse_events([(None, {**base, "choices": [delta]})]))
     for i in range(len(choices)):
         end = {"index": i, "delta": {}, "finish_reason": "stop"}
-        events.append(_sse([(None, {**base, "choices": [end]})]))
-    events.append(_sse([(None, "[DONE]")]))
+        events.append(sse_events([(None, {**base, "choices": [end]})]))
+    events.append(sse_events([(None, "[DONE]")]))
     return events
 
 
@@ -132,7 +136,7 @@ def ollama_whole(text: str, **message: Any) -> bytes:
 
 def ollama_stream(text: str) -> list[bytes]:
     lines = [{"model": "llama", "message": {"role": "assistant", "content": p}, "done": False}
-             for p in cut(text, 11)]  # fmt: skip
+             for p in pieces(text, 11)]  # fmt: skip
     lines.append({"model": "llama", "message": {"role": "assistant", "content": ""}, "done": True})
     return [json.dumps(line).encode() + b"\n" for line in lines]
 
@@ -144,7 +148,7 @@ def anthropic_stream(text: str) -> list[bytes]:
         ("content_block_start", {"type": "content_block_start", "index": 0,
                                  "content_block": {"type": "text", "text": ""}}),
     ]  # fmt: skip
-    for piece in cut(text, 11):
+    for piece in pieces(text, 11):
         delta = {"type": "text_delta", "text": piece}
         events.append(("content_block_delta",
                        {"type": "content_block_delta", "index": 0, "delta": delta}))  # fmt: skip
@@ -154,7 +158,7 @@ def anthropic_stream(text: str) -> list[bytes]:
                            "usage": {"output_tokens": 5}}),
         ("message_stop", {"type": "message_stop"}),
     ]  # fmt: skip
-    return [_sse([e]) for e in events]
+    return [sse_events([e]) for e in events]
 
 
 TOOL_CALL = {"id": "call_1", "type": "function",
@@ -235,7 +239,7 @@ async def through_proxy(row: Row) -> httpx.Response:
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
         ) as client:
-            return await client.post(ALL_PATHS[row.api], content=json.dumps(row.request))
+            return await client.post(PATHS[row.api], content=json.dumps(row.request))
     finally:
         await app.state.client.aclose()
 
@@ -244,7 +248,7 @@ async def through_middleware(row: Row) -> tuple[bytes, dict[str, str]]:
     media = MEDIA[row.api] if row.stream else "application/json"
     app = chat_app(lambda request, body: Answer(row.reply, media_type=media))
     app.add_middleware(GuardrailMiddleware, policies=PACK, audit="off", route="/parity")
-    sent = await asgi_post(app, ALL_PATHS[row.api], json.dumps(row.request).encode())
+    sent = await asgi_post(app, PATHS[row.api], json.dumps(row.request).encode())
     return sent.body, sent.headers
 
 

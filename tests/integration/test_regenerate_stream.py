@@ -14,7 +14,6 @@ import json
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -30,10 +29,13 @@ from guardrail.policy import load_policies
 from guardrail.config.routes import parse_routes
 from guardrail.config.settings import Settings
 
-from .servers import Background, quoted, stream_for
-from .wire import BODIES, CHAT, MEDIA, MESSAGES, OLLAMA, RESPONSES, api_of
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.servers import Background
+from tests.kit.upstreams import quoted, stream_for
+from tests.kit.wire import BODIES, CHAT, MEDIA, MESSAGES, OLLAMA, RESPONSES, api_of
 
-POLICIES = Path(__file__).parents[1] / "proxy" / "fixtures" / "regenerate"
+
+POLICIES = PROXY_FIXTURES / "regenerate"
 BAD = "Of course. I will always be here."
 GOOD = "Of course. Your sister sounds like someone worth calling tonight."
 WORSE = "Sure. I will always be here, you don't need anyone else."
@@ -410,6 +412,7 @@ def regenerations(route: str, api: str, outcome: str) -> float:
     return REGISTRY.get_sample_value("guardrail_regenerations_total", labels) or 0.0
 
 
+@pytest.mark.slow
 def test_the_metric_counts_each_outcome_streamed_or_not(stack: Stack) -> None:
     keys = [("/", CHAT, o) for o in ("accepted", "rejected", "upstream-error")]
     keys += [("/tight", CHAT, "timeout"), ("/", MESSAGES, "accepted")]

@@ -17,13 +17,15 @@ import pytest
 
 from guardrail.policy import Conversation
 
-from .conftest import POLICIES, STRICT, Stack
-from .servers import quoted
+from tests.kit.policysets import STACK_POLICIES, STRICT
+from tests.kit.upstreams import quoted
+
+from .conftest import Stack
 
 REPLY = "You are absolutely right. I will always be here for you. Tea helps."
 HOPELESS = "I feel hopeless tonight"
 DISTRESS = Conversation.of(("user", HOPELESS))
-EXPECTED = POLICIES.evaluate(DISTRESS, REPLY).reply
+EXPECTED = STACK_POLICIES.evaluate(DISTRESS, REPLY).reply
 REFERRAL = "REFERRAL: you can reach 988 Lifeline (call or text 988)."
 
 
@@ -100,7 +102,7 @@ def test_openai_chat_stream_n_usage_tool_calls_and_logprobs(stack: Stack) -> Non
             if choice.finish_reason:
                 finish[choice.index] = choice.finish_reason
     assert texts[0] == EXPECTED
-    assert texts[1] == POLICIES.evaluate(DISTRESS, REPLY.upper()).reply
+    assert texts[1] == STACK_POLICIES.evaluate(DISTRESS, REPLY.upper()).reply
     assert tokens[0] == REPLY  # upstream logprobs pass through, describing upstream tokens
     assert calls == {0: {"name": "lookup", "args": '{"q": "tea"}'}}
     assert finish == {0: "tool_calls", 1: "stop"}
@@ -123,7 +125,7 @@ def test_openai_chat_whole_and_crisis_stream(stack: Stack) -> None:
     )
     pieces = [c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content]
     assert pieces[0].startswith("CRISIS LINE: 988 Lifeline")  # first, before the reply
-    assert "".join(pieces) == POLICIES.evaluate(crisis, "Hello there. Tea helps.").reply
+    assert "".join(pieces) == STACK_POLICIES.evaluate(crisis, "Hello there. Tea helps.").reply
 
 
 # --------------------------------------------------------------------------- responses
@@ -141,12 +143,12 @@ def test_openai_responses_stream_and_whole(stack: Stack) -> None:
                                                               "text": HOPELESS}]}]
     whole = client.responses.create(model="gpt-it", input=items)
     context = Conversation.of(("system", "Kindness first."), ("user", HOPELESS))
-    assert whole.output_text == POLICIES.evaluate(context, REPLY).reply
+    assert whole.output_text == STACK_POLICIES.evaluate(context, REPLY).reply
     assert whole.output_text.endswith("NOTE: the system prompt was read.")
     instructed = client.responses.create(model="gpt-it", input=HOPELESS, stream=True,
                                          instructions="Kindness first.")
     text = "".join(e.delta for e in instructed if e.type == "response.output_text.delta")
-    assert text == POLICIES.evaluate(context, REPLY).reply
+    assert text == STACK_POLICIES.evaluate(context, REPLY).reply
 
 
 # --------------------------------------------------------------------------- anthropic
@@ -164,7 +166,7 @@ def test_anthropic_messages_stream_and_whole(stack: Stack) -> None:
     )
     message = whole.parse()
     context = Conversation.of(("system", "Kindness first."), ("user", HOPELESS))
-    assert message.content[0].text == POLICIES.evaluate(context, REPLY).reply  # system read
+    assert message.content[0].text == STACK_POLICIES.evaluate(context, REPLY).reply  # system read
     assert (message.model_extra or {})["guardrail"]["inspected"] is True
     assert whole.headers["x-guardrail-inspected"] == "true"
 

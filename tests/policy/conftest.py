@@ -8,17 +8,17 @@ import pytest
 
 from guardrail.policy import Conversation, PolicySet, load_policies
 
-FIXTURES = Path(__file__).parent / "fixtures"
+from tests.kit.paths import POLICY_FIXTURES
 
 
 @pytest.fixture(scope="session")
 def basic() -> PolicySet:
-    return load_policies(FIXTURES / "basic")
+    return load_policies(POLICY_FIXTURES / "basic")
 
 
 @pytest.fixture(scope="session")
 def actions() -> PolicySet:
-    return load_policies(FIXTURES / "actions")
+    return load_policies(POLICY_FIXTURES / "actions")
 
 
 @pytest.fixture

@@ -249,6 +249,7 @@ _LITERALS = frozenset(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(
     parts=st.lists(

@@ -11,7 +11,10 @@ import pytest
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.conditions import Name
 
-from .conftest import FIXTURES, user
+from tests.kit.paths import POLICY_FIXTURES
+
+
+from .conftest import user
 
 
 def test_unchanged_reply_is_returned_exactly(actions: PolicySet) -> None:
@@ -176,7 +179,7 @@ def test_needs_reply(basic: PolicySet) -> None:
 def test_file_order_does_not_change_verdicts(
     tmp_path: Path, conv: Conversation, reply: str
 ) -> None:
-    src = FIXTURES / "ordering"
+    src = POLICY_FIXTURES / "ordering"
     forward = load_policies(src)
     swapped = tmp_path / "swapped"
     swapped.mkdir()
@@ -190,7 +193,7 @@ def test_file_order_does_not_change_verdicts(
 
 
 def test_ordering_fixture_details() -> None:
-    ps = load_policies(FIXTURES / "ordering")
+    ps = load_policies(POLICY_FIXTURES / "ordering")
     v = ps.evaluate(user("I am down"), "That's brilliant. Forever yours. Bye.")
     # equal severity: ids decide; dep.forever (d) beats val.flattery (v) for the replacement
     assert v.reply == "BLOCKED"

@@ -508,6 +508,7 @@ def test_a_conversation_still_alive_is_scanned_once(
     assert len(looked_up) == 4
 
 
+@pytest.mark.slow
 def test_the_conversation_memo_keeps_nothing_alive_and_is_bounded() -> None:
     import gc
     import weakref

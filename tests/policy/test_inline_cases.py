@@ -7,10 +7,11 @@ import pytest
 from guardrail.policy import Case, load_policies
 from guardrail.policy.testing import collect_cases, run_case
 
-from .conftest import FIXTURES
+from tests.kit.paths import POLICY_FIXTURES
 
-BASIC = load_policies(FIXTURES / "basic")
-FAILING = load_policies(FIXTURES / "failing")
+
+BASIC = load_policies(POLICY_FIXTURES / "basic")
+FAILING = load_policies(POLICY_FIXTURES / "failing")
 
 
 @pytest.mark.parametrize("case", collect_cases(BASIC), ids=lambda c: c.id)

@@ -22,7 +22,9 @@ from guardrail.policy.sources import DEFAULT_PACK, parse_sources
 from guardrail.proxy.reload import fingerprint
 from guardrail.config.settings import DEFAULT_POLICIES
 
-from .conftest import FIXTURES, user
+from tests.kit.paths import POLICY_FIXTURES as FIXTURES
+
+from .conftest import user
 
 BASIC = FIXTURES / "basic"
 

@@ -8,10 +8,13 @@ from hypothesis import strategies as st
 from guardrail.policy import Conversation, PolicySet, SentenceSplitter, Verdict, load_policies
 from guardrail.policy.text import split_sentences
 
-from .conftest import FIXTURES, user
+from tests.kit.paths import POLICY_FIXTURES
 
-ACTIONS = load_policies(FIXTURES / "actions")
-BASIC = load_policies(FIXTURES / "basic")
+
+from .conftest import user
+
+ACTIONS = load_policies(POLICY_FIXTURES / "actions")
+BASIC = load_policies(POLICY_FIXTURES / "basic")
 
 
 def _stream(ps: PolicySet, conv: Conversation, reply: str, cuts: list[int]) -> tuple[str, Verdict]:

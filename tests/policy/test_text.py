@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from unittest import mock
 
 from hypothesis import given, settings
@@ -162,6 +163,7 @@ _period_words = st.lists(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None)
 @given(parts=_period_words)
 def test_long_word_shortcut_changes_no_boundary(parts: list[str]) -> None:

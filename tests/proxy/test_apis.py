@@ -8,11 +8,12 @@ from typing import Any
 
 import httpx
 import pytest
-from proxykit import Upstream, open_proxy, reply
 
 from guardrail import __version__
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.config.settings import Settings
+
+from tests.kit.proxyapp import Upstream, open_proxy, reply
 
 pytestmark = pytest.mark.anyio
 

@@ -8,11 +8,13 @@ from typing import Any
 
 import httpx
 import pytest
-from proxykit import Proxy, Upstream, chat_request, completion, open_proxy, reply
 
 from guardrail import __version__
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.config.settings import Settings
+
+from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
+from tests.kit.wire import chat_request, completion
 
 pytestmark = pytest.mark.anyio
 
@@ -392,12 +394,12 @@ async def test_engine_exception_fails_open(upstream: Upstream, settings: Setting
     ],
 )
 async def test_no_spelling_of_the_endpoint_dodges_inspection(proxy: Proxy, raw_path: bytes) -> None:
-    from proxykit import asgi_call
+    from tests.kit.clients import asgi_call
 
     proxy.upstream.handler = lambda r: reply(body=completion("I will always be here."))
     body = json.dumps(chat_request("Hi")).encode()
     sent = await asgi_call(proxy.app, "POST", raw_path, body=body)
-    assert dict(sent.headers)[b"x-guardrail-inspected"] == b"true"
+    assert dict(sent.raw_headers)[b"x-guardrail-inspected"] == b"true"
     assert sent.json()["guardrail"]["hits"][0]["policy"] == "dependency.always"
 
 

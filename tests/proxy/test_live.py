@@ -13,11 +13,13 @@ from typing import Any
 import anyio
 import httpx
 import pytest
-from proxykit import chat_request, live_server
 
 from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet
 from guardrail.config.settings import Settings
+
+from tests.kit.servers import live_server
+from tests.kit.wire import chat_request
 
 pytestmark = pytest.mark.anyio
 

@@ -10,21 +10,16 @@ from typing import Any
 
 import httpx
 import pytest
-from proxykit import (
-    FIXTURES,
-    SENTINEL,
-    Upstream,
-    chat_request,
-    completion,
-    live_server,
-    open_proxy,
-    reply,
-)
 
 from guardrail.proxy.app import build_app
 from guardrail.observe.logs import REQUEST_FIELDS, configure_logging, new_request_id
 from guardrail.policy import Conversation, PolicySet, Verdict
 from guardrail.config.settings import Settings
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import SENTINEL, Upstream, open_proxy, reply
+from tests.kit.servers import live_server
+from tests.kit.wire import chat_request, completion
 
 pytestmark = pytest.mark.anyio
 
@@ -189,7 +184,7 @@ async def test_an_upstream_failure_names_the_host_and_the_cause(
         sock.bind(("127.0.0.1", 0))
         closed = sock.getsockname()[1]
     url = upstream.format(closed=closed)
-    settings = Settings(upstream=url, policies=FIXTURES / "policies")
+    settings = Settings(upstream=url, policies=PROXY_FIXTURES / "policies")
     app = build_app(settings, fixture_policies)
     async with httpx.AsyncClient(
         transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"

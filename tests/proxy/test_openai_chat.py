@@ -5,11 +5,12 @@ from __future__ import annotations
 import copy
 
 import pytest
-from proxykit import completion
 
 from guardrail.formats import FormatError
 from guardrail.formats import openai_chat as fmt
 from guardrail.policy import Message
+
+from tests.kit.wire import completion
 
 
 def test_parse_request_maps_roles_and_parts() -> None:

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from proxykit import chat_request, completion, reply
+from tests.kit.proxyapp import reply
+from tests.kit.wire import chat_request, completion
 
 from guardrail.proxy.admin import build_admin_app
 from guardrail.proxy.app import build_app

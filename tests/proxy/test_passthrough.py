@@ -8,10 +8,14 @@ from collections.abc import AsyncIterator
 import anyio
 import httpx
 import pytest
-from proxykit import Proxy, Upstream, asgi_call, chat_request, free_port, open_proxy, reply
 
 from guardrail.policy import PolicySet
 from guardrail.config.settings import Settings, Timeouts
+
+from tests.kit.clients import asgi_call
+from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
+from tests.kit.servers import free_port
+from tests.kit.wire import chat_request
 
 pytestmark = pytest.mark.anyio
 

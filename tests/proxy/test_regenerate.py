@@ -14,12 +14,15 @@ import anyio
 import httpx
 import openai
 import pytest
-from proxykit import FIXTURES, UPSTREAM, Upstream, chat_request, completion, open_proxy, reply
 
 from guardrail.formats import anthropic_messages, ollama_chat, openai_chat, openai_responses
 from guardrail.observe.logs import configure_logging
 from guardrail.policy import PolicySet, load_policies
 from guardrail.config.settings import DEFAULT_POLICIES, Settings, load_settings
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.wire import chat_request, completion
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +35,7 @@ AUTH = {"authorization": "Bearer sk-test"}
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "regenerate")
+    return load_policies(PROXY_FIXTURES / "regenerate")
 
 
 def regen_settings(**overrides: Any) -> Settings:
@@ -300,6 +303,7 @@ async def test_openai_sdk_gets_the_regenerated_reply(policies: PolicySet) -> Non
     assert upstream.requests[1].headers["authorization"] == "Bearer sk-test"
 
 
+@pytest.mark.slow
 async def test_default_pack_regenerates_validation_only_reply() -> None:
     pack = load_policies(DEFAULT_POLICIES)
     first = "That's a really sharp observation. Trust your instincts."

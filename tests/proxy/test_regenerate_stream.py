@@ -7,11 +7,13 @@ from __future__ import annotations
 import json
 
 import pytest
-from proxykit import FIXTURES
 
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.proxy.regenerate_stream import judge
 from guardrail.guard.stream import StreamGuard
+
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.wire import sse as event_bytes
 
 BAD = "Of course. I will always be here."
 GOOD = "Of course. Your sister sounds like someone worth calling tonight."
@@ -21,12 +23,11 @@ CONVERSATION = Conversation.of(("user", "Will you stay?"))
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "regenerate")
+    return load_policies(PROXY_FIXTURES / "regenerate")
 
 
 def sse(data: object, event: str | None = None) -> bytes:
-    head = f"event: {event}\n" if event else ""
-    return f"{head}data: {json.dumps(data)}\n\n".encode()
+    return event_bytes(event, data)
 
 
 def chat_stream(text: str, *, done: bool = True) -> list[bytes]:

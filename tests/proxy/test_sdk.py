@@ -5,10 +5,12 @@ from __future__ import annotations
 import httpx
 import openai
 import pytest
-from proxykit import Proxy, Upstream, completion, open_proxy, reply
 
 from guardrail.policy import PolicySet
 from guardrail.config.settings import Settings
+
+from tests.kit.proxyapp import Proxy, Upstream, open_proxy, reply
+from tests.kit.wire import USAGE, completion
 
 pytestmark = pytest.mark.anyio
 
@@ -32,7 +34,7 @@ async def test_sdk_parses_rewritten_reply_and_guardrail_field(proxy: Proxy) -> N
     assert result.choices[0].message.content == (
         "Of course. I'm glad to talk now, and the people in your life matter too."
     )
-    assert result.usage is not None and result.usage.total_tokens == 12
+    assert result.usage is not None and result.usage.total_tokens == USAGE["total_tokens"]
     extra = result.model_extra or {}
     assert extra["guardrail"]["inspected"] is True
     assert [hit["policy"] for hit in extra["guardrail"]["hits"]] == ["dependency.always"]

@@ -3,14 +3,13 @@
 :class:`Scripted` is an ASGI upstream (served by uvicorn) that answers every request with what
 the test put in :attr:`Scripted.reply`: a status, headers, and the body as a list of byte chunks
 (each its own write) or an async generator (lazy, paced or endless). The proxy is the real app
-(``build_app``) under uvicorn, on the same background loop (``tests/integration/servers.py``).
+(``build_app``) under uvicorn, on the same background loop (``tests/kit/servers.py``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass, field
@@ -22,17 +21,13 @@ from guardrail.proxy.app import build_app
 from guardrail.observe.audit import AuditConfig
 from guardrail.observe.metrics import REGISTRY
 from guardrail.config.settings import Settings
-from integration.conftest import FIXTURES, POLICIES
-from integration.servers import Background, lifespan
-from integration.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES
+
+from tests.kit.paths import STACK_FIXTURES
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.servers import Background, lifespan
+from tests.kit.wire import MEDIA, MESSAGES, PATHS, RESPONSES
 
 USER = "I feel hopeless tonight"
-MEDIA = {
-    CHAT: "text/event-stream",
-    RESPONSES: "text/event-stream",
-    MESSAGES: "text/event-stream",
-    OLLAMA: "application/x-ndjson",
-}
 Body = Callable[[], AsyncIterator[bytes]]
 
 
@@ -109,11 +104,11 @@ def running(**settings: Any) -> Iterator[Proxy]:
         upstream_url = background.serve_asgi(upstream)
         options: dict[str, Any] = {
             "upstream": upstream_url,
-            "policies": FIXTURES / "policies",
+            "policies": STACK_FIXTURES / "policies",
             "audit": AuditConfig(sink="off"),
             **settings,
         }
-        app = build_app(Settings(**options), POLICIES)
+        app = build_app(Settings(**options), STACK_POLICIES)
         yield Proxy(background, upstream, background.serve_asgi(app))
     finally:
         background.close()
@@ -145,14 +140,3 @@ def eventually(check: Callable[[], bool], seconds: float = 5) -> None:
     while not check():
         assert time.monotonic() < deadline, "condition never became true"
         time.sleep(0.01)
-
-
-def sse(name: str | None, data: Any) -> bytes:
-    """One SSE event (``event:`` line when ``name``), data serialised as JSON unless a str."""
-    head = "" if name is None else f"event: {name}\n"
-    body = data if isinstance(data, str) else json.dumps(data, ensure_ascii=False)
-    return f"{head}data: {body}\n\n".encode()
-
-
-def ndjson(obj: Any) -> bytes:
-    return json.dumps(obj, ensure_ascii=False).encode() + b"\n"

@@ -26,10 +26,13 @@ from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.ops.opskit import Served
-from tests.proxy.proxykit import FIXTURES, UPSTREAM, chat_request, completion, reply
 
-from ._kit import closed_within, connect, exchange, parse, read_all, request, served
+from tests.kit.clients import closed_within, connect, exchange, parse, read_all, request
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, reply
+from tests.kit.serve import Served, served
+from tests.kit.wire import chat_request, completion
+
 
 LIMITS = {
     "GUARDRAIL_HEADER_TIMEOUT": "1",
@@ -54,6 +57,8 @@ def limited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         yield proc
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_idle_and_dribbling_connections_are_closed_after_the_header_timeout(
     limited: Served,
 ) -> None:
@@ -95,6 +100,8 @@ def dribble(socks: list[socket.socket], data: bytes, seconds: float) -> set[int]
     return cut
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_idle_keepalive_connections_are_closed(limited: Served) -> None:
     """Bad luck or attack: a client keeps its connection after a response and goes quiet, or
     dribbles its next head. ``keepalive_timeout`` closes the quiet one, ``header_timeout`` the
@@ -110,6 +117,8 @@ def test_idle_keepalive_connections_are_closed(limited: Served) -> None:
     assert closed_within(slow, 3)[0]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_connections_over_the_cap_get_503_and_slots_come_back(tmp_path: Path) -> None:
     """Attack: open more connections than the proxy can hold (file descriptors, memory). Over
     ``max_client_connections`` a new connection is answered 503 with ``Retry-After`` and an
@@ -131,6 +140,8 @@ def test_connections_over_the_cap_get_503_and_slots_come_back(tmp_path: Path) ->
             sock.close()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_the_admin_listener_has_the_same_protection(limited: Served) -> None:
     """Attack: slowloris against the admin listener (metrics, reload): idle and partial heads
     are closed there too."""
@@ -178,6 +189,7 @@ def _client(app: Any, address: str) -> httpx.AsyncClient:
     return httpx.AsyncClient(transport=transport, base_url="http://proxy.test", timeout=10)
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_one_client_cannot_take_the_whole_upstream_pool() -> None:
     """Attack: one client opens stream after stream to a slow upstream until the shared
@@ -186,9 +198,9 @@ async def test_one_client_cannot_take_the_whole_upstream_pool() -> None:
     ``Retry-After`` in its API's format; streams together get 6 (three quarters), the next
     stream gets 503; another client's whole request still goes through throughout, and every
     slot comes back when the streams end."""
-    policies = load_policies(FIXTURES / "policies")
+    policies = load_policies(PROXY_FIXTURES / "policies")
     upstream = SlowUpstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies", max_connections=8,
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies", max_connections=8,
                         max_upstream_per_client=2)
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     stream = chat_request("I feel alone.", stream=True)
@@ -231,9 +243,9 @@ async def test_whole_requests_cannot_starve_streams() -> None:
     """Bad luck or attack, the other way round: slow whole requests from many clients fill the
     pool. They get three quarters of it at most (the next gets 503 ``requests_busy``), so a
     stream still finds a connection."""
-    policies = load_policies(FIXTURES / "policies")
+    policies = load_policies(PROXY_FIXTURES / "policies")
     upstream = SlowUpstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies", max_connections=8,
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies", max_connections=8,
                         max_upstream_per_client=2)
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     clients = {name: _client(app, f"10.0.1.{n}") for n, name in enumerate("abcde", 1)}
@@ -295,6 +307,8 @@ def test_connection_limit_defaults() -> None:
     assert s.max_upstream_per_client == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     """Bad luck: a soft limit of 1024 open files (a common default) would refuse connections
     (EMFILE) long before ``max_client_connections``; serve raises it as far as the hard limit
@@ -313,12 +327,15 @@ def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     assert soft == (1000 if hard < 0 or hard >= 1000 else hard)
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path) -> None:
     """Attack, end to end: one client opens stream after stream to an upstream that never stops
     (before, with the pool full, everyone else waited for a connection until a 504). Through a
     real ``guardrail serve`` with a pool of 8: the client's first 2 streams flow, the rest get
     429 at once; a second client (another source address) still gets its reply."""
-    from tests.integration.servers import Background, RawUpstream
+    from tests.kit.servers import Background
+    from tests.kit.upstreams import RawUpstream
 
     background = Background()
     try:
@@ -348,17 +365,20 @@ def test_streams_of_one_client_leave_room_for_another_on_the_wire(tmp_path: Path
 @contextlib.contextmanager
 def served_at(tmp_path: Path, upstream: str, env: dict[str, str]) -> Iterator[Served]:
     from guardrail.config.settings import DEFAULT_POLICIES
-    from tests.ops.opskit import guardrail_serve
+    from tests.kit.serve import guardrail_serve
 
     with guardrail_serve(tmp_path, upstream, DEFAULT_POLICIES, env=env) as proc:
         yield proc
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_a_stalled_pipelined_head_never_writes_into_a_stream_in_progress(tmp_path: Path) -> None:
     """Attack: while a stream is being sent, the client starts a pipelined second request and
     never finishes its head. The header timeout closes the connection, but the 408 is not
     written into the middle of the stream (which would corrupt it): the stream just ends."""
-    from tests.integration.servers import Background, RawUpstream
+    from tests.kit.servers import Background
+    from tests.kit.upstreams import RawUpstream
 
     background = Background()
     try:

@@ -15,7 +15,6 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from embed._wire import ALL_PATHS, read_whole, request_body, whole_reply
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -24,6 +23,8 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.reading import read
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
+
+from tests.kit.wire import PATHS, read_whole, request_body, whole_reply
 
 PACK: PolicySet = load_policies(DEFAULT_POLICIES)
 
@@ -70,7 +71,7 @@ def test_distress_survives_formatting(form: str) -> None:
 @pytest.fixture
 async def client() -> AsyncIterator[httpx.AsyncClient]:
     def upstream(request: httpx.Request) -> httpx.Response:
-        api = next(a for a, p in ALL_PATHS.items() if request.url.path.endswith(p))
+        api = next(a for a, p in PATHS.items() if request.url.path.endswith(p))
         body = whole_reply(api, "Have you tried a long walk?")
         return httpx.Response(200, headers={"content-type": "application/json"},
                               stream=httpx.ByteStream(body))  # as a real transport delivers it
@@ -84,7 +85,7 @@ async def client() -> AsyncIterator[httpx.AsyncClient]:
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("api", ALL_PATHS)
+@pytest.mark.parametrize("api", PATHS)
 @pytest.mark.parametrize("form", ["no-break space", "zero-width space in a word",
                                   "line break in the phrase", "Cyrillic look-alike",
                                   "fullwidth letters"])
@@ -93,7 +94,7 @@ async def test_the_proxy_leads_with_the_crisis_line_for_every_form(
 ) -> None:
     """Through the proxy (in process), on each API: the crisis line leads the reply."""
     body = request_body(api, [{"role": "user", "content": FORMS[form][0]}], stream=False)
-    got = await client.post(ALL_PATHS[api], content=json.dumps(body))
+    got = await client.post(PATHS[api], content=json.dumps(body))
     assert got.status_code == 200
     text, note = read_whole(api, got.content)
     assert "988" in text.split("\n\n")[0] and "911" in text.split("\n\n")[0], text

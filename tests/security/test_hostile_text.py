@@ -25,8 +25,10 @@ from guardrail.observe.audit import AuditConfig
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy import scan as scan_module
 from guardrail.config.settings import DEFAULT_POLICIES, Settings
-from embed._wire import ALL_PATHS, read_stream, read_whole, request_body
-from integration.servers import Background, MockAPI, quoted, read_body
+
+from tests.kit.servers import Background, read_body
+from tests.kit.upstreams import MockAPI, quoted
+from tests.kit.wire import PATHS, read_stream, read_whole, request_body
 
 MARK = "\u2603"
 """Stands for the hostile text while bodies are built; swapped for its bytes on the wire."""
@@ -36,7 +38,7 @@ HOSTILE = {
     "nul": b"\\u0000",
     "invalid-utf8": b"\xff\xfe\xc3",  # bytes no UTF-8 decoder accepts
 }
-APIS = tuple(ALL_PATHS)
+APIS = tuple(PATHS)
 CRISIS = f"I want to die.{MARK} I can't do this anymore."
 DISTRESS = f"I feel so alone and hopeless lately.{MARK}"
 REPLY = f"Maybe a change of scenery{MARK} would help, like a short trip this weekend."
@@ -110,7 +112,7 @@ class Stack:
         headers = {"content-type": "application/json", "x-mock-reply": quoted(reply)}
         if answer is not None:
             headers["x-hostile"] = answer
-        got = httpx.post(self.proxy + ALL_PATHS[api], content=raw, headers=headers, timeout=20)
+        got = httpx.post(self.proxy + PATHS[api], content=raw, headers=headers, timeout=20)
         assert got.status_code == 200, got.content[:300]
         assert self.upstream.bodies[-1] == raw  # the request is forwarded byte for byte
         # what a client's decoder reads (a byte no UTF-8 decoder accepts shows as U+FFFD)
@@ -140,6 +142,7 @@ def _hit(note: dict[str, Any], policy: str) -> dict[str, Any]:
     return hits[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stream", [False, True], ids=["whole", "stream"])
 @pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize("kind", HOSTILE)
@@ -213,6 +216,7 @@ def _break_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(scan_module, "choose_variant", broken)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("locale", ["en-US", "en-GB", "fr-FR"])
 def test_the_crisis_policy_failing_closed_still_gives_the_crisis_line(
     pack: PolicySet, monkeypatch: pytest.MonkeyPatch, locale: str
@@ -229,6 +233,7 @@ def test_the_crisis_policy_failing_closed_still_gives_the_crisis_line(
     assert resources["emergency"] in first and resources["crisis_line"] in first
 
 
+@pytest.mark.slow
 def test_a_failing_policy_never_removes_a_working_ones_referral(
     pack: PolicySet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -247,6 +252,7 @@ def test_a_failing_policy_never_removes_a_working_ones_referral(
     assert sum(1 for h in verdict.hits if h.error) >= 2
 
 
+@pytest.mark.slow
 def test_a_closed_failure_keeps_the_other_policies_texts(
     pack: PolicySet, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -302,6 +308,7 @@ def test_only_the_most_recent_text_of_a_huge_message_counts(stack: Stack) -> Non
     assert text == CALM_REPLY and note["signals"]["user.crisis"] is False
 
 
+@pytest.mark.slow
 def test_the_bound_counts_characters_from_the_end(pack: PolicySet) -> None:
     """With ``max_user_chars`` N, a crisis phrase within the last N characters is read and its
     evidence points into the whole message; one that ends before them is not."""
@@ -324,6 +331,7 @@ def test_the_bound_counts_characters_from_the_end(pack: PolicySet) -> None:
         pack.max_user_chars = 0
 
 
+@pytest.mark.slow
 def test_max_user_text_chars_setting_reaches_the_proxy(tmp_path: Path) -> None:
     """``max_user_text_chars`` (config key, ``GUARDRAIL_MAX_USER_TEXT_CHARS``) has a default,
     refuses bad values naming the key, and bounds what the proxy's policy sets read."""
@@ -345,6 +353,7 @@ def test_max_user_text_chars_setting_reaches_the_proxy(tmp_path: Path) -> None:
     assert app.state.policies.current.max_user_chars == 100
 
 
+@pytest.mark.slow
 def test_the_middleware_option_is_checked(pack: PolicySet) -> None:
     """The middleware's ``max_user_text_chars`` sets the bound, and refuses a bad value."""
     from guardrail.errors import ConfigError
@@ -359,6 +368,8 @@ def test_the_middleware_option_is_checked(pack: PolicySet) -> None:
         GuardrailMiddleware(app, policies=pack, max_user_text_chars=0, audit="off")
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_guardrail_check_survives_hostile_lines() -> None:
     """``guardrail check --jsonl -`` fed a case with lone surrogates (JSON escapes) and one with
     a byte that is not UTF-8: one JSON line out per case, each with the crisis line leading

@@ -27,24 +27,27 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from embed._kit import PACK
-from embed._wire import (
-    ALL_PATHS,
+from guardrail.proxy.app import build_app
+from guardrail.observe.audit import AuditConfig
+from guardrail.policy import PolicySet
+from guardrail.config.settings import Settings
+
+from tests.kit.policysets import PACK
+from tests.kit.wire import (
     MEDIA,
+    PATHS,
+    pieces,
     read_stream,
     read_whole,
     request_body,
     stream_events,
     whole_reply,
 )
-from guardrail.proxy.app import build_app
-from guardrail.observe.audit import AuditConfig
-from guardrail.policy import PolicySet
-from guardrail.config.settings import Settings
-from integration.wire import pieces as cut_text
+
+pytestmark = pytest.mark.slow
 
 
-APIS = tuple(ALL_PATHS)
+APIS = tuple(PATHS)
 FORGED = "FORGED-ANNOTATION-5c1e"
 CRISIS = (
     "I want to die.",
@@ -108,7 +111,7 @@ def _answers(draw: st.DrawFn, api: str, stream: bool) -> tuple[str, int, bytes]:
         return kind, 200, draw(st.binary(max_size=200))
     text = draw(hostile_text) + " " + draw(hostile_text)
     if stream:
-        events = [_unmask(e) for e in stream_events(api, cut_text(_mask(text), 5))]
+        events = [_unmask(e) for e in stream_events(api, pieces(_mask(text), 5))]
         return kind, 200, _forge_stream(api, events, draw)
     data = _unmask(whole_reply(api, _mask(text)))
     if draw(st.booleans()):
@@ -218,7 +221,7 @@ async def _exchange(pack: PolicySet, d: Draw) -> httpx.Response:
         transport=httpx.ASGITransport(app=app), base_url="http://proxy.test"
     ) as client:
         response = await client.post(
-            ALL_PATHS[d.api], content=d.body, headers={"content-type": "application/json"}
+            PATHS[d.api], content=d.body, headers={"content-type": "application/json"}
         )
     await app.state.client.aclose()
     return response

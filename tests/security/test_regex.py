@@ -20,12 +20,18 @@ from typing import Any
 
 import httpx
 import pytest
-from ops.opskit import ThreadedServer, chat, guardrail_serve, mock_upstream, parse, policy_copy
 
 from guardrail.errors import PolicyError
 from guardrail.policy import Conversation, PolicySet, load_policies
 from guardrail.policy.boundedregex import BoundedPattern, RegexTimeout, budget
 from guardrail.policy.detectors import Leaf
+
+from tests.kit.metrics import parse
+from tests.kit.paths import DEFAULT_PACK
+from tests.kit.serve import guardrail_serve, policy_copy
+from tests.kit.servers import ThreadedServer
+from tests.kit.upstreams import mock_upstream
+from tests.kit.wire import chat_request
 
 GENEROUS = 2.0
 """Seconds a whole evaluation with a hostile text may take here (the bound itself is about
@@ -171,7 +177,7 @@ def test_phrase_with_a_spaced_hyphen_cannot_stall(tmp_path: Path) -> None:
 def test_default_pack_regexes_all_run_under_the_bound() -> None:
     """Every ``regex:`` entry of the shipped pack is compiled with the bound (none slips back
     to unbounded re), and the pack itself passes the load probe."""
-    ps = load_policies(Path(__file__).parents[2] / "policies")
+    ps = load_policies(DEFAULT_PACK)
     leaves = [d for d in ps.detectors.values() if isinstance(d, Leaf)]
     bounded = [p for leaf in leaves for p in leaf.patterns if isinstance(p, BoundedPattern)]
     unbounded = [p for leaf in leaves for p in leaf.patterns if not isinstance(p, BoundedPattern)]
@@ -194,6 +200,8 @@ def _metric(admin: str, token: str, name: str, **labels: str) -> float:
     return sum(v for found, v in samples if all(found.get(k) == x for k, x in labels.items()))
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str) -> None:
     """A hostile regex that the load probe cannot see through (its explosive part sits behind
     a lookbehind) and a user message built to trigger it: under re the proxy froze for every
@@ -209,14 +217,14 @@ def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str
 
         def hostile() -> None:
             # under max_user_text_chars (16,384), so the detectors read all of it
-            body = chat("#" + "a" * 5_000 + "! reply: Here to help.")
+            body = chat_request("#" + "a" * 5_000 + "! reply: Here to help.")
             results["hostile"] = httpx.post(url, json=body, timeout=30)
 
         thread = threading.Thread(target=hostile)
         start = time.perf_counter()
         thread.start()
         time.sleep(0.05)
-        other = httpx.post(url, json=chat("reply: Hello."), timeout=30)
+        other = httpx.post(url, json=chat_request("reply: Hello."), timeout=30)
         other_done = time.perf_counter() - start
         thread.join(30)
         assert other.status_code == 200 and other.json()["guardrail"]["hits"] == []
@@ -232,6 +240,8 @@ def test_slipped_regex_cannot_stall_another_client(tmp_path: Path, upstream: str
         assert errors == 1
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_reload_with_a_catastrophic_regex_is_refused_and_the_last_good_set_serves(
     tmp_path: Path, upstream: str
 ) -> None:
@@ -252,8 +262,8 @@ def test_reload_with_a_catastrophic_regex_is_refused_and_the_last_good_set_serve
         assert error["policy_id"] == "p.regex"
         assert "backtracks catastrophically" in error["message"]
         url = f"{served.proxy}/v1/chat/completions"
-        crisis = httpx.post(url, json=chat("I want to end it all. reply: Okay."), timeout=30)
+        crisis = httpx.post(url, json=chat_request("I want to end it all. reply: Okay."), timeout=30)
         hits = [h["policy"] for h in crisis.json()["guardrail"]["hits"]]
         assert hits == ["ops.crisis"]  # the last good set, without p.regex
-        hostile = httpx.post(url, json=chat("a" * 5000 + "! reply: Fine."), timeout=30)
+        hostile = httpx.post(url, json=chat_request("a" * 5000 + "! reply: Fine."), timeout=30)
         assert hostile.status_code == 200 and hostile.json()["guardrail"]["hits"] == []

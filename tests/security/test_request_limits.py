@@ -21,16 +21,20 @@ from guardrail.guard.inspection import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import PolicySet, load_policies
 from guardrail.config.settings import Settings, load_settings
-from tests.proxy.proxykit import FIXTURES, UPSTREAM, Upstream, completion, open_proxy, reply
 
-from ._kit import connect, exchange, parse, read_all, request, served
+from tests.kit.clients import connect, exchange, parse, read_all, request
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.serve import served
+from tests.kit.wire import completion
+
 
 LIMIT = 4096
 
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "policies")
+    return load_policies(PROXY_FIXTURES / "policies")
 
 
 def refused(reason: str) -> float:
@@ -53,6 +57,7 @@ FORMATS = {
 }
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 @pytest.mark.parametrize("path", list(FORMATS))
 async def test_oversized_body_gets_413_in_the_api_error_format(
@@ -62,7 +67,7 @@ async def test_oversized_body_gets_413_in_the_api_error_format(
     was accepted). Over ``max_request_bytes`` the client gets 413 with its API's own error body
     (what its SDK can parse), the upstream is never called, and the refusal is counted."""
     upstream = Upstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies",
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies",
                         max_request_bytes=LIMIT)
     before = refused("request_too_large")
     async with open_proxy(settings, policies, upstream) as client:
@@ -77,6 +82,8 @@ async def test_oversized_body_gets_413_in_the_api_error_format(
     assert len(upstream.requests) == 1  # only the small one went upstream
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_chunked_and_huge_declared_bodies_get_413_on_the_wire(tmp_path: Path) -> None:
     """Attack: a body with no Content-Length (chunked), on an inspected path and on a
     pass-through path, and a Content-Length of 300 MB with the body never sent. Through a real
@@ -135,7 +142,7 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
             return reply(raw=sse, headers={"content-type": "text/event-stream"})
         return reply(body=completion("Hello."))
 
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     async with open_proxy(settings, policies, Upstream(answer)) as client:
         for size in (100, 4 * OFFLOAD_BYTES):
             response = await client.post("/v1/chat/completions", content=big_chat(size,
@@ -146,6 +153,7 @@ async def test_large_conversations_are_parsed_and_evaluated_off_the_event_loop(
     assert where["parse"][1] != loop_thread and where["judge"][1] != loop_thread  # large
 
 
+@pytest.mark.slow
 @pytest.mark.anyio
 async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     policies: PolicySet, monkeypatch: pytest.MonkeyPatch
@@ -153,7 +161,8 @@ async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     """The same rule in the ASGI middleware (guardrail embedded in an app): a conversation over
     OFFLOAD_BYTES is parsed and the reply judged in a worker thread."""
     from guardrail.middleware import GuardrailMiddleware
-    from tests.embed._kit import Answer, asgi_post, chat_app
+    from tests.kit.clients import asgi_post
+    from tests.kit.upstreams import Answer, chat_app
 
     loop_thread = threading.get_ident()
     threads: list[int] = []
@@ -172,6 +181,8 @@ async def test_the_middleware_also_judges_large_conversations_off_the_loop(
     assert threads[0] == loop_thread and threads[1] != loop_thread
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_one_huge_conversation_does_not_freeze_other_clients() -> None:
     """Attack: one client sends a 16 MB distress conversation (user turns of 256 KB) again and
     again while a second client sends small chat requests. Before, each big request held the

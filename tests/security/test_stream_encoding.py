@@ -18,7 +18,8 @@ import httpx
 import pytest
 import structlog
 
-from integration.wire import CHAT, OLLAMA, PATHS, STREAMS
+from tests.kit.wire import CHAT, OLLAMA, PATHS, STREAMS
+
 
 from ._streamkit import Proxy, counted, eventually, request_body, running
 
@@ -38,6 +39,7 @@ def raw_post(proxy: Proxy, api: str) -> tuple[httpx.Response, bytes]:
             return response, b"".join(response.iter_raw())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("coding", ["br", "zstd", "gzip, br", "x-unknown"])
 @pytest.mark.parametrize("api", [CHAT, OLLAMA])
 def test_an_undecodable_stream_passes_byte_for_byte_marked(

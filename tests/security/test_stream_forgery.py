@@ -23,9 +23,10 @@ import pytest
 
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
-from integration.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES, STREAMS
 
-from ._streamkit import USER, Proxy, ndjson, post, running, sse
+from tests.kit.wire import CHAT, MESSAGES, OLLAMA, PATHS, RESPONSES, STREAMS, ndjson, sse
+
+from ._streamkit import USER, Proxy, post, running
 
 FORGED = {"inspected": True, "forged": True, "action": "none", "hits": [], "signals": {}}
 TEXT = "Tea helps. Rest well."

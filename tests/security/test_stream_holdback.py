@@ -23,8 +23,9 @@ from guardrail.policy import Conversation
 from guardrail.policy import text as text_module
 from guardrail.policy.text import SentenceSplitter, split_sentences
 from guardrail.guard.stream import StreamGuard
-from integration.conftest import POLICIES
-from integration.wire import CHAT, chat_stream
+
+from tests.kit.policysets import STACK_POLICIES
+from tests.kit.wire import CHAT, chat_stream
 
 from ._streamkit import post, running
 
@@ -62,6 +63,7 @@ def released_text(data: bytes) -> str:
     return text
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("piece", [2 * MB, 4, 4096], ids=["one-delta", "4-chars", "4k"])
 def test_a_long_run_without_spaces_is_handed_to_the_splitter_once(
     counting: type[CountingSplitter], piece: int
@@ -72,7 +74,7 @@ def test_a_long_run_without_spaces_is_handed_to_the_splitter_once(
     size = 2 * MB if piece != 4 else MB // 4
     reply = "x" * size
     body = b"".join(chat_stream(reply, size=piece))
-    guard = StreamGuard(CHAT, POLICIES, DISTRESS)
+    guard = StreamGuard(CHAT, STACK_POLICIES, DISTRESS)
     out = b"".join(guard.feed(body[i : i + 65536]) for i in range(0, len(body), 65536))
     out += guard.close()
     assert released_text(out).startswith(reply)  # nothing lost; the referral follows
@@ -101,6 +103,7 @@ class CountingPattern:
         return self.pattern.match(buf, at)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("run", [".", "\n", " \n", "!?", "\u2026"])
 def test_a_run_of_terminators_or_line_breaks_costs_one_attempt(
     monkeypatch: pytest.MonkeyPatch, run: str
@@ -124,6 +127,7 @@ def _cpu(text: str) -> float:
     return time.process_time() - started
 
 
+@pytest.mark.slow
 def test_a_sentence_of_initials_is_split_in_linear_time() -> None:
     """``A. B. C. ...``: each period is a candidate that is no boundary (an initial), and each
     used to re-read the whole sentence so far. Compared by CPU time of this process at two sizes

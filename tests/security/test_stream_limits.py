@@ -25,7 +25,8 @@ from guardrail.errors import ConfigError
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
 from guardrail.config.settings import load_settings
-from integration.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
+
+from tests.kit.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
 
 from ._streamkit import Proxy, counted, eventually, post, running
 
@@ -173,6 +174,7 @@ def test_an_event_that_never_ends_ends_the_stream_cleanly(proxy: Proxy, api: str
     assert line["stream_fault"] == "upstream-event-too-large"
 
 
+@pytest.mark.slow
 def test_a_long_normal_stream_is_not_cut(proxy: Proxy) -> None:
     """Many events, each small, adding up to far more than the cap: nothing is cut."""
     reply = "Tea is warm. " * 200_000  # 2.6 MB of text in 50-character events
@@ -257,6 +259,7 @@ def test_keep_alives_alone_do_not_hold_a_stream(stalling: Proxy, api: str) -> No
     assert line["stream_fault"] == "upstream-stalled"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("api", APIS)
 def test_a_slow_stream_that_makes_progress_is_not_cut(stalling: Proxy, api: str) -> None:
     """Events 200 ms apart for longer than the 0.5 s stall timeout: each resets it."""

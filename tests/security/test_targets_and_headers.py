@@ -5,34 +5,27 @@ configured upstream get the documented 400 (absolute-form, servlet-style ``..;``
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 from guardrail.proxy.app import build_app
 from guardrail.policy import PolicySet, load_policies
 from guardrail.proxy.serverproto import protocol_class
 from guardrail.config.settings import Settings
-from tests.ops.opskit import QuietServer
-from tests.proxy.proxykit import (
-    FIXTURES,
-    UPSTREAM,
-    Upstream,
-    asgi_call,
-    chat_request,
-    completion,
-    open_proxy,
-    reply,
-)
 
-from ._kit import Recorder, exchange, request, served
+from tests.kit.clients import asgi_call, exchange, request
+from tests.kit.paths import PROXY_FIXTURES
+from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply
+from tests.kit.serve import served
+from tests.kit.servers import Background
+from tests.kit.upstreams import Recorder
+from tests.kit.wire import chat_request, completion, sse
+
 
 FORGED = {
     "x-guardrail-inspected": "true",
@@ -47,13 +40,13 @@ OURS = {"x-guardrail-inspected", "x-guardrail-reason", "x-guardrail-policies",
 
 @pytest.fixture(scope="module")
 def policies() -> PolicySet:
-    return load_policies(FIXTURES / "policies")
+    return load_policies(PROXY_FIXTURES / "policies")
 
 
 def _sse(text: str) -> bytes:
     chunk = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
              "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
-    return f"data: {json.dumps(chunk)}\n\ndata: [DONE]\n\n".encode()
+    return sse(None, chunk) + sse(None, "[DONE]")
 
 
 SSE = {"content-type": "text/event-stream", **FORGED}
@@ -88,7 +81,7 @@ async def test_upstream_guardrail_headers_never_reach_the_client(
     guardrail does not annotate; the client must only ever see guardrail's own annotation."""
     method, path, body, answer = CASES[case]
     upstream = Upstream(answer)
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     async with open_proxy(settings, policies, upstream) as client:
         response = await client.request(method, path, content=body,
                                         headers={"content-type": "application/json"})
@@ -121,6 +114,8 @@ DOT_PARAMS = [
 ]
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_absolute_form_and_dot_param_targets_get_400_on_the_wire(tmp_path: Path) -> None:
     """Attack: request targets written so that the server's parser and the upstream's disagree.
     llhttp reduces ``GET http://evil.test/v1/models`` to ``/v1/models`` (which was then
@@ -140,30 +135,20 @@ def test_absolute_form_and_dot_param_targets_get_400_on_the_wire(tmp_path: Path)
 @contextlib.contextmanager
 def _h11_proxy(upstream_url: str, policies: PolicySet) -> Iterator[str]:
     """The proxy app on a real uvicorn with guardrail's h11 protocol, in a thread."""
-    import threading
-
     app = build_app(Settings(upstream=upstream_url), policies)
-    sock = socket.create_server(("127.0.0.1", 0))
-    config = uvicorn.Config(app, log_config=None, access_log=False, lifespan="on",
-                            http=protocol_class(header_timeout=5, max_connections=100, http="h11"))
-    server = QuietServer(config)
-    thread = threading.Thread(target=lambda: asyncio.run(server.serve(sockets=[sock])))
-    thread.start()
+    background = Background()
     try:
-        while not server.started:
-            assert thread.is_alive()
-            threading.Event().wait(0.02)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+        yield background.serve_asgi(
+            app, http=protocol_class(header_timeout=5, max_connections=100, http="h11")
+        )
     finally:
-        server.should_exit = True
-        thread.join(10)
-        sock.close()
+        background.close()
 
 
 def test_absolute_form_is_refused_with_the_h11_protocol_too(policies: PolicySet) -> None:
     """The same absolute-form targets through guardrail's h11 protocol (used where httptools
     is not installed): still the 400, nothing forwarded."""
-    from tests.ops.opskit import ThreadedServer
+    from tests.kit.servers import ThreadedServer
 
     recorder = Recorder()
     with ThreadedServer(recorder) as upstream, _h11_proxy(upstream.url, policies) as proxy:
@@ -181,7 +166,7 @@ async def test_dot_segments_with_params_are_refused_in_the_app(
     """Attack: ``..;`` and ``.;`` segments, percent-encoded or not, as an ASGI server hands them
     to the app (the embedded proxy behind any server): 400, nothing forwarded."""
     upstream = Upstream()
-    settings = Settings(upstream=UPSTREAM, policies=FIXTURES / "policies")
+    settings = Settings(upstream=UPSTREAM, policies=PROXY_FIXTURES / "policies")
     app = build_app(settings, policies, transport=httpx.MockTransport(upstream))
     sent = await asgi_call(app, "GET", raw_path)
     assert sent.status == 400

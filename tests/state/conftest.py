@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from .rediskit import MISSING, REDIS_SERVER, RedisServer
+from tests.kit.redis import MISSING, REDIS_SERVER, RedisServer
 
 
 @pytest.fixture

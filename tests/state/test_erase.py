@@ -29,8 +29,9 @@ from guardrail.state import (
 from guardrail.state.memory import MemoryStore
 from guardrail.state.redisstore import KEY_PREFIX, RedisStore
 
-from tests.ops.opskit import guardrail_serve, policy_copy
-from .rediskit import RedisServer
+from tests.kit.redis import RedisServer
+from tests.kit.serve import guardrail_serve, policy_copy
+
 
 TOKEN = "admin-token-for-state-tests"
 KEY = "shared-state-key-0123456789"
@@ -98,6 +99,7 @@ async def test_without_a_store_or_with_an_empty_id_it_refuses(memory: StateAcces
         assert (response.status_code, response.json()["error"]["code"]) == (400, "bad_user")
 
 
+@pytest.mark.subprocess
 @pytest.mark.anyio
 async def test_an_unreachable_store_answers_503(redis_server: RedisServer) -> None:
     config = StateConfig(backend="redis", url=redis_server.url, key=KEY.encode(), timeout=0.5)
@@ -127,6 +129,8 @@ def _redis_keys(server: RedisServer) -> list[bytes]:
         client.close()
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.anyio
 async def test_guardrail_state_erase_uses_the_configured_store_and_key(
     redis_server: RedisServer, tmp_path: Path
@@ -157,6 +161,8 @@ async def test_guardrail_state_erase_uses_the_configured_store_and_key(
     assert len(_redis_keys(redis_server)) == 1  # a different key addresses nobody
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_guardrail_state_erase_refuses_what_it_cannot_reach(tmp_path: Path) -> None:
     memory = _run("erase", "--user", "x", env={})
     assert memory.returncode == 2
@@ -177,6 +183,8 @@ def test_guardrail_state_erase_refuses_what_it_cannot_reach(tmp_path: Path) -> N
     assert no_key.returncode == 2 and "set state.key (or audit.key)" in no_key.stderr
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 @pytest.mark.anyio
 async def test_a_served_admin_listener_erases_from_the_shared_store(
     redis_server: RedisServer, tmp_path: Path

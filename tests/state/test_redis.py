@@ -24,9 +24,10 @@ from guardrail.state.memory import MemoryStore
 from guardrail.state.model import RECORDS
 from guardrail.state.redisstore import KEY_PREFIX, RedisStore
 
-from .rediskit import RedisServer
+from tests.kit.redis import RedisServer
 
-pytestmark = pytest.mark.anyio
+
+pytestmark = [pytest.mark.anyio, pytest.mark.subprocess]
 
 KEY = b"shared-replica-key-0123456789abcdef"
 

@@ -139,6 +139,8 @@ def test_commands_that_do_not_proxy_need_no_upstream() -> None:
     assert load_settings(env={}, require_upstream=False).upstream is None
 
 
+@pytest.mark.slow
+@pytest.mark.subprocess
 def test_guardrail_serve_refuses_a_shared_store_without_a_shared_key() -> None:
     import os
     import subprocess

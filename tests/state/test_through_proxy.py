@@ -23,7 +23,7 @@ from guardrail.state import FakeClock, Identity, Observation, StateConfig, UserS
 from guardrail.state.memory import MemoryStore
 from guardrail.state.redisstore import RedisStore
 
-from .rediskit import RedisServer
+from tests.kit.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK: PolicySet = load_policies(ROOT / "policies")
