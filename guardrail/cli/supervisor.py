@@ -47,7 +47,7 @@ import signal
 import socket
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
@@ -161,8 +161,10 @@ class Supervisor:
         settings: Settings,
         proxy_sock: socket.socket,
         budget: RestartBudget | None = None,
+        metrics_dir: Path | None = None,
     ) -> None:
         self.settings = settings
+        self.metrics_dir = metrics_dir
         self.proxy_sock = proxy_sock
         self.budget = budget if budget is not None else RestartBudget()
         self.context = multiprocessing.get_context("spawn")
@@ -210,7 +212,12 @@ class Supervisor:
         if message[0] == "ready":
             slot.ready, slot.digest = True, message[1]
             if self.ready:
-                _log.info("workers_ready", workers=len(self.slots), pids=self.pids())
+                _log.info(
+                    "workers_ready",
+                    workers=len(self.slots),
+                    pids=self.pids(),
+                    metrics_dir=str(self.metrics_dir),
+                )
         elif message[0] == "done":
             future = slot.pending.pop(message[1], None)
             if future is not None and not future.done():
@@ -261,8 +268,11 @@ class Supervisor:
 
     def stop(self) -> None:
         """SIGTERM/SIGINT: drain every worker, then finish; a second call cuts them off."""
-        if self.draining:
-            self._signal_workers(signal.SIGTERM)  # a worker's second SIGTERM: stop now
+        if self.draining:  # the second signal: cut what is left now
+            for slot in self.slots:
+                if slot.channel is not None:
+                    with contextlib.suppress(OSError, ValueError):
+                        slot.channel.send(("stop-now", 0, ""))
             return
         self.draining = True
         _log.info("draining", drain_timeout=self.settings.drain_timeout, workers=self.pids())
@@ -385,7 +395,7 @@ class FanOutState:
 
 
 @contextlib.contextmanager
-def _metrics_folder() -> Any:
+def _metrics_folder() -> Iterator[Path]:
     """``PROMETHEUS_MULTIPROC_DIR`` for the workers: the user's own if set, else a private
     temporary folder made now and removed at exit."""
     given = os.environ.get(metrics.MULTIPROC_ENV)
@@ -418,18 +428,19 @@ def run(args: argparse.Namespace) -> int:
             hint="the memory state backend keeps each worker's users apart; "
             "set state.backend: redis to share per-user state across workers",
         )
-    with _metrics_folder(), asyncio.Runner(loop_factory=loop_factory()) as runner:
-        return runner.run(_supervise(settings, prepared.policies, prepared.sockets))
+    with _metrics_folder() as folder, asyncio.Runner(loop_factory=loop_factory()) as runner:
+        return runner.run(_supervise(settings, prepared.policies, prepared.sockets, folder))
 
 
 async def _supervise(
     settings: Settings,
     policies: PolicySet,
     listening: tuple[socket.socket, socket.socket, socket.socket | None],
+    metrics_dir: Path,
 ) -> int:
     proxy_sock, admin_sock, demo_sock = listening
     port = proxy_sock.getsockname()[1]
-    supervisor = Supervisor(settings, proxy_sock)
+    supervisor = Supervisor(settings, proxy_sock, metrics_dir=metrics_dir)
     holder = PolicyHolder(policies)
     reloader = FanOutReloader(supervisor, holder, settings.policies)
     shared_store = None if settings.state.backend == "memory" else open_store(settings.state)

@@ -13,10 +13,13 @@ channel. What a worker guarantees:
 * ``reload`` on the channel runs the same :class:`~guardrail.proxy.reload.Reloader` as a
   single process (a refused set keeps the last good one) and answers with its result; ``erase``
   erases a user from this worker's own state store;
-* SIGTERM (sent by the supervisor) drains like a single process (:class:`~guardrail.cli.serve.Drain`):
-  no new connection, requests and streams in flight get ``drain_timeout``, then exit 0. SIGINT and
-  SIGHUP are ignored: a terminal's Ctrl+C or hang-up reaches the whole process group, and only
-  the supervisor decides (it forwards SIGTERM, and fans reloads out itself);
+* SIGTERM drains like a single process (:class:`~guardrail.cli.serve.Drain`): no new
+  connection, requests and streams in flight get ``drain_timeout``, then exit 0. More SIGTERMs
+  change nothing (a service manager such as systemd may signal the whole group while the
+  supervisor forwards its own): only ``stop-now`` on the channel, the supervisor's answer to a
+  second signal, cuts what is left. SIGINT and SIGHUP are ignored: a terminal's Ctrl+C or
+  hang-up reaches the whole process group, and only the supervisor decides (it forwards
+  SIGTERM, and fans reloads out itself);
 * the supervisor gone (the channel closed without a word), the worker drains and exits rather
   than serve on unsupervised;
 * every log line it writes carries ``worker`` (its slot, 0 to N-1) and ``pid``.
@@ -138,20 +141,27 @@ async def _work(
             payload = {"ok": False, "cause": f"unknown operation {op!r}"}
         _send(channel, ("done", ident, payload))
 
+    def drain_once() -> None:  # SIGTERM may come twice: from a service manager and from the
+        if not drain.draining:  # supervisor; only the supervisor's "stop-now" cuts streams
+            drain()
+
     def on_message() -> None:
         try:
             op, ident, arg = channel.recv()
         except (EOFError, OSError):  # the supervisor is gone: finish what runs, then stop
             loop.remove_reader(channel.fileno())
             _log.warning("supervisor_gone")
-            if not drain.draining:
-                drain()
+            drain_once()
+            return
+        if op == "stop-now":  # the supervisor's second SIGTERM/SIGINT
+            drain_once()
+            drain()
             return
         task = loop.create_task(answer(op, ident, arg))
         running.add(task)
         task.add_done_callback(running.discard)
 
-    loop.add_signal_handler(signal.SIGTERM, drain)
+    loop.add_signal_handler(signal.SIGTERM, drain_once)
     serving = asyncio.create_task(proxy.serve(sockets=[sock]))
     while not proxy.started and not serving.done():
         await asyncio.sleep(0.02)
