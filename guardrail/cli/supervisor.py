@@ -71,7 +71,7 @@ from guardrail.cli.worker import main as worker_main
 from guardrail.config.policysets import PolicyHolder
 from guardrail.config.settings import Settings
 from guardrail.demo import build_demo_app
-from guardrail.errors import StateUnavailable
+from guardrail.errors import ConfigError, StateUnavailable
 from guardrail.observe import metrics
 from guardrail.observe.logs import bind_process, get_logger
 from guardrail.policy import PolicySet, load_policies
@@ -395,14 +395,23 @@ class FanOutState:
 
 
 @contextlib.contextmanager
-def _metrics_folder() -> Iterator[Path]:
+def _metrics_folder(settings: Settings) -> Iterator[Path]:
     """``PROMETHEUS_MULTIPROC_DIR`` for the workers: the user's own if set, else a private
-    temporary folder made now and removed at exit."""
+    temporary folder made now and removed at exit. A folder that cannot be made (a read-only
+    root file system without a writable ``TMPDIR``) is a start-up error."""
     given = os.environ.get(metrics.MULTIPROC_ENV)
     if given:
         yield Path(given)
         return
-    folder = tempfile.mkdtemp(prefix="guardrail-metrics-")
+    try:
+        folder = tempfile.mkdtemp(prefix="guardrail-metrics-")
+    except OSError as exc:
+        source = settings.sources.get("workers", "workers")
+        raise ConfigError(
+            f"{source}: workers: {settings.workers} workers share their metrics through a "
+            f"folder, and none could be made in {tempfile.gettempdir()} "
+            f"({exc.strerror or exc}); mount a writable TMPDIR or set {metrics.MULTIPROC_ENV}"
+        ) from None
     os.environ[metrics.MULTIPROC_ENV] = folder
     try:
         yield Path(folder)
@@ -428,7 +437,7 @@ def run(args: argparse.Namespace) -> int:
             hint="the memory state backend keeps each worker's users apart; "
             "set state.backend: redis to share per-user state across workers",
         )
-    with _metrics_folder() as folder, asyncio.Runner(loop_factory=loop_factory()) as runner:
+    with _metrics_folder(settings) as folder, asyncio.Runner(loop_factory=loop_factory()) as runner:
         return runner.run(_supervise(settings, prepared.policies, prepared.sockets, folder))
 
 
