@@ -11,6 +11,9 @@ default 9787), serves /metrics, POST /-/reload, /dashboard, /-/stats, /-/healthy
 set GUARDRAIL_ADMIN_TOKEN to require a bearer token there. SIGHUP reloads the policies, and so
 does a change to the policy files with --watch-policies; a set that does not load is refused and
 the last good one keeps serving.
+
+With --workers N (N > 1) this process becomes a supervisor of N proxy worker processes on the
+same port, with one admin listener for all of them (``guardrail.cli.supervisor``).
 """
 
 from __future__ import annotations

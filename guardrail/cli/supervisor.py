@@ -31,7 +31,11 @@ settings and the policy sets and bound every listening socket (``guardrail.cli.s
 Per process, still: the ``memory`` state backend (each worker keeps its own users; use ``redis``
 to share state, the supervisor warns at start), ``max_upstream_per_client`` and the upstream
 connection pool (``max_connections``) are per worker. The audit file is shared safely
-(``guardrail.observe.audit.RotatingFile``); set ``audit.key`` so conversation hashes agree.
+(``guardrail.observe.audit.RotatingFile``); set ``audit.key`` so conversation hashes agree. The
+``stdout`` audit sink and the logs go to the one stdout and stderr every process inherited: on a
+pipe (a container's log) the kernel keeps each write whole up to ``PIPE_BUF`` (4096 bytes on
+Linux), which audit events and log lines stay under unless ``audit.excerpt`` adds long spans;
+prefer the ``file`` sink with excerpts and several workers.
 """
 
 from __future__ import annotations
@@ -189,6 +193,8 @@ class Supervisor:
         await self._done
 
     async def _spawn(self, slot: _Slot) -> None:
+        if self.draining:  # the proxy socket is closed; nothing to replace any more
+            return
         loop = self._loop
         ours, theirs = self.context.Pipe()
         process = self.context.Process(
@@ -202,6 +208,8 @@ class Supervisor:
         loop.add_reader(ours.fileno(), self._on_message, slot, ours)
         loop.add_reader(process.sentinel, self._on_exit, slot, process)
         _log.info("worker_started", worker=slot.index, worker_pid=process.pid)
+        if self.draining and process.pid is not None:  # SIGTERM came while it was starting
+            os.kill(process.pid, signal.SIGTERM)
 
     def _on_message(self, slot: _Slot, channel: Connection) -> None:
         try:

@@ -16,7 +16,8 @@ path               method  what
 ``/dashboard``     GET     the built-in dashboard page (also ``/-/dashboard``)
 ``/-/healthy``     GET     200 while the process answers (liveness)
 ``/-/ready``       GET     200 once the proxy listener serves (every policy set is loaded before
-                           it starts), 503 before that and while draining (readiness)
+                           it starts; with ``--workers N``, once every worker does), 503 before
+                           that and while draining (readiness)
 ``/-/state/users/  DELETE  erase one user's state (``guardrail.state``): the raw user id, as
 {user}``                   sent in requests (percent-encoded), is hashed like theirs;
                            200 ``{"erased": true|false}``, 503 when the store is unreachable
