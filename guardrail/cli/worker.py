@@ -137,6 +137,7 @@ async def _work(
                 payload = {"ok": True, "erased": await access.erase(arg)}
             except StateUnavailable as exc:
                 payload = {"ok": False, "cause": exc.cause}
+            _log.info("user_state_erase", **payload)  # never the user
         else:
             payload = {"ok": False, "cause": f"unknown operation {op!r}"}
         _send(channel, ("done", ident, payload))

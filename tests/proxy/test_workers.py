@@ -116,7 +116,9 @@ class Pod:
 
 
 @contextmanager
-def pod(tmp: Path, *extra: str, drain_timeout: float = 25) -> Iterator[Pod]:
+def pod(
+    tmp: Path, *extra: str, drain_timeout: float = 25, env_extra: dict[str, str] | None = None
+) -> Iterator[Pod]:
     """``guardrail serve --demo --workers 2`` on free ports, its own copy of the fixture policies
     (so a test may edit them), the audit on a file, logs as JSON lines in a file."""
     policies = tmp / "policies"
@@ -133,6 +135,7 @@ def pod(tmp: Path, *extra: str, drain_timeout: float = 25) -> Iterator[Pod]:
         GUARDRAIL_AUDIT_KEY="workers-audit-key-0123456789",
         GUARDRAIL_DRAIN_TIMEOUT=str(drain_timeout),
     )
+    env.update(env_extra or {})
     argv = [
         sys.executable, "-m", "guardrail", "serve", "--demo", "--workers", "2",
         "--port", str(port), "--admin-port", str(admin), "--demo-port", str(free_port()),
@@ -348,9 +351,37 @@ def test_a_killed_worker_is_replaced_and_counts_survive(shared: Pod) -> None:
     assert served_by(shared)[1] > before
 
 
+def test_the_supervisor_watches_the_files_and_every_worker_reloads_once(tmp_path: Path) -> None:
+    """``--watch-policies`` with workers: one watcher (the supervisor's), one fanned-out reload
+    per change, each worker reloading once, not each worker watching on its own."""
+    with pod(tmp_path, "--watch-policies", env_extra={"GUARDRAIL_WATCH_INTERVAL": "0.2"}) as running:
+        _add_policy(running, 7)
+
+        def both_reloaded() -> list[dict[str, Any]] | None:
+            lines = [e for e in running.events("policy_reload") if e["trigger"] == "watch"]
+            return lines if {e["worker"] for e in lines} == {0, 1} else None
+
+        lines = running.wait_for("a watched change reloaded in both workers", both_reloaded)
+        assert len({e["policy_digest"] for e in lines}) == 1
+        fanned = [e for e in running.events("policy_reload_fanned_out") if e["trigger"] == "watch"]
+        assert len(fanned) == 1 and fanned[0]["ok"] is True
+        assert sorted(e["pid"] for e in lines) == sorted(running.worker_pids().values())
+        assert len(lines) == 2  # once each
+
+
 def test_an_erase_reaches_every_workers_memory_store(shared: Pod) -> None:
-    response = httpx.delete(f"{shared.admin}/-/state/users/someone", headers=AUTH, timeout=30)
-    assert response.status_code == 200 and response.json() == {"erased": False}
+    """With the memory backend each worker keeps its own users: one ``DELETE`` on the
+    supervisor's admin listener is run by every worker on its own store (each logs it, without
+    the user). The request flow writes no state yet on this branch, so there is nobody to find:
+    ``erased`` is false from both."""
+    path = f"{shared.admin}/-/state/users/alice%40example.org"
+    assert httpx.delete(path, timeout=30).status_code == 401
+    response = httpx.delete(path, headers=AUTH, timeout=30)
+    assert (response.status_code, response.json()) == (200, {"erased": False})
+    lines = shared.events("user_state_erase")
+    assert sorted(line["pid"] for line in lines) == sorted(shared.worker_pids().values())
+    assert all(line["erased"] is False for line in lines)
+    assert "alice" not in shared.log.read_text()
 
 
 def _stream(proxy: str, words: int, started: threading.Event, out: dict[str, Any]) -> None:
