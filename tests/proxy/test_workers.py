@@ -152,13 +152,20 @@ def pod(
         yield running
     finally:
         if proc.poll() is None:
-            proc.kill()
-            proc.wait(30)
-            for pid in running.worker_pids().values():  # SIGKILL left them orphaned: clean up
-                try:
-                    os.kill(pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
+            proc.terminate()  # a drain: the supervisor removes its metrics folder
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(30)
+        for pid in running.worker_pids().values():  # only left after a SIGKILL; make sure
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        ready = [e for e in running.lines() if e.get("event") == "workers_ready"]
+        if ready and proc.returncode == -signal.SIGKILL:  # nobody could clean up
+            shutil.rmtree(ready[0]["metrics_dir"], ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
@@ -201,13 +208,19 @@ def test_both_workers_serve_and_metrics_sum_every_request(shared: Pod) -> None:
         return len(served_by(shared)) == 2
 
     shared.wait_for("requests served by both workers", both_served)
+    # the canonical line and the counters are written as a request ends, which may be just
+    # after its client has the response: wait for them, then check they are exact
+    shared.wait_for("a line per request", lambda: sum(served_by(shared).values()) >= sent)
     counts = served_by(shared)
     pids = {line["pid"] for line in shared.events("request")}
     assert pids == set(shared.worker_pids().values()) and len(pids) == 2
     assert sum(counts.values()) == sent  # one line per request, in one process each
     # every request was rewritten (praise gets a question): the sum over workers is exact
-    after = shared.metric("guardrail_requests_total", outcome="rewritten")
-    assert after - before == sent
+    shared.wait_for(
+        "every request counted",
+        lambda: shared.metric("guardrail_requests_total", outcome="rewritten") - before >= sent,
+    )
+    assert shared.metric("guardrail_requests_total", outcome="rewritten") - before == sent
     assert shared.metric("guardrail_policy_hits_total", policy="validation.praise") == sent
     assert shared.metric("guardrail_requests_in_flight") == 0  # livesum of two idle workers
     # the supervisor's own counter (the admin listener is its) joins the workers' sums
@@ -220,14 +233,19 @@ def test_both_workers_serve_and_metrics_sum_every_request(shared: Pod) -> None:
 def test_audit_lines_from_both_workers_never_interleave(shared: Pod) -> None:
     """Both workers append to one audit file: every line is one whole JSON event, one per
     policy hit, none lost, none merged."""
-    hits = shared.metric("guardrail_policy_hits_total", policy="validation.praise")
+    before = shared.metric("guardrail_policy_hits_total", policy="validation.praise")
     threads = [threading.Thread(target=shared.chat) for _ in range(40)]
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
+    shared.wait_for(
+        "every hit recorded",
+        lambda: shared.metric("guardrail_audit_events_total", result="written") >= before + 40,
+    )
     hits = shared.metric("guardrail_policy_hits_total", policy="validation.praise")
     written = shared.metric("guardrail_audit_events_total", result="written")
+    assert hits == written == before + 40
     raw = shared.audit.read_bytes()
     assert raw.endswith(b"\n")
     events = [json.loads(line) for line in raw.decode("utf-8").splitlines()]
@@ -363,8 +381,12 @@ def test_the_supervisor_watches_the_files_and_every_worker_reloads_once(tmp_path
 
         lines = running.wait_for("a watched change reloaded in both workers", both_reloaded)
         assert len({e["policy_digest"] for e in lines}) == 1
-        fanned = [e for e in running.events("policy_reload_fanned_out") if e["trigger"] == "watch"]
+        fanned = running.wait_for(
+            "the fan-out line (written once both answered)",
+            lambda: [e for e in running.events("policy_reload_fanned_out") if e["trigger"] == "watch"],
+        )
         assert len(fanned) == 1 and fanned[0]["ok"] is True
+        lines = [e for e in running.events("policy_reload") if e["trigger"] == "watch"]
         assert sorted(e["pid"] for e in lines) == sorted(running.worker_pids().values())
         assert len(lines) == 2  # once each
 
@@ -498,6 +520,28 @@ def test_past_drain_timeout_streams_are_cut_and_the_exit_is_still_0(tmp_path: Pa
         assert running.proc.wait(60) == 0
         client.join(60)
     assert out.get("done") is not True  # cut before its end (400 words take 12 s)
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
+    """SIGKILL to the supervisor (an OOM kill): nobody would restart, reload or scrape the
+    workers, so each one sees its control pipe close, drains and exits instead of serving on
+    unsupervised."""
+    with pod(tmp_path) as running:
+        pids = running.worker_pids()
+        running.proc.kill()
+        running.proc.wait(30)
+        deadline = time.monotonic() + 60
+        alive = set(pids.values())
+        while alive and time.monotonic() < deadline:
+            for pid in list(alive):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    alive.discard(pid)
+            time.sleep(0.05)
+        assert not alive, f"workers still running: {alive}"
+        gone = [e for e in running.lines() if e.get("event") == "supervisor_gone"]
+        assert sorted(e["pid"] for e in gone) == sorted(pids.values())
 
 
 def test_a_crash_loop_stops_the_supervisor_with_status_1(tmp_path: Path) -> None:
