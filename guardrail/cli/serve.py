@@ -173,7 +173,8 @@ def prepare(args: argparse.Namespace) -> Prepared:
     demo_sock = _bind("127.0.0.1", settings.demo_port, "demo_port") if settings.demo else None
     if demo_sock is not None:
         settings = settings.with_demo_port(demo_sock.getsockname()[1])
-    return Prepared(settings, policies, route_policies, recorder, (proxy_sock, admin_sock, demo_sock))
+    sockets = (proxy_sock, admin_sock, demo_sock)
+    return Prepared(settings, policies, route_policies, recorder, sockets)
 
 
 SWITCH_INTERVAL = 0.001

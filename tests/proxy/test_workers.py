@@ -335,7 +335,8 @@ def test_a_bad_set_is_refused_by_every_worker_and_the_last_good_one_serves(share
 
     def both_still_rewrite() -> bool:
         for _ in range(8):
-            assert shared.chat().json()["choices"][0]["message"]["content"].endswith("right to you?")
+            reply = shared.chat().json()["choices"][0]["message"]["content"]
+            assert reply.endswith("right to you?")
         now = served_by(shared)
         return all(now.get(w, 0) > before.get(w, 0) for w in (0, 1))
 
@@ -372,7 +373,8 @@ def test_a_killed_worker_is_replaced_and_counts_survive(shared: Pod) -> None:
 def test_the_supervisor_watches_the_files_and_every_worker_reloads_once(tmp_path: Path) -> None:
     """``--watch-policies`` with workers: one watcher (the supervisor's), one fanned-out reload
     per change, each worker reloading once, not each worker watching on its own."""
-    with pod(tmp_path, "--watch-policies", env_extra={"GUARDRAIL_WATCH_INTERVAL": "0.2"}) as running:
+    quick = {"GUARDRAIL_WATCH_INTERVAL": "0.2"}
+    with pod(tmp_path, "--watch-policies", env_extra=quick) as running:
         _add_policy(running, 7)
 
         def both_reloaded() -> list[dict[str, Any]] | None:
@@ -383,7 +385,9 @@ def test_the_supervisor_watches_the_files_and_every_worker_reloads_once(tmp_path
         assert len({e["policy_digest"] for e in lines}) == 1
         fanned = running.wait_for(
             "the fan-out line (written once both answered)",
-            lambda: [e for e in running.events("policy_reload_fanned_out") if e["trigger"] == "watch"],
+            lambda: [
+                e for e in running.events("policy_reload_fanned_out") if e["trigger"] == "watch"
+            ],
         )
         assert len(fanned) == 1 and fanned[0]["ok"] is True
         lines = [e for e in running.events("policy_reload") if e["trigger"] == "watch"]
@@ -435,7 +439,8 @@ def _owner(pids: dict[int, int], proxy_port: int, client_port: int) -> int | Non
     for row in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = row.split()
         local, remote = fields[1], fields[2]
-        if int(local.split(":")[1], 16) == proxy_port and int(remote.split(":")[1], 16) == client_port:
+        ports = (int(local.split(":")[1], 16), int(remote.split(":")[1], 16))
+        if ports == (proxy_port, client_port):
             inode = fields[9]
     if inode is None:
         return None
