@@ -15,7 +15,7 @@ settings and the policy sets and bound every listening socket (``guardrail.cli.s
   (``guardrail.observe.metrics``); ``/-/ready`` is 200 only while every worker is up with its
   policies loaded, and 503 ``draining`` after SIGTERM; the demo upstream (``--demo``) runs here;
 * **reloads reach every worker.** ``POST /-/reload``, SIGHUP to the supervisor and the policy
-  watcher all fan out (:class:`FanOutReloader`): every worker reloads (a refused set keeps its
+  watcher all fan out (``guardrail.cli.fanout``): every worker reloads (a refused set keeps its
   last good one, in each), and the answer is 200 only when every worker installed the new set,
   else 422 with the first refusal's file, line and policy id; ``workers`` lists each worker's
   result and digest. ``DELETE /-/state/users/{user}`` reaches every worker's store too;
@@ -58,7 +58,6 @@ from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
 
-import anyio
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
@@ -71,23 +70,22 @@ from guardrail.cli.serve import (
     serve,
     watch_all,
 )
+from guardrail.cli.fanout import Answer, FanOutReloader, FanOutState
 from guardrail.cli.worker import main as worker_main
 from guardrail.config.policysets import PolicyHolder
 from guardrail.config.settings import Settings
 from guardrail.demo import build_demo_app
-from guardrail.errors import ConfigError, StateUnavailable
+from guardrail.errors import ConfigError
 from guardrail.observe import metrics
 from guardrail.observe.logs import bind_process, get_logger
-from guardrail.policy import PolicySet, load_policies
+from guardrail.policy import PolicySet
 from guardrail.proxy.admin import build_admin_app
-from guardrail.proxy.reload import ReloadResult, reload_on_sighup, watch
+from guardrail.proxy.reload import reload_on_sighup, watch
 from guardrail.state import StateAccess, open_store
 
 __all__ = [
     "RESTARTS",
     "RESTART_WINDOW",
-    "FanOutReloader",
-    "FanOutState",
     "RestartBudget",
     "Supervisor",
     "run",
@@ -140,21 +138,6 @@ class _Slot:
     @property
     def pid(self) -> int | None:
         return None if self.process is None else self.process.pid
-
-
-@dataclass(frozen=True)
-class FanOutResult(ReloadResult):
-    """A reload as every worker answered it; ``workers`` holds each one's own result."""
-
-    workers: tuple[dict[str, Any], ...] = ()
-
-    def to_dict(self) -> dict[str, Any]:
-        out = super().to_dict()
-        if not self.ok:
-            refused = next((w for w in self.workers if w.get("status") != "ok"), {})
-            out["error"] = refused.get("error", {"type": "worker-unreachable"})
-        out["workers"] = list(self.workers)
-        return out
 
 
 class Supervisor:
@@ -312,7 +295,7 @@ class Supervisor:
 
     # ------------------------------------------------------------------ fan-out
 
-    async def call(self, op: str, arg: str) -> list[tuple[_Slot, int | None, dict[str, Any]]]:
+    async def call(self, op: str, arg: str) -> list[Answer]:
         """Send ``op`` to every live worker; each one's answer (``ok`` False when it died or
         did not answer within :data:`CALL_TIMEOUT`)."""
         loop = asyncio.get_running_loop()
@@ -330,76 +313,14 @@ class Supervisor:
                     slot.pending.pop(ident, None)
                     future.set_result({"ok": False, "status": "unreachable"})
             asked.append((slot, slot.pid, future))
-        answers = []
+        answers: list[Answer] = []
         for slot, pid, future in asked:
             try:
                 answer = await asyncio.wait_for(asyncio.shield(future), CALL_TIMEOUT)
             except TimeoutError:
                 answer = {"ok": False, "status": "timeout"}
-            answers.append((slot, pid, answer))
+            answers.append((slot.index, pid, answer))
         return answers
-
-
-class FanOutReloader:
-    """A reload of every worker (the ``Reloads`` the triggers and the admin listener use)."""
-
-    def __init__(self, supervisor: Supervisor, holder: PolicyHolder, source: Path) -> None:
-        self.supervisor = supervisor
-        self.holder = holder
-        self.source = source
-        self._lock = asyncio.Lock()
-
-    async def areload(self, trigger: str) -> ReloadResult:
-        trigger = metrics.bounded(trigger, metrics.RELOAD_TRIGGERS, "admin")
-        async with self._lock:
-            answers = await self.supervisor.call("reload", trigger)
-            workers = tuple(
-                {
-                    "worker": slot.index,
-                    "pid": pid,
-                    **{k: v for k, v in answer.items() if k != "ok"},
-                }
-                for slot, pid, answer in answers
-            )
-            ok = bool(answers) and all(answer["ok"] for _, _, answer in answers)
-            if ok:  # the supervisor's copy, read by /-/stats: the set the workers installed
-                await self._follow()
-        current = self.holder.current
-        digest = current.digest
-        changed = any(answer.get("changed") for _, _, answer in answers)
-        count = len(getattr(current, "policies", ()))
-        (_log.info if ok else _log.error)(
-            "policy_reload_fanned_out",
-            trigger=trigger,
-            ok=ok,
-            workers=[{k: w.get(k) for k in ("worker", "pid", "status", "digest")} for w in workers],
-        )
-        return FanOutResult(ok, trigger, digest, count, changed=changed, workers=workers)
-
-    async def _follow(self) -> None:
-        try:
-            new = await anyio.to_thread.run_sync(load_policies, self.source)
-        except Exception as exc:  # noqa: BLE001 - the files changed again since; workers serve
-            _log.warning("supervisor_policy_copy_stale", error_type=type(exc).__name__)
-            return
-        self.holder.swap(new)
-
-
-class FanOutState:
-    """``DELETE /-/state/users/{user}`` with the ``memory`` backend: every worker erases the user
-    from its own store; True when any held them. A worker that cannot answer makes it 503 (an
-    erasure must not be reported done while a copy may remain)."""
-
-    def __init__(self, supervisor: Supervisor) -> None:
-        self.supervisor = supervisor
-
-    async def erase(self, raw_user: str) -> bool:
-        answers = await self.supervisor.call("erase", raw_user)
-        failed = [answer for _, _, answer in answers if not answer["ok"]]
-        if failed or not answers:
-            cause = str(failed[0].get("cause", "worker")) if failed else "worker"
-            raise StateUnavailable("a worker did not erase", cause=cause)
-        return any(answer.get("erased") for _, _, answer in answers)
 
 
 @contextlib.contextmanager

@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from guardrail.cli.supervisor import FanOutResult, RestartBudget
+from guardrail.cli.fanout import FanOutResult
+from guardrail.cli.supervisor import RestartBudget
 from guardrail.config.settings import load_settings
 from guardrail.errors import ConfigError
 from guardrail.observe.audit import RotatingFile
