@@ -24,11 +24,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"guardrail {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    from guardrail.cli import check, policytest, protocol, report, serve, state
+    from guardrail.cli import check, policytest, protocol, report, serve, state, supervisor
 
-    serve.add_arguments(
-        sub.add_parser("serve", help="run the guardrail proxy", description=serve.__doc__)
-    )
+    serving = sub.add_parser("serve", help="run the guardrail proxy", description=serve.__doc__)
+    serve.add_arguments(serving)
+    serving.set_defaults(run=supervisor.run)  # one process, or a supervisor and its workers
     policytest.add_arguments(
         sub.add_parser("test", help="run every policy's inline tests", description=policytest.__doc__)
     )

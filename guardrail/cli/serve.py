@@ -11,6 +11,9 @@ default 9787), serves /metrics, POST /-/reload, /dashboard, /-/stats, /-/healthy
 set GUARDRAIL_ADMIN_TOKEN to require a bearer token there. SIGHUP reloads the policies, and so
 does a change to the policy files with --watch-policies; a set that does not load is refused and
 the last good one keeps serving.
+
+With --workers N (N > 1) this process becomes a supervisor of N proxy worker processes on the
+same port, with one admin listener for all of them (``guardrail.cli.supervisor``).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Generator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import uvicorn
@@ -41,16 +44,19 @@ from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
 from guardrail.policy.sources import PolicySource
 from guardrail.config.policysets import PolicySets
-from guardrail.proxy.reload import Reloader, fingerprint, reload_on_sighup, watch
+from guardrail.proxy.reload import Reloader, Reloads, fingerprint, reload_on_sighup, watch
 from guardrail.proxy.serverproto import protocol_class
 from guardrail.config.settings import Settings, load_settings
 from guardrail.state import StateAccess, StateStore, open_store
 
 __all__ = [
     "SWITCH_INTERVAL",
+    "Prepared",
     "add_arguments",
     "loop_factory",
+    "prepare",
     "run",
+    "serve",
     "settle_memory",
     "unsettle_memory",
 ]
@@ -88,6 +94,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--audit-sink", choices=["stdout", "file", "off"], help="where audit events go (stdout)")
     add("--audit-path", metavar="FILE", help="audit file of the file sink (rotated by size)")
+    add(
+        "--workers",
+        metavar="N",
+        help="proxy processes on the one port (default 1; see guardrail.cli.supervisor)",
+    )
     add("--log-level", choices=["debug", "info", "warning", "error"], help="default info")
     add(
         "--log-format",
@@ -97,8 +108,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(run=run)
 
 
+@dataclass(frozen=True)
+class Prepared:
+    """Everything ``guardrail serve`` loads and checks before it serves: the settings (with the
+    ports actually bound), the policy sets, the recorder and the listening sockets."""
+
+    settings: Settings
+    policies: PolicySet
+    route_policies: dict[PolicySource, PolicySet]
+    recorder: Recorder
+    sockets: tuple[socket.socket, socket.socket, socket.socket | None]
+
+
 def run(args: argparse.Namespace) -> int:
-    """Load and check everything, bind the sockets, then serve until interrupted."""
+    """Load and check everything, bind the sockets, then serve in this process until interrupted
+    (``guardrail.cli.supervisor.run`` decides between this and several workers)."""
+    return serve(prepare(args))
+
+
+def serve(prepared: Prepared) -> int:
+    """Serve what :func:`prepare` readied, in this one process, until SIGTERM/SIGINT."""
+    settings = prepared.settings
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    _raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(
+            _serve(
+                settings,
+                prepared.policies,
+                prepared.route_policies,
+                prepared.recorder,
+                prepared.sockets,
+            )
+        )
+    return 0
+
+
+def prepare(args: argparse.Namespace) -> Prepared:
+    """Resolve the settings, load the policy sets, open the audit sink, bind every listener:
+    each failure is a :class:`~guardrail.errors.ConfigError` or policy error before anything
+    serves."""
     cli = {
         "host": args.host,
         "port": args.port,
@@ -111,6 +160,7 @@ def run(args: argparse.Namespace) -> int:
         "log_format": args.log_format,
         "admin_host": args.admin_host,
         "admin_port": args.admin_port,
+        "workers": args.workers,
         "watch_policies": args.watch_policies,
         "audit.sink": args.audit_sink,
         "audit.path": args.audit_path,
@@ -131,11 +181,7 @@ def run(args: argparse.Namespace) -> int:
     if demo_sock is not None:
         settings = settings.with_demo_port(demo_sock.getsockname()[1])
     sockets = (proxy_sock, admin_sock, demo_sock)
-    sys.setswitchinterval(SWITCH_INTERVAL)
-    _raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
-    with asyncio.Runner(loop_factory=loop_factory()) as runner:
-        runner.run(_serve(settings, policies, route_policies, recorder, sockets))
-    return 0
+    return Prepared(settings, policies, route_policies, recorder, sockets)
 
 
 SWITCH_INTERVAL = 0.001
@@ -359,7 +405,7 @@ def unsettle_memory() -> None:
 _RESETTLE_SECONDS = 60.0
 
 
-async def watch_all(reloader: Reloader, sources: tuple[PolicySource, ...], interval: float) -> None:
+async def watch_all(reloader: Reloads, sources: tuple[PolicySource, ...], interval: float) -> None:
     """Like :func:`guardrail.proxy.reload.watch`, over the main policy source and the routes' own:
     a change to any of them, once it has held still for one interval, reloads them all."""
 

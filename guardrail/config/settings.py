@@ -38,6 +38,7 @@ so nothing is discovered at request time. The result is a frozen :class:`Setting
 | ``header_timeout`` | ``GUARDRAIL_HEADER_TIMEOUT`` | ``10`` | seconds a client connection may take to send a complete request head (from connect, or from the previous response); then it is closed |
 | ``keepalive_timeout`` | ``GUARDRAIL_KEEPALIVE_TIMEOUT`` | ``20`` | seconds an idle keep-alive client connection stays open after a response |
 | ``drain_timeout`` | ``GUARDRAIL_DRAIN_TIMEOUT`` | ``25`` | on SIGTERM, seconds requests and streams in flight may take to finish (readiness answers 503 meanwhile) before they are cut and the process exits |
+| ``workers`` | ``GUARDRAIL_WORKERS`` | ``1`` | proxy processes serving the one port (``--workers``); 1 is a single process. With more, a supervisor binds the ports, spawns the workers, serves the admin listener for all of them (metrics summed), fans reloads out to every worker and restarts one that dies (``guardrail.cli.supervisor``) |
 | ``log_level`` | ``GUARDRAIL_LOG_LEVEL`` | ``info`` | ``debug``, ``info``, ``warning`` or ``error`` (``--log-level``) |
 | ``log_format`` | ``GUARDRAIL_LOG_FORMAT`` | ``auto`` | ``json``, ``console``, or ``auto``: JSON unless stderr is a terminal (``--log-format``) |
 | ``demo`` | ``GUARDRAIL_DEMO`` | ``false`` | serve the built-in demo upstream in the same process and use it as the upstream (``--demo``) |
@@ -212,6 +213,7 @@ class Settings:
     header_timeout: float = 10.0
     keepalive_timeout: float = 20.0
     drain_timeout: float = 25.0
+    workers: int = 1
     log_level: str = "info"
     log_format: str = "auto"
     demo: bool = False
@@ -305,6 +307,7 @@ KEYS: tuple[Key, ...] = (
     Key("header_timeout", cv.seconds, 10.0),
     Key("keepalive_timeout", cv.seconds, 20.0),
     Key("drain_timeout", cv.seconds, 25.0),
+    Key("workers", cv.int_in(1, 64), 1, "--workers"),
     Key("log_level", cv.choice(LOG_LEVELS), "info", "--log-level"),
     Key("log_format", cv.choice(LOG_FORMATS), "auto", "--log-format"),
     Key("demo", cv.boolean, False, "--demo"),
@@ -539,6 +542,7 @@ def _build(
         header_timeout=get("header_timeout"),
         keepalive_timeout=get("keepalive_timeout"),
         drain_timeout=get("drain_timeout"),
+        workers=get("workers"),
         log_level=get("log_level"),
         log_format=get("log_format"),
         demo=demo,

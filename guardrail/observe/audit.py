@@ -42,7 +42,8 @@ import os
 import secrets
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -107,40 +108,77 @@ class RotatingFile:
     ``RotatingFileHandler``: when a write would pass ``max_bytes``, ``path`` becomes ``path.1``,
     ``path.1`` becomes ``path.2`` and so on up to ``backups`` (the oldest is dropped; with
     ``backups`` 0 the file is truncated). Created readable by its owner only. Not thread-safe
-    on its own; :class:`Auditor` serialises writes."""
+    on its own; :class:`Auditor` serialises writes.
+
+    Safe for several processes appending to one path (``guardrail serve --workers N``): the file
+    is opened ``O_APPEND`` and each line goes out in one ``write`` call, which Linux appends whole
+    (lines never interleave); the size is read from the file itself, so it counts every
+    process's lines; rotation runs under an exclusive ``flock`` on the file, and a process that
+    finds ``path`` no longer names the file it has open (another one rotated it) reopens
+    ``path`` instead of rotating again."""
 
     def __init__(self, path: Path, max_bytes: int, backups: int) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.backups = backups
-        self._file = self._open()
+        self._fd = self._open()
 
-    def _open(self) -> Any:
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
-        return os.fdopen(fd, "ab")
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
 
     def write(self, line: str) -> None:
         data = line.encode("utf-8")
-        size = self._file.tell()
+        size = os.fstat(self._fd).st_size
         if size and size + len(data) > self.max_bytes:
             self._rotate()
-        self._file.write(data)
-        self._file.flush()
+        view = memoryview(data)
+        while view:  # one call for a whole line; the loop only guards against a short write
+            view = view[os.write(self._fd, view) :]
 
     def _rotate(self) -> None:
-        self._file.close()
-        if self.backups > 0:
-            for index in range(self.backups - 1, 0, -1):
-                older = self.path.with_name(f"{self.path.name}.{index}")
-                if older.exists():
-                    older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
-            self.path.replace(self.path.with_name(f"{self.path.name}.1"))
-        else:
-            self.path.unlink(missing_ok=True)
-        self._file = self._open()
+        with _locked(self._fd):
+            if self._renamed():  # another process rotated it first: follow it
+                self._reopen()
+                return
+            if self.backups > 0:
+                for index in range(self.backups - 1, 0, -1):
+                    older = self.path.with_name(f"{self.path.name}.{index}")
+                    if older.exists():
+                        older.replace(self.path.with_name(f"{self.path.name}.{index + 1}"))
+                self.path.replace(self.path.with_name(f"{self.path.name}.1"))
+            else:
+                self.path.unlink(missing_ok=True)
+        self._reopen()
+
+    def _renamed(self) -> bool:
+        try:
+            named = os.stat(self.path)
+        except FileNotFoundError:
+            return True
+        mine = os.fstat(self._fd)
+        return (named.st_dev, named.st_ino) != (mine.st_dev, mine.st_ino)
+
+    def _reopen(self) -> None:
+        os.close(self._fd)
+        self._fd = self._open()
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
+
+
+@contextmanager
+def _locked(fd: int) -> Iterator[None]:
+    """An exclusive ``flock`` on ``fd`` while the block runs (no-op where there is none)."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not on Windows
+        yield
+        return
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 class Auditor:

@@ -32,6 +32,7 @@ from guardrail.errors import safe_stack  # re-exported: its old home
 __all__ = [
     "REQUEST_FIELDS",
     "Exchange",
+    "bind_process",
     "configure_logging",
     "get_logger",
     "log_request",
@@ -150,6 +151,24 @@ class _OnceAProcess(logging.Filter):
         return True
 
 
+_PROCESS_FIELDS: dict[str, object] = {}
+"""Fields every line of this process carries: a worker of ``guardrail serve --workers N`` sets
+``worker`` (its slot, 0 to N-1) and ``pid``, so each line says which process wrote it."""
+
+
+def bind_process(**fields: object) -> None:
+    """Add ``fields`` to every log line this process writes from now on (canonical line too)."""
+    _PROCESS_FIELDS.update(fields)
+
+
+def _add_process_fields(
+    logger: object, method: str, event: structlog.types.EventDict
+) -> structlog.types.EventDict:
+    for name, value in _PROCESS_FIELDS.items():
+        event.setdefault(name, value)
+    return event
+
+
 def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | None = None) -> None:
     """Route structlog and the standard library through one renderer on ``stream`` (stderr).
 
@@ -162,6 +181,7 @@ def configure_logging(level: str = "info", fmt: str = "auto", stream: TextIO | N
         structlog.processors.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
+        _add_process_fields,
         scrub_exc_info,
     ]
     processors = [*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter]
@@ -219,6 +239,8 @@ class _RequestLine:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now))
         line["event"], line["level"], line["logger"] = "request", level, "guardrail.request"
         line["timestamp"] = f"{stamp}.{int(now % 1 * 1_000_000):06d}Z"
+        for name, value in _PROCESS_FIELDS.items():
+            line.setdefault(name, value)
         stream = sys.stderr if self._stream is None else self._stream
         try:
             stream.write(_dumps(line) + "\n")

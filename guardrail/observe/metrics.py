@@ -11,8 +11,15 @@ outside its known set is recorded as ``other``. Known label combinations are cre
 Multi-worker: when ``PROMETHEUS_MULTIPROC_DIR`` is set in the environment before guardrail starts
 (an empty, writable folder shared by the workers of one host, wiped at each deployment),
 prometheus-client writes every value to a file there and :func:`render` merges all workers' files,
-so any worker's ``/metrics`` answers for the whole pod. Without it, the process is its own scrape
-target: run one guardrail process per pod (or per port).
+so any worker's ``/metrics`` answers for the whole pod. ``guardrail serve --workers N`` does this
+by itself (``guardrail.cli.supervisor``): it makes a private folder, spawns each worker as a fresh
+interpreter with the variable set, and serves ``/metrics`` from the supervisor, whose own counters
+(``guardrail_admin_unauthorized_total``: the admin listener is its) live in its memory and are
+added to the workers' sums (:func:`scrape_registry`). Counters and histograms are summed over every
+worker that ever wrote (a restarted worker's counts are kept); each gauge names its mode below:
+``livesum`` for in-flight requests, ``livemax`` for build info, policies loaded and the last
+reload time, ``livemin`` for "last reload successful" (0 when any live worker refused its last
+reload). Without the variable, the process is its own scrape target.
 
 | metric | type | labels | meaning |
 |---|---|---|---|
@@ -527,12 +534,45 @@ def init_judges(judges: Iterable[str]) -> None:
             JUDGE_REQUESTS.labels(judge, outcome)
 
 
+_VALUES_SHARED = multiprocess()
+"""Whether this process's own values go to ``PROMETHEUS_MULTIPROC_DIR`` (fixed at import, as
+prometheus-client fixes it). False in a supervisor that set the variable for its workers only
+after importing guardrail: its own counters then live in memory and :func:`scrape_registry` adds
+them to the workers' sums."""
+
+
+class _WithLocalCounters:
+    """The workers' merged values plus this process's in-memory counters, summed by series."""
+
+    def __init__(self, shared: MultiProcessCollector) -> None:
+        self.shared = shared
+
+    def collect(self) -> Iterable[Any]:
+        local: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
+        for family in REGISTRY.collect():
+            if family.type == "counter":
+                for sample in family.samples:
+                    if sample.name.endswith("_total"):
+                        key = (sample.name, tuple(sorted(sample.labels.items())))
+                        local[key] = local.get(key, 0.0) + sample.value
+        for family in self.shared.collect():  # type: ignore[no-untyped-call]
+            if family.type == "counter":
+                samples = []
+                for sample in family.samples:
+                    key = (sample.name, tuple(sorted(sample.labels.items())))
+                    samples.append(sample._replace(value=sample.value + local.pop(key, 0.0)))
+                family.samples = samples
+            yield family
+
+
 def scrape_registry() -> CollectorRegistry:
-    """The registry to expose: ours, or every worker's values merged in multiprocess mode."""
+    """The registry to expose: ours, or every worker's values merged in multiprocess mode (plus
+    this process's own counters when they are not shared: a supervisor's, see the module)."""
     if not multiprocess():
         return REGISTRY
     merged = CollectorRegistry()
-    MultiProcessCollector(merged)  # type: ignore[no-untyped-call]
+    shared = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+    merged.register(shared if _VALUES_SHARED else _WithLocalCounters(shared))
     return merged
 
 

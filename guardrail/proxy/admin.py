@@ -16,7 +16,8 @@ path               method  what
 ``/dashboard``     GET     the built-in dashboard page (also ``/-/dashboard``)
 ``/-/healthy``     GET     200 while the process answers (liveness)
 ``/-/ready``       GET     200 once the proxy listener serves (every policy set is loaded before
-                           it starts), 503 before that and while draining (readiness)
+                           it starts; with ``--workers N``, once every worker does), 503 before
+                           that and while draining (readiness)
 ``/-/state/users/  DELETE  erase one user's state (``guardrail.state``): the raw user id, as
 {user}``                   sent in requests (percent-encoded), is hashed like theirs;
                            200 ``{"erased": true|false}``, 503 when the store is unreachable
@@ -36,6 +37,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -49,10 +51,10 @@ from guardrail.observe.dashboard import PAGE, PAGE_CSP
 from guardrail.observe.stats import StatsHistory
 from guardrail.proxy.pipeline import PolicyHolder
 from guardrail.policy import PolicySet
-from guardrail.proxy.reload import Reloader
-from guardrail.state import StateAccess, StateUnavailable
+from guardrail.proxy.reload import Reloads
+from guardrail.state import StateUnavailable
 
-__all__ = ["OPEN_PATHS", "RequireToken", "build_admin_app"]
+__all__ = ["OPEN_PATHS", "Erases", "RequireToken", "build_admin_app"]
 
 OPEN_PATHS = frozenset({"/-/healthy", "/-/ready", "/dashboard", "/-/dashboard"})
 """Paths served without the admin token: they reveal nothing."""
@@ -61,6 +63,13 @@ _SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "referrer-policy": "no-referrer",
 }
+
+
+class Erases(Protocol):
+    """What ``DELETE /-/state/users/{user}`` needs: ``guardrail.state.StateAccess`` (one store),
+    or the supervisor's fan-out to every worker's own store (``guardrail serve --workers N``)."""
+
+    async def erase(self, raw_user: str) -> bool: ...
 
 
 def _json(body: object, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -104,14 +113,14 @@ class RequireToken:
 
 def build_admin_app(
     holder: PolicyHolder,
-    reloader: Reloader | None = None,
+    reloader: Reloads | None = None,
     *,
     token: str | None = None,
     ready: Callable[[], bool] = lambda: True,
     draining: Callable[[], bool] = lambda: False,
     history: StatsHistory | None = None,
     sample_every: float = 5.0,
-    state: StateAccess | None = None,
+    state: Erases | None = None,
 ) -> ASGIApp:
     """The admin ASGI app. ``reloader`` None: ``/-/reload`` answers 503 (reload not available).
 

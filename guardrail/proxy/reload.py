@@ -27,7 +27,7 @@ import signal
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -42,6 +42,7 @@ __all__ = [
     "PolicyHolder",
     "ReloadResult",
     "Reloader",
+    "Reloads",
     "fingerprint",
     "reload_on_sighup",
     "watch",
@@ -82,6 +83,16 @@ class ReloadResult:
         else:
             out["error"] = {"type": self.error_type}
         return out
+
+
+class Reloads(Protocol):
+    """What the triggers (SIGHUP, ``POST /-/reload``, the watcher) need: the policy source to
+    watch and a reload to run. :class:`Reloader` reloads this process;
+    ``guardrail.cli.supervisor`` fans a reload out to every worker."""
+
+    source: PolicySource
+
+    async def areload(self, trigger: str) -> ReloadResult: ...
 
 
 class Reloader:
@@ -179,7 +190,7 @@ def _count(policies: PolicyEngine) -> int:
 
 
 @contextlib.contextmanager
-def reload_on_sighup(reloader: Reloader) -> Iterator[bool]:
+def reload_on_sighup(reloader: Reloads) -> Iterator[bool]:
     """While active, ``SIGHUP`` reloads the policies (in the running asyncio loop).
 
     Yields False where signals cannot be handled (not the main thread, no SIGHUP on this
@@ -231,7 +242,7 @@ def fingerprint(source: PolicySource) -> tuple[tuple[str, int, int, int], ...]:
 
 
 async def watch(
-    reloader: Reloader,
+    reloader: Reloads,
     interval: float,
     *,
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,

@@ -1,0 +1,186 @@
+"""One worker of ``guardrail serve --workers N``: the proxy app on a listening socket it was handed.
+
+The supervisor (``guardrail.cli.supervisor``) spawns each worker as a fresh interpreter
+(multiprocessing's ``spawn``, never ``fork``), so ``PROMETHEUS_MULTIPROC_DIR`` is in the
+environment before prometheus-client is first imported and every value the worker records is
+shared with the supervisor's ``/metrics``. The worker gets the settings the supervisor resolved,
+the proxy's listening socket (bound once, by the supervisor) and one end of a pipe, its control
+channel. What a worker guarantees:
+
+* it loads its policy sets before it accepts a connection, and says ``ready`` on the channel (with
+  its policy digest) only once its proxy listener serves; a set that does not load ends the
+  worker with status 2 and the error (file, line, policy id) in the log;
+* ``reload`` on the channel runs the same :class:`~guardrail.proxy.reload.Reloader` as a
+  single process (a refused set keeps the last good one) and answers with its result; ``erase``
+  erases a user from this worker's own state store;
+* SIGTERM drains like a single process (:class:`~guardrail.cli.serve.Drain`): no new
+  connection, requests and streams in flight get ``drain_timeout``, then exit 0. More SIGTERMs
+  change nothing (a service manager such as systemd may signal the whole group while the
+  supervisor forwards its own): only ``stop-now`` on the channel, the supervisor's answer to a
+  second signal, cuts what is left. SIGINT and SIGHUP are ignored: a terminal's Ctrl+C or
+  hang-up reaches the whole process group, and only the supervisor decides (it forwards
+  SIGTERM, and fans reloads out itself);
+* the supervisor gone (the channel closed without a word), the worker drains and exits rather
+  than serve on unsupervised;
+* every log line it writes carries ``worker`` (its slot, 0 to N-1) and ``pid``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import sys
+from multiprocessing.connection import Connection
+from typing import Any
+
+from guardrail.cli.serve import (
+    _RESETTLE_SECONDS,
+    SWITCH_INTERVAL,
+    Drain,
+    _raise_file_limit,
+    _server,
+    loop_factory,
+    settle_memory,
+    unsettle_memory,
+)
+from guardrail.config.policysets import PolicySets
+from guardrail.policy.sources import PolicySource
+from guardrail.config.recording import recorder_for
+from guardrail.config.settings import Settings
+from guardrail.errors import GuardrailError, PolicyError, StateUnavailable
+from guardrail.observe.logs import bind_process, configure_logging, get_logger
+from guardrail.observe.record import Recorder
+from guardrail.policy import PolicySet, load_policies
+from guardrail.proxy.app import build_app
+from guardrail.proxy.reload import Reloader
+from guardrail.state import StateAccess, StateStore, open_store
+
+__all__ = ["START_FAILED", "main"]
+
+START_FAILED = 2
+"""Exit status of a worker whose settings or policies did not load."""
+
+_log = get_logger("guardrail.worker")
+
+
+def main(index: int, settings: Settings, sock: socket.socket, channel: Connection) -> None:
+    """The worker process's entry point (multiprocessing's target)."""
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    configure_logging(settings.log_level, settings.log_format)
+    bind_process(worker=index, pid=os.getpid())
+    try:
+        policies = load_policies(settings.policies)
+        route_policies = {
+            route.policies: load_policies(route.policies)
+            for route in settings.routes
+            if route.policies is not None
+        }
+        recorder = recorder_for(settings)
+    except PolicyError as exc:
+        _log.error(
+            "worker_start_failed",
+            file=exc.file,
+            line=exc.line,
+            policy_id=exc.policy_id,
+            error=exc.message,
+        )
+        sys.exit(START_FAILED)
+    except (GuardrailError, OSError) as exc:
+        _log.error("worker_start_failed", error=str(exc))
+        sys.exit(START_FAILED)
+    sys.setswitchinterval(SWITCH_INTERVAL)
+    _raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
+    with asyncio.Runner(loop_factory=loop_factory()) as runner:
+        runner.run(_work(settings, policies, route_policies, recorder, sock, channel))
+
+
+async def _work(
+    settings: Settings,
+    policies: PolicySet,
+    route_policies: dict[PolicySource, PolicySet],
+    recorder: Recorder,
+    sock: socket.socket,
+    channel: Connection,
+) -> None:
+    loop = asyncio.get_running_loop()
+    app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
+    proxy = _server(app, settings.host, sock.getsockname()[1], settings)
+    sets: PolicySets = app.state.policy_sets
+
+    def installed() -> None:  # in the reload's worker thread
+        unsettle_memory()
+        loop.call_soon_threadsafe(loop.call_later, _RESETTLE_SECONDS, settle_memory)
+
+    reloader = Reloader(
+        app.state.policies,
+        settings.policies,
+        on_install=sets.installer(recorder.install),
+        installed=installed,
+        load=sets.load,
+    )
+    store: StateStore = getattr(app.state, "state_store", None) or open_store(settings.state)
+    access = StateAccess(store, settings.state)
+    drain = Drain(proxy, [proxy])
+    running: set[asyncio.Task[None]] = set()
+
+    async def answer(op: str, ident: int, arg: str) -> None:
+        payload: dict[str, Any]
+        if op == "reload":
+            result = await reloader.areload(arg)
+            payload = {"ok": result.ok, **result.to_dict()}
+        elif op == "erase":
+            try:
+                payload = {"ok": True, "erased": await access.erase(arg)}
+            except StateUnavailable as exc:
+                payload = {"ok": False, "cause": exc.cause}
+            _log.info("user_state_erase", **payload)  # never the user
+        else:
+            payload = {"ok": False, "cause": f"unknown operation {op!r}"}
+        _send(channel, ("done", ident, payload))
+
+    def drain_once() -> None:  # SIGTERM may come twice: from a service manager and from the
+        if not drain.draining:  # supervisor; only the supervisor's "stop-now" cuts streams
+            drain()
+
+    def on_message() -> None:
+        try:
+            op, ident, arg = channel.recv()
+        except (EOFError, OSError):  # the supervisor is gone: finish what runs, then stop
+            loop.remove_reader(channel.fileno())
+            _log.warning("supervisor_gone")
+            drain_once()
+            return
+        if op == "stop-now":  # the supervisor's second SIGTERM/SIGINT
+            drain_once()
+            drain()
+            return
+        task = loop.create_task(answer(op, ident, arg))
+        running.add(task)
+        task.add_done_callback(running.discard)
+
+    loop.add_signal_handler(signal.SIGTERM, drain_once)
+    serving = asyncio.create_task(proxy.serve(sockets=[sock]))
+    while not proxy.started and not serving.done():
+        await asyncio.sleep(0.02)
+    if proxy.started:
+        settle_memory()
+        loop.add_reader(channel.fileno(), on_message)
+        _send(channel, ("ready", policies.digest))
+        _log.info("worker_ready", policy_digest=policies.digest)
+    await serving
+    if not channel.closed:
+        loop.remove_reader(channel.fileno())
+    for task in running:
+        task.cancel()
+    await store.aclose()
+
+
+def _send(channel: Connection, message: tuple[object, ...]) -> None:
+    try:
+        channel.send(message)
+    except (OSError, ValueError):  # the supervisor is gone; on_message drains
+        pass
