@@ -21,6 +21,8 @@ from tests.kit.upstreams import mock_upstream
 from tests.kit.wire import chat_request
 from .test_listeners import wait_for
 
+pytestmark = [pytest.mark.subprocess]
+
 MINE = """\
     detectors:
       reply.clinic_hours: {scope: reply, phrases: ["clinic hours"]}

@@ -17,6 +17,7 @@ from tests.kit.metrics import exposition, parse, value
 from .conftest import Run
 
 
+@pytest.mark.subprocess
 def test_a_running_proxy_exports_the_containment_series_at_zero_and_no_store_gauge(
     served: Run,
 ) -> None:

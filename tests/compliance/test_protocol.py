@@ -3,6 +3,8 @@ published one), in Markdown and HTML, described in words, with every locale's cr
 
 from __future__ import annotations
 
+import pytest
+
 import contextlib
 import io
 import re
@@ -105,6 +107,7 @@ def test_html_is_a_whole_page_and_escapes_what_policies_say(tmp_path: Path) -> N
     assert "held back" not in markdown.split("`ops.dependency`")[1].split("###")[0]
 
 
+@pytest.mark.subprocess
 def test_bad_locale_and_missing_policies_are_clear_errors(tmp_path: Path) -> None:
     status, _, err = protocol("--locale", "xx-XX")
     assert status == 2 and "xx-XX" in err and "en-GB" in err
@@ -117,6 +120,7 @@ def test_bad_locale_and_missing_policies_are_clear_errors(tmp_path: Path) -> Non
     assert done.returncode == 2 and "none" in done.stderr and not done.stdout
 
 
+@pytest.mark.subprocess
 def test_a_real_process_writes_html() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "guardrail", "protocol", "--format", "html"],

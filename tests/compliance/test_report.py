@@ -3,6 +3,8 @@ audit file of a real proxy; no personal data out, malformed lines skipped and co
 
 from __future__ import annotations
 
+import pytest
+
 import contextlib
 import gzip
 import io
@@ -17,6 +19,8 @@ from guardrail.cli import main
 from guardrail.observe.referrals import Tally, referral_kind
 
 from .conftest import SENTINEL, Run
+
+pytestmark = [pytest.mark.subprocess]
 
 THIS_YEAR = str(datetime.now(UTC).year)
 

@@ -373,6 +373,7 @@ def _run(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.subprocess
 def test_check_explain_shows_facts_skipped_records_and_judges(
     write: Callable[..., Path],
 ) -> None:
@@ -398,6 +399,7 @@ def test_check_explain_shows_facts_skipped_records_and_judges(
     assert "unknown fact 'session.hours'" in got["bad"]["error"]
 
 
+@pytest.mark.subprocess
 def test_policy_test_command_runs_cases_with_facts(write: Callable[..., Path]) -> None:
     proc = _run("test", str(write(PACK)), "-v")
     assert proc.returncode == 0, proc.stdout + proc.stderr

@@ -506,6 +506,7 @@ def _run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+@pytest.mark.subprocess
 def test_guardrail_test_runs_the_composed_set_and_reports_what_overrides_changed(
     tmp_path: Path,
 ) -> None:
@@ -527,6 +528,7 @@ def test_guardrail_test_runs_the_composed_set_and_reports_what_overrides_changed
     assert env.returncode == 0 and "2 skipped (policy turned off)" in env.stdout
 
 
+@pytest.mark.subprocess
 def test_guardrail_test_fails_a_composed_case_that_breaks(tmp_path: Path) -> None:
     """A later source that stops a pack policy from hitting fails that policy's hit cases:
     what is only reported is the reply an override changed, never a lost hit."""
@@ -537,6 +539,7 @@ def test_guardrail_test_fails_a_composed_case_that_breaks(tmp_path: Path) -> Non
     assert "expected a hit of referral.missing, got none" in proc.stdout
 
 
+@pytest.mark.subprocess
 def test_guardrail_check_and_test_take_default_and_report_a_bad_second_source(
     tmp_path: Path,
 ) -> None:

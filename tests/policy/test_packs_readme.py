@@ -8,6 +8,8 @@ in order. The config file is then served over HTTP into the app.
 
 from __future__ import annotations
 
+import pytest
+
 import json
 import os
 import re
@@ -111,6 +113,7 @@ def test_the_helpers_find_blocks_and_fragments_in_order() -> None:
 README = (ROOT / "README.md").read_text(encoding="utf-8")
 
 
+@pytest.mark.subprocess
 def test_the_readme_example_runs_and_serves(tmp_path: Path) -> None:
     assert SECTION in README, "the README lost its 'Compose your own policies' subsection"
     run_example(subsection(README), tmp_path)

@@ -115,6 +115,7 @@ def test_audit_rotation_by_one_writer_is_followed_not_repeated_by_another(tmp_pa
     assert not path.with_name("audit.jsonl.2").exists()
 
 
+@pytest.mark.subprocess
 def test_audit_lines_from_several_processes_stay_whole(tmp_path: Path) -> None:
     """Four processes append 500 lines of about 20 KB each to one file at once: every line is
     whole (each is larger than PIPE_BUF and than Python's 8 KB write buffer: only one write
@@ -142,6 +143,7 @@ def test_audit_lines_from_several_processes_stay_whole(tmp_path: Path) -> None:
     assert len(seen) == 2000
 
 
+@pytest.mark.subprocess
 def test_supervisor_counters_join_the_workers_sums(tmp_path: Path) -> None:
     """A process that imported guardrail before ``PROMETHEUS_MULTIPROC_DIR`` was set (the
     supervisor) has its own counters in memory: its scrape adds them to the workers' files,

@@ -205,6 +205,7 @@ async def test_a_store_that_is_down_degrades_to_the_stateless_pack() -> None:
 
 
 @pytest.mark.anyio
+@pytest.mark.subprocess
 async def test_two_replicas_share_one_session_through_redis(redis_server: RedisServer) -> None:
     """A session started on one replica gets its break reminder from the other."""
     config = StateConfig(backend="redis", url=redis_server.url, key=KEY, timeout=5.0)
