@@ -113,7 +113,9 @@ class ChatStream:
 
     Build: released and appended text are lines ``{"model", "created_at", "message": {"role":
     "assistant", "content": text}, "done": false}`` copying ``model`` and ``created_at`` from the
-    latest line seen, placed before the done line. The annotation is a ``guardrail`` field on the
+    first line of the reply (never a later one: which lines had been read when a piece of text was
+    released depends on how the bytes were cut, and the bytes sent must not), placed before the
+    done line. The annotation is a ``guardrail`` field on the
     done line (whose ``message.content`` is emptied when its text went through the guard; its
     durations, counts and ``done_reason`` are kept). ``finish(None, ...)`` synthesises a done line
     when the upstream broke off.
@@ -127,6 +129,7 @@ class ChatStream:
         self.progress = False
         self._model: object = ""
         self._created: object = ""
+        self._template = False  # model and created_at taken from the reply's first line
         self._ended = False
         self._finished = False  # the done line came
 
@@ -148,8 +151,10 @@ class ChatStream:
             obj, event = clean, NDJSONLine(encode_line(clean), clean)
         if not isinstance(obj, dict) or "error" in obj:
             return [Forward(event)]
-        self._model = obj.get("model", self._model)
-        self._created = obj.get("created_at", self._created)
+        if not self._template:
+            self._template = True
+            self._model = obj.get("model", self._model)
+            self._created = obj.get("created_at", self._created)
         message = obj.get("message")
         content = message.get("content") if isinstance(message, dict) else None
         text = content if isinstance(content, str) else ""

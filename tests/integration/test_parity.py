@@ -135,9 +135,14 @@ def ollama_whole(text: str, **message: Any) -> bytes:
 
 
 def ollama_stream(text: str) -> list[bytes]:
-    lines = [{"model": "llama", "message": {"role": "assistant", "content": p}, "done": False}
-             for p in pieces(text, 11)]  # fmt: skip
-    lines.append({"model": "llama", "message": {"role": "assistant", "content": ""}, "done": True})
+    """NDJSON lines, each stamped a second later than the one before (as a real server does):
+    the text guardrail builds must not depend on how many lines had arrived when it was built."""
+    stamp = "2026-01-01T00:00:{:02d}Z"
+    lines = [{"model": "llama", "created_at": stamp.format(i),
+              "message": {"role": "assistant", "content": p}, "done": False}
+             for i, p in enumerate(pieces(text, 11))]  # fmt: skip
+    lines.append({"model": "llama", "created_at": stamp.format(len(lines)),
+                  "message": {"role": "assistant", "content": ""}, "done": True})  # fmt: skip
     return [json.dumps(line).encode() + b"\n" for line in lines]
 
 
