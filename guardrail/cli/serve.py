@@ -27,6 +27,7 @@ import signal
 import socket
 import sys
 from collections.abc import Callable, Generator
+from typing import Any
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -47,7 +48,7 @@ from guardrail.config.policysets import PolicySets
 from guardrail.proxy.reload import Reloader, Reloads, fingerprint, reload_on_sighup, watch
 from guardrail.proxy.serverproto import protocol_class
 from guardrail.config.settings import Settings, load_settings
-from guardrail.state import StateAccess, StateStore, open_store
+from guardrail.state import StateAccess, StateStore
 
 __all__ = [
     "SWITCH_INTERVAL",
@@ -329,25 +330,11 @@ async def _serve(
     port = proxy_sock.getsockname()[1]
     app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
     proxy = _server(app, settings.host, port, settings)
-    sets: PolicySets = app.state.policy_sets
-    loop = asyncio.get_running_loop()
-
-    def installed() -> None:  # in the reload's worker thread
-        unsettle_memory()
-        loop.call_soon_threadsafe(loop.call_later, _RESETTLE_SECONDS, settle_memory)
-
-    reloader = Reloader(
-        app.state.policies,
-        settings.policies,
-        on_install=sets.installer(recorder.install),
-        installed=installed,
-        load=sets.load,
-    )
+    reloader = _reloader(app, settings, recorder)
     servers: list[uvicorn.Server] = [proxy]
     drain = Drain(proxy, servers)
-    # The proxy's own store when its app has one (the request flow's), so an erase reaches the
-    # state requests use; until then the configured store (issue 14, item 2).
-    store: StateStore = getattr(app.state, "state_store", None) or open_store(settings.state)
+    # the proxy's own store, so an erase reaches the state the requests use
+    store: StateStore = app.state.state_store
     admin = build_admin_app(
         app.state.policies,
         reloader,
@@ -362,26 +349,61 @@ async def _serve(
         servers.append(_server(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
         sockets.append(demo_sock)
     with _stop_on_signals(drain), reload_on_sighup(reloader):
-        tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
-        if settings.watch_policies:
-            watcher = watch(reloader, settings.watch_interval)
-            if sets.sources:  # routes with their own sets: watch every source
-                watcher = watch_all(reloader, sets.sources, settings.watch_interval)
-            tasks.append(asyncio.create_task(watcher))
-        while not all(server.started for server in servers):
-            if any(task.done() for task in tasks):
-                break
-            await asyncio.sleep(0.02)
-        else:
-            settle_memory()
-            _announce(settings, policies, port)
-        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for server in servers:  # one stopped (signal or failure): stop the others too
-            server.should_exit = True
-        for task in tasks[len(servers) :]:  # the policy watcher
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await store.aclose()
+        watcher = _watcher(reloader, app.state.policy_sets, settings)
+        await _run(servers, sockets, watcher, lambda: _announce(settings, policies, port))
+
+
+def _reloader(app: Any, settings: Settings, recorder: Recorder) -> Reloader:
+    """This process's reloader: every route's set with the main one, metric series installed,
+    the memory settled again a while after each install."""
+    sets: PolicySets = app.state.policy_sets
+    loop = asyncio.get_running_loop()
+
+    def installed() -> None:  # in the reload's worker thread
+        unsettle_memory()
+        loop.call_soon_threadsafe(loop.call_later, _RESETTLE_SECONDS, settle_memory)
+
+    return Reloader(
+        app.state.policies,
+        settings.policies,
+        on_install=sets.installer(recorder.install),
+        installed=installed,
+        load=sets.load,
+    )
+
+
+def _watcher(reloader: Reloader, sets: PolicySets, settings: Settings) -> Any:
+    """The policy files' watcher (None when ``watch_policies`` is off): every source's files."""
+    if not settings.watch_policies:
+        return None
+    if sets.sources:  # routes with their own sets: watch every source
+        return watch_all(reloader, sets.sources, settings.watch_interval)
+    return watch(reloader, settings.watch_interval)
+
+
+async def _run(
+    servers: list[uvicorn.Server],
+    sockets: list[socket.socket],
+    watcher: Any,
+    announce: Callable[[], None],
+) -> None:
+    """Serve every listener; announce once all listen; when one stops, stop them all."""
+    tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
+    if watcher is not None:
+        tasks.append(asyncio.create_task(watcher))
+    while not all(server.started for server in servers):
+        if any(task.done() for task in tasks):
+            break
+        await asyncio.sleep(0.02)
+    else:
+        settle_memory()
+        announce()
+    await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for server in servers:  # one stopped (signal or failure): stop the others too
+        server.should_exit = True
+    for task in tasks[len(servers) :]:  # the policy watcher
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def settle_memory() -> None:

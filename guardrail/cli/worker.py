@@ -36,26 +36,24 @@ from multiprocessing.connection import Connection
 from typing import Any
 
 from guardrail.cli.serve import (
-    _RESETTLE_SECONDS,
     SWITCH_INTERVAL,
     Drain,
     _raise_file_limit,
+    _reloader,
     _server,
     loop_factory,
     settle_memory,
-    unsettle_memory,
 )
-from guardrail.config.policysets import PolicySets
-from guardrail.policy.sources import PolicySource
 from guardrail.config.recording import recorder_for
 from guardrail.config.settings import Settings
 from guardrail.errors import GuardrailError, PolicyError, StateUnavailable
 from guardrail.observe.logs import bind_process, configure_logging, get_logger
 from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
+from guardrail.policy.sources import PolicySource
 from guardrail.proxy.app import build_app
 from guardrail.proxy.reload import Reloader
-from guardrail.state import StateAccess, StateStore, open_store
+from guardrail.state import StateAccess
 
 __all__ = ["START_FAILED", "main"]
 
@@ -109,74 +107,78 @@ async def _work(
     loop = asyncio.get_running_loop()
     app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
     proxy = _server(app, settings.host, sock.getsockname()[1], settings)
-    sets: PolicySets = app.state.policy_sets
-
-    def installed() -> None:  # in the reload's worker thread
-        unsettle_memory()
-        loop.call_soon_threadsafe(loop.call_later, _RESETTLE_SECONDS, settle_memory)
-
-    reloader = Reloader(
-        app.state.policies,
-        settings.policies,
-        on_install=sets.installer(recorder.install),
-        installed=installed,
-        load=sets.load,
-    )
-    store: StateStore = getattr(app.state, "state_store", None) or open_store(settings.state)
-    access = StateAccess(store, settings.state)
-    drain = Drain(proxy, [proxy])
-    running: set[asyncio.Task[None]] = set()
-
-    async def answer(op: str, ident: int, arg: str) -> None:
-        payload: dict[str, Any]
-        if op == "reload":
-            result = await reloader.areload(arg)
-            payload = {"ok": result.ok, **result.to_dict()}
-        elif op == "erase":
-            try:
-                payload = {"ok": True, "erased": await access.erase(arg)}
-            except StateUnavailable as exc:
-                payload = {"ok": False, "cause": exc.cause}
-            _log.info("user_state_erase", **payload)  # never the user
-        else:
-            payload = {"ok": False, "cause": f"unknown operation {op!r}"}
-        _send(channel, ("done", ident, payload))
-
-    def drain_once() -> None:  # SIGTERM may come twice: from a service manager and from the
-        if not drain.draining:  # supervisor; only the supervisor's "stop-now" cuts streams
-            drain()
-
-    def on_message() -> None:
-        try:
-            op, ident, arg = channel.recv()
-        except (EOFError, OSError):  # the supervisor is gone: finish what runs, then stop
-            loop.remove_reader(channel.fileno())
-            _log.warning("supervisor_gone")
-            drain_once()
-            return
-        if op == "stop-now":  # the supervisor's second SIGTERM/SIGINT
-            drain_once()
-            drain()
-            return
-        task = loop.create_task(answer(op, ident, arg))
-        running.add(task)
-        task.add_done_callback(running.discard)
-
-    loop.add_signal_handler(signal.SIGTERM, drain_once)
+    reloader = _reloader(app, settings, recorder)
+    access = StateAccess(app.state.state_store, settings.state)
+    control = _Control(channel, reloader, access, Drain(proxy, [proxy]), loop)
+    loop.add_signal_handler(signal.SIGTERM, control.drain_once)
     serving = asyncio.create_task(proxy.serve(sockets=[sock]))
     while not proxy.started and not serving.done():
         await asyncio.sleep(0.02)
     if proxy.started:
         settle_memory()
-        loop.add_reader(channel.fileno(), on_message)
+        loop.add_reader(channel.fileno(), control.on_message)
         _send(channel, ("ready", policies.digest))
         _log.info("worker_ready", policy_digest=policies.digest)
     await serving
-    if not channel.closed:
-        loop.remove_reader(channel.fileno())
-    for task in running:
-        task.cancel()
-    await store.aclose()
+    control.close()
+
+
+class _Control:
+    """The worker's end of its pipe to the supervisor: reloads and erases run here and are
+    answered; a "stop-now", or the supervisor gone, drains the worker."""
+
+    def __init__(
+        self,
+        channel: Connection,
+        reloader: Reloader,
+        access: StateAccess,
+        drain: Drain,
+        loop: asyncio.AbstractEventLoop,
+    ) -> None:
+        self.channel, self.reloader, self.access = channel, reloader, access
+        self.drain, self.loop = drain, loop
+        self.running: set[asyncio.Task[None]] = set()
+
+    async def answer(self, op: str, ident: int, arg: str) -> None:
+        payload: dict[str, Any]
+        if op == "reload":
+            result = await self.reloader.areload(arg)
+            payload = {"ok": result.ok, **result.to_dict()}
+        elif op == "erase":
+            try:
+                payload = {"ok": True, "erased": await self.access.erase(arg)}
+            except StateUnavailable as exc:
+                payload = {"ok": False, "cause": exc.cause}
+            _log.info("user_state_erase", **payload)  # never the user
+        else:
+            payload = {"ok": False, "cause": f"unknown operation {op!r}"}
+        _send(self.channel, ("done", ident, payload))
+
+    def drain_once(self) -> None:  # SIGTERM may come twice: from a service manager and from
+        if not self.drain.draining:  # the supervisor; only the supervisor's "stop-now" cuts
+            self.drain()
+
+    def on_message(self) -> None:
+        try:
+            op, ident, arg = self.channel.recv()
+        except (EOFError, OSError):  # the supervisor is gone: finish what runs, then stop
+            self.loop.remove_reader(self.channel.fileno())
+            _log.warning("supervisor_gone")
+            self.drain_once()
+            return
+        if op == "stop-now":  # the supervisor's second SIGTERM/SIGINT
+            self.drain_once()
+            self.drain()
+            return
+        task = self.loop.create_task(self.answer(op, ident, arg))
+        self.running.add(task)
+        task.add_done_callback(self.running.discard)
+
+    def close(self) -> None:
+        if not self.channel.closed:
+            self.loop.remove_reader(self.channel.fileno())
+        for task in self.running:
+            task.cancel()
 
 
 def _send(channel: Connection, message: tuple[object, ...]) -> None:

@@ -37,7 +37,7 @@ import hmac
 import json
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from typing import Protocol
+from typing import Any, Protocol
 
 import anyio
 from starlette.applications import Starlette
@@ -111,6 +111,116 @@ class RequireToken:
         await self.app(scope, receive, send)
 
 
+class _Endpoints:
+    """The admin endpoints, over what they read: the policy set in service, the reloader, the
+    proxy's readiness, the dashboard's history and the state store."""
+
+    def __init__(
+        self,
+        holder: PolicyHolder,
+        reloader: Reloads | None,
+        ready: Callable[[], bool],
+        draining: Callable[[], bool],
+        history: StatsHistory,
+        state: Erases | None,
+    ) -> None:
+        self.holder, self.reloader, self.state = holder, reloader, state
+        self.ready, self.draining, self.history = ready, draining, history
+
+    async def metrics(self, request: Request) -> Response:
+        body, content_type = metrics.render(request.headers.get("accept"))
+        return Response(body, headers={**_SECURITY_HEADERS, "content-type": content_type})
+
+    async def reload(self, request: Request) -> Response:
+        if self.reloader is None:
+            return _json({"status": "unavailable"}, 503)
+        result = await self.reloader.areload("admin")
+        return _json(result.to_dict(), 200 if result.ok else 422)
+
+    async def stats(self, request: Request) -> Response:
+        current = self.holder.current
+        policies = [
+            {
+                "id": p.id,
+                "category": p.category,
+                "mode": p.mode,
+                "severity": p.severity,
+                "action": p.strongest_action,
+            }
+            for p in (current.policies if isinstance(current, PolicySet) else ())
+        ]
+        document = await anyio.to_thread.run_sync(self.history.stats, policies)
+        document["policy_digest"] = current.digest
+        return _json(document)
+
+    async def dashboard(self, request: Request) -> Response:
+        headers = {
+            **_SECURITY_HEADERS,
+            "content-security-policy": PAGE_CSP,
+            "x-frame-options": "DENY",
+        }
+        return Response(PAGE, media_type="text/html; charset=utf-8", headers=headers)
+
+    async def healthy(self, request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def ready_state(self, request: Request) -> Response:
+        if self.draining():  # SIGTERM: let the load balancer stop sending while work ends
+            return _json({"status": "draining"}, 503)
+        ok = self.ready()
+        return _json({"status": "ready" if ok else "starting"}, 200 if ok else 503)
+
+    async def erase_user(self, request: Request) -> Response:
+        if self.state is None:
+            return _json({"status": "unavailable", "message": "no state store"}, 503)
+        raw: str = request.path_params["user"]
+        if not raw.strip():
+            body = {"error": {"code": "bad_user", "message": "the user id is empty"}}
+            return _json(body, 400)
+        try:
+            erased = await self.state.erase(raw)
+        except StateUnavailable as exc:
+            body = {"error": {"code": "state_unavailable", "message": exc.cause}}
+            return _json(body, 503)
+        return _json({"erased": erased})
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/metrics", self.metrics, methods=["GET"]),
+            Route("/-/reload", self.reload, methods=["POST"]),
+            Route("/-/stats", self.stats, methods=["GET"]),
+            Route("/dashboard", self.dashboard, methods=["GET"]),
+            Route("/-/dashboard", self.dashboard, methods=["GET"]),
+            Route("/-/healthy", self.healthy, methods=["GET"]),
+            Route("/-/ready", self.ready_state, methods=["GET"]),
+            Route("/-/state/users/{user:path}", self.erase_user, methods=["DELETE"]),
+        ]
+
+
+async def _not_found(scope: Scope, receive: Receive, send: Send) -> None:
+    body = {"error": {"code": "not_found", "message": "no such admin endpoint"}}
+    await _json(body, 404)(scope, receive, send)
+
+
+def _sampling(history: StatsHistory, every: float) -> Any:
+    """The admin app's lifespan: sample the metrics every ``every`` seconds, so the dashboard's
+    windows fill in without a page open."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async def sampler() -> None:
+            while True:
+                await anyio.to_thread.run_sync(history.sample)
+                await anyio.sleep(every)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(sampler)
+            yield
+            tasks.cancel_scope.cancel()
+
+    return lifespan
+
+
 def build_admin_app(
     holder: PolicyHolder,
     reloader: Reloads | None = None,
@@ -129,94 +239,9 @@ def build_admin_app(
     ``sample_every`` seconds so the dashboard's windows fill in without a page open.
     ``state``: the state store that ``DELETE /-/state/users/{user}`` erases from (None: 503).
     """
-    stats_history = history if history is not None else StatsHistory()
-
-    async def metrics_endpoint(request: Request) -> Response:
-        body, content_type = metrics.render(request.headers.get("accept"))
-        return Response(body, headers={**_SECURITY_HEADERS, "content-type": content_type})
-
-    async def reload_endpoint(request: Request) -> Response:
-        if reloader is None:
-            return _json({"status": "unavailable"}, 503)
-        result = await reloader.areload("admin")
-        return _json(result.to_dict(), 200 if result.ok else 422)
-
-    async def stats_endpoint(request: Request) -> Response:
-        current = holder.current
-        policies = [
-            {
-                "id": p.id,
-                "category": p.category,
-                "mode": p.mode,
-                "severity": p.severity,
-                "action": p.strongest_action,
-            }
-            for p in (current.policies if isinstance(current, PolicySet) else ())
-        ]
-        document = await anyio.to_thread.run_sync(stats_history.stats, policies)
-        document["policy_digest"] = current.digest
-        return _json(document)
-
-    async def dashboard(request: Request) -> Response:
-        headers = {
-            **_SECURITY_HEADERS,
-            "content-security-policy": PAGE_CSP,
-            "x-frame-options": "DENY",
-        }
-        return Response(PAGE, media_type="text/html; charset=utf-8", headers=headers)
-
-    async def healthy(request: Request) -> Response:
-        return _json({"status": "ok"})
-
-    async def ready_endpoint(request: Request) -> Response:
-        if draining():  # SIGTERM: let the load balancer stop sending while in-flight work ends
-            return _json({"status": "draining"}, 503)
-        ok = ready()
-        return _json({"status": "ready" if ok else "starting"}, 200 if ok else 503)
-
-    async def erase_user(request: Request) -> Response:
-        if state is None:
-            return _json({"status": "unavailable", "message": "no state store"}, 503)
-        raw: str = request.path_params["user"]
-        if not raw.strip():
-            body = {"error": {"code": "bad_user", "message": "the user id is empty"}}
-            return _json(body, 400)
-        try:
-            erased = await state.erase(raw)
-        except StateUnavailable as exc:
-            body = {"error": {"code": "state_unavailable", "message": exc.cause}}
-            return _json(body, 503)
-        return _json({"erased": erased})
-
-    async def not_found(scope: Scope, receive: Receive, send: Send) -> None:
-        body = {"error": {"code": "not_found", "message": "no such admin endpoint"}}
-        await _json(body, 404)(scope, receive, send)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async def sampler() -> None:
-            while True:
-                await anyio.to_thread.run_sync(stats_history.sample)
-                await anyio.sleep(sample_every)
-
-        async with anyio.create_task_group() as tasks:
-            tasks.start_soon(sampler)
-            yield
-            tasks.cancel_scope.cancel()
-
-    app = Starlette(
-        routes=[
-            Route("/metrics", metrics_endpoint, methods=["GET"]),
-            Route("/-/reload", reload_endpoint, methods=["POST"]),
-            Route("/-/stats", stats_endpoint, methods=["GET"]),
-            Route("/dashboard", dashboard, methods=["GET"]),
-            Route("/-/dashboard", dashboard, methods=["GET"]),
-            Route("/-/healthy", healthy, methods=["GET"]),
-            Route("/-/ready", ready_endpoint, methods=["GET"]),
-            Route("/-/state/users/{user:path}", erase_user, methods=["DELETE"]),
-        ],
-        lifespan=lifespan,
-    )
+    history = history if history is not None else StatsHistory()
+    endpoints = _Endpoints(holder, reloader, ready, draining, history, state)
+    app = Starlette(routes=endpoints.routes(), lifespan=_sampling(history, sample_every))
     app.router.redirect_slashes = False
-    app.router.default = not_found
+    app.router.default = _not_found
     return app if token is None else RequireToken(app, token)
