@@ -7,10 +7,12 @@ sharing one real redis-server stand for two replicas; a store that fails stands 
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 
@@ -251,3 +253,53 @@ async def test_the_built_in_page_counts_what_containment_did() -> None:
     assert after["disclosures"]["value"] == (before["disclosures"]["value"] or 0) + 1
     assert after["state_skipped"]["value"] > (before["state_skipped"]["value"] or 0)
     assert after["state_errors"]["state"] in ("zero", "warn")
+
+
+class _HeldStream(httpx.AsyncByteStream):
+    """An upstream stream that sends one chunk and then waits for ever (until cancelled)."""
+
+    def __init__(self, first: bytes) -> None:
+        self.first = first
+
+    async def __aiter__(self) -> Any:
+        yield self.first
+        await asyncio.Event().wait()
+
+    async def aclose(self) -> None:
+        return None
+
+
+@pytest.mark.anyio
+async def test_a_stream_the_client_leaves_is_still_observed_once() -> None:
+    """State is written once per reply, also when the client disconnects mid-stream."""
+    from tests.kit.servers import live_server
+
+    head = chunks("Tell me more about")
+    first = head[: head.index(b"\n\n") + 2]
+
+    def held(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers={"content-type": "text/event-stream"},
+                              stream=_HeldStream(first))  # fmt: skip
+
+    clock, store = FakeClock(), MemoryStore(memory_config())
+    settings = Settings(upstream="https://upstream.test", policies=ROOT / "policies",
+                        audit=AuditConfig("off"), state=memory_config())  # fmt: skip
+    app = build_app(settings, PACK, httpx.MockTransport(held), state_store=store, clock=clock)
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    async with live_server(app) as url, httpx.AsyncClient(base_url=url) as client:
+        async with client.stream("POST", "/v1/chat/completions", json=body,
+                                 headers={"x-guardrail-user": "leaver"}) as response:  # fmt: skip
+            async for _ in response.aiter_raw():
+                break  # the client leaves after the first bytes
+        link = app.state.state_link
+        identity = link.identify({"x-guardrail-user": "leaver"}, None)
+        with anyio.fail_after(10):  # waiting for the proxy to see the disconnect
+            while True:
+                await link.settle()
+                if (await store.load(identity, clock.now())).turns:
+                    break
+                await anyio.sleep(0.01)
+        await anyio.sleep(0)  # nothing more comes: the observation was written once
+        await link.settle()
+        state = await store.load(identity, clock.now())
+        assert state.turns == 1  # one turn of the session, however the reply ended
