@@ -26,7 +26,8 @@
 
 Each class lives here; the modules that raise them import them from here (and their old names
 there keep working). A few private exceptions stay inside the module whose control flow they
-serve and never leave it (the YAML reader's ``_Problem``, ``guardrail check``'s ``_Bad``).
+serve and never leave it (the YAML reader's ``_Problem``, ``guardrail check``'s ``_Bad``, the referral
+report's ``_Malformed``).
 
 Load-time errors (ConfigError, PolicyError) are raised before the proxy serves anything, so a bad
 configuration never surfaces at request time. Request-time errors never reach a client as a
