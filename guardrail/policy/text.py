@@ -130,11 +130,23 @@ def _matches(buf: str, pos: int) -> Iterator[re.Match[str]]:
             pos = _SAME_FATE.match(buf, c.start()).end()  # type: ignore[union-attr]
 
 
+def _soft_wrap(buf: str, m: re.Match[str]) -> bool:
+    """A single line break inside a sentence: a word (or a comma) before it, no sentence mark,
+    and a lower-case word after it ("I will always be\nhere"). Read as a space, so a reply cannot
+    hide a sentence from the detectors by wrapping it; a blank line, a list item, a capital or a
+    sentence mark still ends the sentence."""
+    piece = m.group()
+    if piece.count("\n") != 1 or piece.strip(" \t\n") or m.end() >= len(buf):
+        return False
+    before = buf[m.start() - 1] if m.start() > 0 else ""
+    return (before.isalnum() or before == ",") and buf[m.end()].islower()
+
+
 def _is_boundary(buf: str, start: int, m: re.Match[str]) -> bool:
     """Decide whether the candidate ``m`` (inside the sentence starting at ``start``) ends it."""
     piece = m.group()
     if "\n" in piece:
-        return True
+        return not _soft_wrap(buf, m)
     run = piece.rstrip()
     if run.rstrip(_CLOSERS)[-1:] in ("!", "?"):
         return True

@@ -135,7 +135,7 @@ def test_dashboard_page_shows_the_traffic_without_console_errors(tmp_path: Path)
     # before any traffic every tile is a grey zero and the chart says so, drawing nothing
     assert 'data-loaded="true"' in fresh
     tiles = re.findall(r'<div class="([^"]*)" id="tile-', fresh)
-    assert len(tiles) == 14 and set(tiles) == {"tile zero"}, tiles
+    assert len(tiles) == 22 and set(tiles) == {"tile zero"}, tiles
     assert text_of(fresh, "trend-peak") == "no hits in this span" and not polylines(fresh)
     # without the token the page asks for it and shows no figures
     assert 'data-loaded="true"' not in denied and "needs its token" in denied

@@ -77,7 +77,7 @@ def _states(counts: dict[str, float], **kw: Any) -> dict[str, str]:
 
 def test_every_zero_is_neutral() -> None:
     states = _states({})
-    assert set(states.values()) == {"zero"} and len(states) == 14
+    assert set(states.values()) == {"zero"} and len(states) == 22  # 14 traffic tiles, 8 containment and state tiles
 
 
 @pytest.mark.parametrize(

@@ -34,7 +34,20 @@ def test_splits_on_terminators_and_keeps_whitespace() -> None:
 
 
 def test_newlines_split_without_punctuation() -> None:
-    assert split_sentences("first line\nsecond line") == ["first line\n", "second line"]
+    assert split_sentences("First line\nSecond line") == ["First line\n", "Second line"]
+    assert split_sentences("first line\n\nsecond line") == ["first line\n\n", "second line"]
+    assert split_sentences("- first item\n- second item") == ["- first item\n", "- second item"]
+
+
+def test_a_line_wrapped_inside_a_sentence_is_one_sentence() -> None:
+    """A reply cannot hide a sentence from the detectors by wrapping it: one line break between
+    a word and a lower-case word is read as a space (issue 11's evasions, found again by the
+    stream guard's property test)."""
+    assert split_sentences("I will always be\nhere for you. Next.") == [
+        "I will always be\nhere for you. ",
+        "Next.",
+    ]
+    assert split_sentences("first line\nsecond line") == ["first line\nsecond line"]
 
 
 def test_abbreviations_decimals_and_lists_do_not_split() -> None:
