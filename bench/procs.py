@@ -50,9 +50,12 @@ def pinned(cmd: Sequence[str], cpu: str | None) -> list[str]:
 def proxy_command(python: str, target: str, upstream: str, port: int) -> list[str]:
     """The command for a proxy under test.
 
-    ``guardrail``: ``python -m guardrail serve``, exactly as shipped. Anything else is a string
+    ``guardrail``: ``python -m guardrail serve``, exactly as shipped. ``bare``: the bare
+    pass-through of :mod:`bench.bare`. Anything else is a string
     of :mod:`bench.proxy_variant` arguments (``"--transport aiohttp --http httptools"``).
     """
+    if target == "bare":  # the bare pass-through of issue 12 (bench/bare.py)
+        return [python, "-m", "bench.bare", "--upstream", upstream, "--port", str(port)]
     if target == "guardrail":  # the admin listener on a free port, so several can run
         serve = [python, "-m", "guardrail", "serve", "--upstream", upstream, "--port", str(port)]
         return [*serve, "--admin-port", "0"]

@@ -15,11 +15,15 @@ from bench.ttft import TTFTResult
 from bench.wrkdriver import WrkResult
 
 __all__ = [
+    "BARE",
+    "BARE_BOUNDS",
     "DIRECT",
     "TARGETS",
     "Cell",
     "Measured",
     "Target",
+    "against_bare",
+    "bare_table",
     "check_targets",
     "machine_table",
     "medians",
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 DIRECT = "direct"
+BARE = "bare"
 
 
 @dataclass(frozen=True)
@@ -210,3 +215,54 @@ def targets_table(values: Mapping[str, float]) -> str:
         margin = f"{value / t.limit:.2f}"
         rows.append([t.name, bound, f"{value:,.2f} {t.unit}", "met" if met else "NOT met", margin])
     return _table(["target", "bound", "measured (median)", "status", "measured / bound"], rows)
+
+
+# --------------------------------------------------------------------------- against the bare target
+
+BARE_BOUNDS = {"rps_ratio_16": (0.5, False), "added_ratio_1": (2.0, True)}
+"""Issue 12's bounds on guardrail against the bare pass-through: (bound, lower is better)."""
+
+
+def against_bare(
+    cells: Mapping[tuple[str, str, int], Cell], target: str, mode: str
+) -> dict[str, float]:
+    """``target`` as ratios of the bare pass-through, from cells of one run (issue 12):
+    req/s at 16 clients (``rps_ratio_16`` = target / bare) and the added median latency at one
+    client (``added_ratio_1`` = (target - direct) / (bare - direct)); the inputs are kept."""
+    out: dict[str, float] = {}
+    got = cells.get
+    proxy16, bare16 = got((target, mode, 16)), got((BARE, mode, 16))
+    if proxy16 and bare16 and bare16.rps:
+        out |= {"rps_16": proxy16.rps, "bare_rps_16": bare16.rps}
+        out["rps_ratio_16"] = proxy16.rps / bare16.rps
+    direct1, proxy1, bare1 = got((DIRECT, mode, 1)), got((target, mode, 1)), got((BARE, mode, 1))
+    if direct1 and proxy1 and bare1:
+        out |= {"direct_p50_1": direct1.p50_ms, "bare_p50_1": bare1.p50_ms, "p50_1": proxy1.p50_ms}
+        bare_added = bare1.p50_ms - direct1.p50_ms
+        if bare_added > 0:
+            out["added_ratio_1"] = (proxy1.p50_ms - direct1.p50_ms) / bare_added
+    return out
+
+
+def bare_table(values: Mapping[str, Mapping[str, float]], target: str) -> str:
+    """Markdown table of :func:`against_bare` per mode, with issue 12's bounds."""
+    rows: list[list[object]] = []
+    for mode, v in values.items():
+        if "rps_ratio_16" in v:
+            bound, _ = BARE_BOUNDS["rps_ratio_16"]
+            rows.append([
+                mode, "req/s at 16 clients", f"{v['bare_rps_16']:,.0f}", f"{v['rps_16']:,.0f}",
+                f"{v['rps_ratio_16']:.2f} ({target} / bare)", f">= {bound}",
+                "met" if v["rps_ratio_16"] >= bound else "NOT met",
+            ])  # fmt: skip
+        if "added_ratio_1" in v:
+            bound, _ = BARE_BOUNDS["added_ratio_1"]
+            rows.append([
+                mode, f"p50 at 1 client (direct {v['direct_p50_1']:.3f} ms)",
+                f"{v['bare_p50_1']:.3f} ms (+{v['bare_p50_1'] - v['direct_p50_1']:.3f})",
+                f"{v['p50_1']:.3f} ms (+{v['p50_1'] - v['direct_p50_1']:.3f})",
+                f"{v['added_ratio_1']:.2f}x (added, {target} / bare)", f"<= {bound}x",
+                "met" if v["added_ratio_1"] <= bound else "NOT met",
+            ])  # fmt: skip
+    header = ["mode", "measure", "bare", target, "ratio", "bound (issue 12)", "status"]
+    return _table(header, rows)

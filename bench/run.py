@@ -3,19 +3,23 @@
     python -m bench.run [--quick] [--runs 3] [--seconds 8] [--clients 1,16,64]
                         [--modes whole,stream] [--targets direct,guardrail]
                         [--variant NAME='--transport aiohttp --http httptools'] [--json FILE]
+                        [--script N]
 
 Starts the mock upstream (core 1), each proxy target (core 0, alone), then for every run, mode
 and client count drives every target in turn with ``wrk`` (core 1, beside the mock), so drift in
 machine load hits all targets alike. Streams are then timed for time to first token with the
 Python driver at 1 and 4 clients, paced by the mock (``--pace``: by default 20 ms to the first
 token, then 5 ms per chunk).
-Prints the machine's details, Markdown tables of medians, and issue 6's targets for the first
-proxy target.
+Prints the machine's details, Markdown tables of medians, issue 6's targets for the first
+proxy target, and that target against the bare pass-through (issue 12: req/s at 16 clients and
+added median latency at 1 client as ratios of ``bare``'s, both measured in the same run).
 
-Targets: ``direct`` (the mock itself), ``guardrail`` (``python -m guardrail serve``, exactly as
-shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
+Targets: ``direct`` (the mock itself), ``bare`` (:mod:`bench.bare`: Starlette, the same
+upstream client, JSON parsed and re-serialised, no policies), ``guardrail`` (``python -m
+guardrail serve``, exactly as shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
 httpx's own pool / the httpx-aiohttp package as the transport), and any ``--variant NAME=ARGS``
-(``bench.proxy_variant`` with ARGS). ``--ttft-targets`` (default ``guardrail-holdback-none``,
+(``bench.proxy_variant`` with ARGS). ``--script N`` makes the mock answer every request with
+reply N of ``bench.texts.REPLIES`` (0: one the default pack rewrites) instead of cycling. ``--ttft-targets`` (default ``guardrail-holdback-none``,
 served with ``GUARDRAIL_HOLDBACK=none``) are started too but timed for time to first token only.
 """
 
@@ -52,6 +56,7 @@ __all__ = ["Plan", "main", "run"]
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 KNOWN: dict[str, tuple[str, dict[str, str]]] = {
     "guardrail": ("guardrail", {}),
+    "bare": ("bare", {}),
     "guardrail-holdback-none": ("guardrail", {"GUARDRAIL_HOLDBACK": "none"}),
     "guardrail-httpx": ("--transport httpx", {}),
     "guardrail-httpx-aiohttp": ("--transport httpx-aiohttp", {}),
@@ -81,6 +86,7 @@ class Plan:
     proxy_cpus: str = PROXY_CPU
     proxy_env: tuple[tuple[str, str], ...] = ()
     ttft_targets: tuple[str, ...] = (NONE_TARGET,)
+    script: int | None = None
 
     @property
     def started(self) -> tuple[str, ...]:
@@ -112,6 +118,8 @@ def _start_all(plan: Plan, stack: ExitStack) -> dict[str, Proc]:
         plan.python, "-m", "bench.mock_upstream", "--port", str(mock_port),
         "--reply-bytes", str(plan.reply_bytes), "--chunks", str(plan.chunks),
     ]  # fmt: skip
+    if plan.script is not None:
+        mock_cmd += ["--script", str(plan.script)]
     mock = start("mock", mock_cmd, mock_port, cpu=CLIENT_CPU, log=_log(plan, "mock"))
     stack.callback(mock.stop)
     procs = {report.DIRECT: mock}
@@ -208,9 +216,14 @@ def run(plan: Plan) -> dict[str, object]:
     info["load after"] = machine(plan.python)["load"]
     info["wall time"] = f"{time.monotonic() - started:.0f} s"
     cells = report.medians(measured)
-    proxies = [t for t in plan.targets if t != report.DIRECT]
+    proxies = [t for t in plan.targets if t not in (report.DIRECT, report.BARE)]
     none = plan.ttft_targets[0] if plan.ttft_targets else None
     targets = report.check_targets(cells, times, proxies[0], none) if proxies else {}
+    bare = {
+        mode: report.against_bare(cells, proxies[0], mode)
+        for mode in plan.modes
+        if proxies and report.BARE in plan.targets
+    }
     result: dict[str, object] = {
         "machine": info,
         "plan": {k: str(v) for k, v in asdict(plan).items()},
@@ -218,8 +231,9 @@ def run(plan: Plan) -> dict[str, object]:
         "cells": [asdict(c) for c in cells.values()],
         "ttft": {k: [asdict(r) for r in v] for k, v in times.items()},
         "targets": targets,
+        "against_bare": bare,
     }
-    _print(plan, info, marks, cells, times, targets)
+    _print(plan, info, marks, cells, times, targets, bare)
     return result
 
 
@@ -230,6 +244,7 @@ def _print(
     cells: dict[tuple[str, str, int], report.Cell],
     times: dict[str, list[ttft.TTFTResult]],
     targets: dict[str, float],
+    bare: dict[str, dict[str, float]],
 ) -> None:
     out: list[str] = [report.machine_table(info), ""]
     out.append(
@@ -250,9 +265,13 @@ def _print(
             "",
         ]
         out.append(report.ttft_table(times))
+    proxy = next((t for t in plan.targets if t not in (report.DIRECT, report.BARE)), None)
     if targets:
-        proxy = next(t for t in plan.targets if t != report.DIRECT)
         out += ["", f"### issue 6 targets ({proxy})", "", report.targets_table(targets)]
+    if any(bare.values()) and proxy:
+        reply = "cycling replies" if plan.script is None else f"reply script {plan.script}"
+        out += ["", f"### {proxy} against the bare pass-through (issue 12; {reply})", ""]
+        out.append(report.bare_table(bare, proxy))
     print("\n".join(out), flush=True)
 
 
@@ -265,7 +284,7 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     add("--warmup", type=float, help="seconds of warm-up per target and mode (default 1)")
     add("--clients", default="1,16,64")
     add("--modes", default="whole,stream")
-    add("--targets", default="direct,guardrail")
+    add("--targets", default="direct,bare,guardrail")
     add("--variant", action="append", default=[], metavar="NAME=ARGS")
     add("--ttft-streams", type=int, help="streams per client for time to first token")
     add(
@@ -284,6 +303,7 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     )
     add("--api", choices=sorted(PATHS), default="openai")
     add("--reply-bytes", type=int, default=1000)
+    add("--script", type=int, help="mock answers every request with texts.REPLIES[N]")
     add("--chunks", type=int, default=32)
     add("--python", default=sys.executable, help="interpreter for mock and proxies")
     add("--logs", type=Path, help="folder for the servers' output (default: discarded)")
@@ -313,6 +333,7 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
         proxy_cpus=a.proxy_cpus,
         ttft_targets=tuple(t for t in a.ttft_targets.split(",") if t),
         proxy_env=tuple((k, v) for k, _, v in (e.partition("=") for e in a.proxy_env)),
+        script=a.script,
     )
     return plan, a.json
 
