@@ -28,6 +28,7 @@ import asyncio
 import gc
 import json
 from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 import httpx
 import uvicorn
@@ -40,11 +41,18 @@ from guardrail.cli.serve import loop_factory
 from guardrail.config.settings import Settings, load_settings
 from guardrail.formats import jsontext
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
-from guardrail.proxy.upstream import build_client, request_headers, response_headers, send, target_url
+from guardrail.proxy.upstream import (
+    build_client,
+    request_headers,
+    response_headers,
+    send,
+    target_url,
+)
 
 __all__ = ["build_bare_app", "main", "reserialised", "reserialised_event"]
 
 _STALE = frozenset({b"content-length", b"content-encoding", b"etag"})
+_LENGTH = (b"content-length",)
 
 
 def reserialised(body: bytes) -> bytes:
@@ -67,41 +75,41 @@ def reserialised_event(event: SSEEvent) -> bytes:
     return encode_event(SSEEvent(data=jsontext.dumps_text(value), event=event.event, raw=b""))
 
 
-def build_bare_app(settings: Settings, transport: httpx.AsyncBaseTransport | None = None) -> Starlette:
+def build_bare_app(
+    settings: Settings, transport: httpx.AsyncBaseTransport | None = None
+) -> Starlette:
     """The bare pass-through as an ASGI app (``transport`` replaces the upstream's, for tests)."""
     client = build_client(settings, transport)
     base = httpx.URL(settings.upstream or "")
 
     async def forward(request: Request) -> Response:
         scope = request.scope
-        url = target_url(base, scope.get("raw_path") or scope["path"].encode(), scope["query_string"])
+        raw_path = scope.get("raw_path") or scope["path"].encode()
+        url = target_url(base, raw_path, scope["query_string"])
         body = reserialised(await request.body())
-        upstream = await send(
-            client, request.method, url, request_headers(scope["headers"]), body or None
-        )
-        headers = response_headers(upstream.headers.raw)
+        headers = request_headers(scope["headers"], drop=_LENGTH)  # httpx sets the new length
+        upstream = await send(client, request.method, url, headers, body or None)
+        back = response_headers(upstream.headers.raw)
         if upstream.headers.get("content-type", "").startswith("text/event-stream"):
-            return StreamingResponse(_events(upstream), status_code=upstream.status_code,
-                                     headers=_plain(headers, drop=_STALE))
+            plain = _plain(back, drop=_STALE)
+            return StreamingResponse(_events(upstream), upstream.status_code, headers=plain)
         try:
             raw = await upstream.aread()
         finally:
             await upstream.aclose()
         out = reserialised(raw)
-        fresh = [*_drop(headers, _STALE), (b"content-length", str(len(out)).encode("ascii"))]
+        fresh = [*_drop(back, _STALE), (b"content-length", str(len(out)).encode("ascii"))]
         response = Response(out, status_code=upstream.status_code)
         response.raw_headers = fresh
         return response
 
+    @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         yield
         await client.aclose()
 
-    from contextlib import asynccontextmanager
-
     return Starlette(
-        routes=[Route("/{path:path}", forward, methods=["GET", "POST"])],
-        lifespan=asynccontextmanager(lifespan),
+        routes=[Route("/{path:path}", forward, methods=["GET", "POST"])], lifespan=lifespan
     )
 
 
@@ -119,11 +127,14 @@ async def _events(upstream: httpx.Response) -> AsyncIterator[bytes]:
         await upstream.aclose()
 
 
-def _drop(headers: list[tuple[bytes, bytes]], names: frozenset[bytes]) -> list[tuple[bytes, bytes]]:
+Headers = list[tuple[bytes, bytes]]
+
+
+def _drop(headers: Headers, names: frozenset[bytes]) -> Headers:
     return [(n, v) for n, v in headers if n not in names]
 
 
-def _plain(headers: list[tuple[bytes, bytes]], drop: frozenset[bytes]) -> dict[str, str]:
+def _plain(headers: Headers, drop: frozenset[bytes]) -> dict[str, str]:
     return {n.decode("latin-1"): v.decode("latin-1") for n, v in _drop(headers, drop)}
 
 
@@ -151,7 +162,9 @@ async def _serve(app: Starlette, port: int) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m bench.bare", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.bare", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--upstream", required=True)
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args(argv)

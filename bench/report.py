@@ -217,7 +217,7 @@ def targets_table(values: Mapping[str, float]) -> str:
     return _table(["target", "bound", "measured (median)", "status", "measured / bound"], rows)
 
 
-# --------------------------------------------------------------------------- against the bare target
+# ------------------------------------------------------------------------- against the bare target
 
 BARE_BOUNDS = {"rps_ratio_16": (0.5, False), "added_ratio_1": (2.0, True)}
 """Issue 12's bounds on guardrail against the bare pass-through: (bound, lower is better)."""
