@@ -18,8 +18,10 @@ Targets: ``direct`` (the mock itself), ``bare`` (:mod:`bench.bare`: Starlette, t
 upstream client, JSON parsed and re-serialised, no policies), ``guardrail`` (``python -m
 guardrail serve``, exactly as shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
 httpx's own pool / the httpx-aiohttp package as the transport), and any ``--variant NAME=ARGS``
-(``bench.proxy_variant`` with ARGS). ``--script N`` makes the mock answer every request with
-reply N of ``bench.texts.REPLIES`` (0: one the default pack rewrites) instead of cycling. ``--ttft-targets`` (default ``guardrail-holdback-none``,
+(``bench.proxy_variant`` with ARGS). ``--baseline DIR`` adds ``guardrail-baseline``: ``guardrail serve`` from
+the ``guardrail/`` package in DIR (another commit's), so before and after share one run and its
+machine load; its ratios to ``bare`` are printed too. ``--script N`` makes the mock answer every
+request with reply N of ``bench.texts.REPLIES`` (0: one the default pack rewrites) instead of cycling. ``--ttft-targets`` (default ``guardrail-holdback-none``,
 served with ``GUARDRAIL_HOLDBACK=none``) are started too but timed for time to first token only.
 """
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -41,7 +44,9 @@ from bench import report, ttft
 from bench.procs import (
     CLIENT_CPU,
     PROXY_CPU,
+    REPO,
     Proc,
+    cpu_seconds,
     exit_on_signals,
     free_port,
     machine,
@@ -63,6 +68,8 @@ KNOWN: dict[str, tuple[str, dict[str, str]]] = {
 }
 """Proxy targets by name: (the shipped CLI or bench.proxy_variant arguments, environment)."""
 NONE_TARGET = "guardrail-holdback-none"
+BASELINE = "guardrail-baseline"
+"""``guardrail serve`` from another checkout (``--baseline DIR``): before and after in one run."""
 
 
 @dataclass(frozen=True)
@@ -87,6 +94,7 @@ class Plan:
     proxy_env: tuple[tuple[str, str], ...] = ()
     ttft_targets: tuple[str, ...] = (NONE_TARGET,)
     script: int | None = None
+    baseline: Path | None = None
 
     @property
     def started(self) -> tuple[str, ...]:
@@ -99,6 +107,10 @@ class Plan:
 def _proxy_command(
     plan: Plan, name: str, upstream: str, port: int
 ) -> tuple[list[str], dict[str, str]]:
+    if name == BASELINE and plan.baseline is not None:
+        cmd = proxy_command(plan.python, "guardrail", upstream, port)
+        path = f"{plan.baseline}{os.pathsep}{REPO}"  # its guardrail, this bench
+        return cmd, {**dict(plan.proxy_env), "PYTHONPATH": path}
     variant = dict(plan.variants).get(name)
     args, env = (variant, {}) if variant is not None else KNOWN.get(name, (None, {}))
     if args is None:
@@ -126,7 +138,10 @@ def _start_all(plan: Plan, stack: ExitStack) -> dict[str, Proc]:
     for name in plan.started:
         port = free_port()
         cmd, env = _proxy_command(plan, name, mock.url, port)
-        proc = start(name, cmd, port, cpu=plan.proxy_cpus, env=env, log=_log(plan, name))
+        cwd = plan.baseline if name == BASELINE and plan.baseline is not None else REPO
+        proc = start(
+            name, cmd, port, cpu=plan.proxy_cpus, env=env, log=_log(plan, name), cwd=cwd
+        )
         stack.callback(proc.stop)
         procs[name] = proc
     return procs
@@ -157,10 +172,13 @@ def _load(plan: Plan, procs: dict[str, Proc], bodies: dict[str, Path]) -> list[r
         for mode in plan.modes:
             for clients in plan.clients:
                 for name, proc in procs.items():
+                    cpu0 = cpu_seconds(proc.pid)
                     res = run_wrk(
                         proc.url + path, bodies[mode], clients, plan.seconds, cpu=CLIENT_CPU
                     )
-                    measured.append(report.Measured(name, mode, clients, res))
+                    used = cpu_seconds(proc.pid) - cpu0
+                    per = 1e6 * used / res.requests if res.requests else None
+                    measured.append(report.Measured(name, mode, clients, res, per))
                     _say(
                         f"run {run_no + 1}/{plan.runs} {mode:6} c={clients:<3} {name:18} "
                         f"{res.rps:9,.0f} req/s  p50 {res.p50_ms:7.2f} ms  p99 {res.p99_ms:7.2f} ms"
@@ -220,9 +238,10 @@ def run(plan: Plan) -> dict[str, object]:
     none = plan.ttft_targets[0] if plan.ttft_targets else None
     targets = report.check_targets(cells, times, proxies[0], none) if proxies else {}
     bare = {
-        mode: report.against_bare(cells, proxies[0], mode)
+        f"{mode} ({proxy})": report.against_bare(cells, proxy, mode)
+        for proxy in proxies[:1] + [t for t in proxies if t == BASELINE]
         for mode in plan.modes
-        if proxies and report.BARE in plan.targets
+        if report.BARE in plan.targets
     }
     result: dict[str, object] = {
         "machine": info,
@@ -270,8 +289,8 @@ def _print(
         out += ["", f"### issue 6 targets ({proxy})", "", report.targets_table(targets)]
     if any(bare.values()) and proxy:
         reply = "cycling replies" if plan.script is None else f"reply script {plan.script}"
-        out += ["", f"### {proxy} against the bare pass-through (issue 12; {reply})", ""]
-        out.append(report.bare_table(bare, proxy))
+        out += ["", f"### against the bare pass-through (issue 12; {reply})", ""]
+        out.append(report.bare_table(bare))
     print("\n".join(out), flush=True)
 
 
@@ -304,6 +323,12 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     add("--api", choices=sorted(PATHS), default="openai")
     add("--reply-bytes", type=int, default=1000)
     add("--script", type=int, help="mock answers every request with texts.REPLIES[N]")
+    add(
+        "--baseline",
+        type=Path,
+        help="a folder holding another guardrail/ (e.g. `git archive COMMIT guardrail | tar -x "
+        "-C DIR`): served as the guardrail-baseline target, beside this tree's guardrail",
+    )
     add("--chunks", type=int, default=32)
     add("--python", default=sys.executable, help="interpreter for mock and proxies")
     add("--logs", type=Path, help="folder for the servers' output (default: discarded)")
@@ -311,6 +336,8 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     a = parser.parse_args(argv)
     variants = tuple((name, args) for name, _, args in (v.partition("=") for v in a.variant))
     targets = [t for t in a.targets.split(",") if t] + [name for name, _ in variants]
+    if a.baseline:
+        targets.append(BASELINE)
     if report.DIRECT not in targets:
         targets.insert(0, report.DIRECT)
     if a.logs:
@@ -334,6 +361,7 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
         ttft_targets=tuple(t for t in a.ttft_targets.split(",") if t),
         proxy_env=tuple((k, v) for k, _, v in (e.partition("=") for e in a.proxy_env)),
         script=a.script,
+        baseline=a.baseline.resolve() if a.baseline else None,
     )
     return plan, a.json
 

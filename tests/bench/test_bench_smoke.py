@@ -110,6 +110,6 @@ def test_runner_end_to_end_in_its_shortest_mode(tmp_path: Path) -> None:
     assert result["inspection"]["guardrail whole"].startswith("200 x-guardrail-inspected=true")
     assert "### non-streamed" in done.stdout and "| 1 | guardrail |" in done.stdout
     # guardrail against the bare pass-through (issue 12): one client only, so the latency ratio
-    assert set(result["against_bare"]) == {"whole", "stream"}
-    assert "added_ratio_1" in result["against_bare"]["whole"]
+    assert set(result["against_bare"]) == {"whole (guardrail)", "stream (guardrail)"}
+    assert "added_ratio_1" in result["against_bare"]["whole (guardrail)"]
     assert "against the bare pass-through" in done.stdout
