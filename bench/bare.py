@@ -98,7 +98,8 @@ def build_bare_app(
         finally:
             await upstream.aclose()
         out = reserialised(raw)
-        fresh = [*_drop(back, _STALE), (b"content-length", str(len(out)).encode("ascii"))]
+        stale = _STALE if out is not raw else frozenset(_LENGTH)  # bytes not JSON: as they came
+        fresh = [*_drop(back, stale), (b"content-length", str(len(out)).encode("ascii"))]
         response = Response(out, status_code=upstream.status_code)
         response.raw_headers = fresh
         return response
