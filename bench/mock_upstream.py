@@ -1,13 +1,14 @@
 """A fast mock LLM API for benchmarks: OpenAI Chat Completions and Anthropic Messages.
 
     python -m bench.mock_upstream --port 9100 [--reply-bytes 1000] [--chunks 32]
-                                  [--ttft-ms 0] [--token-ms 0]
+                                  [--ttft-ms 0] [--token-ms 0] [--script N]
 
 Routes: ``POST .../chat/completions`` (OpenAI) and ``POST .../messages`` (Anthropic), each
 whole or streamed (``"stream": true`` in the body); ``GET /health``; ``POST /echo`` answers with
 the request head it received (to check what a client adds or changes). Replies cycle through
 :data:`bench.texts.REPLIES`, about half of which trip the default policies, each padded to
-``--reply-bytes``; streams cut them into ``--chunks`` text events.
+``--reply-bytes``; streams cut them into ``--chunks`` text events. ``--script N`` answers every
+request with entry N of that list instead (issue 12 measures one reply the default pack rewrites).
 
 Pacing: with ``--ttft-ms`` / ``--token-ms`` at 0 a stream is written in one go (a CPU-bound
 test of whoever reads it); otherwise the first text event waits ``ttft-ms`` and each later one
@@ -49,6 +50,7 @@ class MockConfig:
     chunks: int = 32
     ttft_ms: float = 0.0
     token_ms: float = 0.0
+    script: int | None = None
 
 
 def build_replies(config: MockConfig) -> dict[str, tuple[Reply, ...]]:
@@ -173,7 +175,8 @@ class MockProtocol(asyncio.Protocol):
             self.transport.write(_NOT_FOUND)
         else:
             choices = self.replies[api]
-            reply = choices[next(self.counter) % len(choices)]
+            pick = self.config.script
+            reply = choices[(next(self.counter) if pick is None else pick) % len(choices)]
             pace = request.pace or (self.config.ttft_ms, self.config.token_ms)
             if not _STREAM.search(request.body):
                 self.transport.write(reply.whole)
@@ -257,11 +260,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--ttft-ms", type=float, default=0.0, help="wait before the first text event"
     )
     parser.add_argument("--token-ms", type=float, default=0.0, help="wait between text events")
+    parser.add_argument(
+        "--script", type=int, default=None, help="always answer with this entry of texts.REPLIES"
+    )
     parser.add_argument("--loop", choices=["auto", "asyncio"], default="auto")
     args = parser.parse_args(argv)
     if args.loop == "auto":
         _install_uvloop()
-    config = MockConfig(args.reply_bytes, args.chunks, args.ttft_ms, args.token_ms)
+    config = MockConfig(args.reply_bytes, args.chunks, args.ttft_ms, args.token_ms, args.script)
     asyncio.run(serve(args.host, args.port, config))
     return 0
 

@@ -26,6 +26,7 @@ __all__ = [
     "PROXY_CPU",
     "REPO",
     "Proc",
+    "cpu_seconds",
     "exit_on_signals",
     "free_port",
     "machine",
@@ -50,9 +51,12 @@ def pinned(cmd: Sequence[str], cpu: str | None) -> list[str]:
 def proxy_command(python: str, target: str, upstream: str, port: int) -> list[str]:
     """The command for a proxy under test.
 
-    ``guardrail``: ``python -m guardrail serve``, exactly as shipped. Anything else is a string
+    ``guardrail``: ``python -m guardrail serve``, exactly as shipped. ``bare``: the bare
+    pass-through of :mod:`bench.bare`. Anything else is a string
     of :mod:`bench.proxy_variant` arguments (``"--transport aiohttp --http httptools"``).
     """
+    if target == "bare":  # the bare pass-through of issue 12 (bench/bare.py)
+        return [python, "-m", "bench.bare", "--upstream", upstream, "--port", str(port)]
     if target == "guardrail":  # the admin listener on a free port, so several can run
         serve = [python, "-m", "guardrail", "serve", "--upstream", upstream, "--port", str(port)]
         return [*serve, "--admin-port", "0"]
@@ -118,16 +122,18 @@ def start(
     env: Mapping[str, str] | None = None,
     log: Path | None = None,
     timeout: float = 20.0,
+    cwd: Path = REPO,
 ) -> Proc:
     """Start ``cmd`` pinned to ``cpu`` and return once ``port`` answers HTTP requests.
 
-    Output goes to ``log`` (or is discarded). Raises RuntimeError if the process exits or does
+    Output goes to ``log`` (or is discarded); ``cwd`` is the working directory (the checkout
+    whose modules ``python -m`` finds first). Raises RuntimeError if the process exits or does
     not listen within ``timeout`` seconds.
     """
     out = open(log, "wb") if log else subprocess.DEVNULL  # noqa: SIM115 - lives with the process
     merged = {**os.environ, "PYTHONPATH": str(REPO), **(env or {})}
     popen = subprocess.Popen(
-        pinned(cmd, cpu), stdout=out, stderr=out, env=merged, cwd=REPO, start_new_session=True
+        pinned(cmd, cpu), stdout=out, stderr=out, env=merged, cwd=cwd, start_new_session=True
     )
     proc = Proc(name, popen, port)
     deadline = time.monotonic() + timeout
@@ -174,6 +180,14 @@ def rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) that process ``pid`` has used so far, in seconds (Linux
+    ``/proc``). Read around a load run, it gives the server's own CPU per request, which
+    other processes on the machine disturb far less than its wall-clock figures."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _cpu_model() -> str:

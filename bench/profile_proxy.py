@@ -2,6 +2,7 @@
 
     python -m bench.profile_proxy [--target guardrail|ARGS] [--clients 16] [--seconds 15]
                                   [--mode whole|stream] [--out /tmp/guardrail-profile]
+                                  [--script N]
 
 Same placement as ``bench.run`` (proxy alone on core 0; mock and wrk on core 1). While wrk
 drives the proxy, ``py-spy record --function --format raw`` samples it (idle time excluded;
@@ -109,7 +110,7 @@ def _short(frame: str) -> str:
     """``func (/long/path/site-packages/pkg/mod.py)`` -> ``func (pkg/mod.py)``."""
     name, _, where = frame.partition(" (")
     where = where.rstrip(")")
-    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+    for marker in ("site-packages/", "/work/main/", "/work/wt/bench/", "lib/python3.11/"):
         if marker in where:
             where = where.split(marker, 1)[1]
             break
@@ -126,6 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--mode", choices=["whole", "stream"], default="whole")
     parser.add_argument("--rate", type=int, default=250, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
+    parser.add_argument("--script", type=int, help="mock answers every request with REPLIES[N]")
     parser.add_argument(
         "--out", type=Path, default=Path(tempfile.gettempdir()) / "guardrail-profile"
     )
@@ -140,7 +142,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         mport, pport = free_port(), free_port()
         mock = start(
             "mock",
-            [sys.executable, "-m", "bench.mock_upstream", "--port", str(mport)],
+            [sys.executable, "-m", "bench.mock_upstream", "--port", str(mport)]
+            + ([] if args.script is None else ["--script", str(args.script)]),
             mport,
             cpu=CLIENT_CPU,
         )

@@ -15,11 +15,15 @@ from bench.ttft import TTFTResult
 from bench.wrkdriver import WrkResult
 
 __all__ = [
+    "BARE",
+    "BARE_BOUNDS",
     "DIRECT",
     "TARGETS",
     "Cell",
     "Measured",
     "Target",
+    "against_bare",
+    "bare_table",
     "check_targets",
     "machine_table",
     "medians",
@@ -29,6 +33,7 @@ __all__ = [
 ]
 
 DIRECT = "direct"
+BARE = "bare"
 
 
 @dataclass(frozen=True)
@@ -39,6 +44,7 @@ class Measured:
     mode: str
     connections: int
     result: WrkResult
+    cpu_us: float | None = None  # the server's CPU time per request (µs), when read
 
 
 @dataclass(frozen=True)
@@ -54,13 +60,17 @@ class Cell:
     p99_ms: float
     errors: int
     rps_runs: tuple[float, ...]
+    cpu_us: float | None = None
 
 
 def medians(measured: Iterable[Measured]) -> dict[tuple[str, str, int], Cell]:
     """Median req/s, p50 and p99 per (target, mode, connections); errors summed."""
     groups: dict[tuple[str, str, int], list[WrkResult]] = defaultdict(list)
+    cpu: dict[tuple[str, str, int], list[float]] = defaultdict(list)
     for m in measured:
         groups[(m.target, m.mode, m.connections)].append(m.result)
+        if m.cpu_us is not None:
+            cpu[(m.target, m.mode, m.connections)].append(m.cpu_us)
     return {
         key: Cell(
             target=key[0],
@@ -72,6 +82,7 @@ def medians(measured: Iterable[Measured]) -> dict[tuple[str, str, int], Cell]:
             p99_ms=statistics.median(r.p99_ms for r in rs),
             errors=sum(r.errors for r in rs),
             rps_runs=tuple(round(r.rps) for r in rs),
+            cpu_us=statistics.median(cpu[key]) if cpu.get(key) else None,
         )
         for key, rs in groups.items()
     }
@@ -97,6 +108,7 @@ def side_by_side(
     header = [
         "clients", "target", "req/s", "p50 ms", "p99 ms",
         "added p50 ms", "added p99 ms", "req/s vs direct", "p99 vs direct", "errors", "req/s per run",
+        "server CPU µs/req",
     ]  # fmt: skip
     rows: list[list[object]] = []
     for c in conns:
@@ -116,6 +128,7 @@ def side_by_side(
                 c, t, f"{cell.rps:,.0f}", f"{cell.p50_ms:.2f}", f"{cell.p99_ms:.2f}",
                 added50, added99, ratio, p99ratio, cell.errors,
                 " / ".join(f"{x:,}" for x in cell.rps_runs),
+                "-" if cell.cpu_us is None else f"{cell.cpu_us:,.0f}",
             ])  # fmt: skip
     return _table(header, rows)
 
@@ -210,3 +223,67 @@ def targets_table(values: Mapping[str, float]) -> str:
         margin = f"{value / t.limit:.2f}"
         rows.append([t.name, bound, f"{value:,.2f} {t.unit}", "met" if met else "NOT met", margin])
     return _table(["target", "bound", "measured (median)", "status", "measured / bound"], rows)
+
+
+# ------------------------------------------------------------------------- against the bare target
+
+BARE_BOUNDS = {"rps_ratio_16": (0.5, False), "added_ratio_1": (2.0, True)}
+"""Issue 12's bounds on guardrail against the bare pass-through: (bound, lower is better)."""
+
+
+def against_bare(
+    cells: Mapping[tuple[str, str, int], Cell], target: str, mode: str
+) -> dict[str, float]:
+    """``target`` as ratios of the bare pass-through, from cells of one run (issue 12):
+    req/s at 16 clients (``rps_ratio_16`` = target / bare) and the added median latency at one
+    client (``added_ratio_1`` = (target - direct) / (bare - direct)); the inputs are kept. When
+    the servers' CPU time per request was read, ``cpu_ratio_16`` = bare's / target's: what the
+    throughput ratio would be if each server had its core to itself, which a loaded machine's
+    wall-clock figures only approach."""
+    out: dict[str, float] = {}
+    got = cells.get
+    proxy16, bare16 = got((target, mode, 16)), got((BARE, mode, 16))
+    if proxy16 and bare16 and bare16.rps:
+        out |= {"rps_16": proxy16.rps, "bare_rps_16": bare16.rps}
+        out["rps_ratio_16"] = proxy16.rps / bare16.rps
+        if proxy16.cpu_us and bare16.cpu_us:  # a load-robust view of the same ratio
+            out |= {"cpu_us_16": proxy16.cpu_us, "bare_cpu_us_16": bare16.cpu_us}
+            out["cpu_ratio_16"] = bare16.cpu_us / proxy16.cpu_us
+    direct1, proxy1, bare1 = got((DIRECT, mode, 1)), got((target, mode, 1)), got((BARE, mode, 1))
+    if direct1 and proxy1 and bare1:
+        out |= {"direct_p50_1": direct1.p50_ms, "bare_p50_1": bare1.p50_ms, "p50_1": proxy1.p50_ms}
+        bare_added = bare1.p50_ms - direct1.p50_ms
+        if bare_added > 0:
+            out["added_ratio_1"] = (proxy1.p50_ms - direct1.p50_ms) / bare_added
+    return out
+
+
+def bare_table(values: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table of :func:`against_bare` per ``"mode (proxy)"`` key, with issue 12's
+    bounds."""
+    rows: list[list[object]] = []
+    for mode, v in values.items():
+        if "rps_ratio_16" in v:
+            bound, _ = BARE_BOUNDS["rps_ratio_16"]
+            rows.append([
+                mode, "req/s at 16 clients", f"{v['bare_rps_16']:,.0f}", f"{v['rps_16']:,.0f}",
+                f"{v['rps_ratio_16']:.2f} (proxy / bare)", f">= {bound}",
+                "met" if v["rps_ratio_16"] >= bound else "NOT met",
+            ])  # fmt: skip
+        if "cpu_ratio_16" in v:
+            rows.append([
+                mode, "server CPU per request at 16 clients", f"{v['bare_cpu_us_16']:,.0f} µs",
+                f"{v['cpu_us_16']:,.0f} µs", f"{v['cpu_ratio_16']:.2f} (bare / proxy)",
+                "(the req/s ratio, read from CPU time)", "",
+            ])  # fmt: skip
+        if "added_ratio_1" in v:
+            bound, _ = BARE_BOUNDS["added_ratio_1"]
+            rows.append([
+                mode, f"p50 at 1 client (direct {v['direct_p50_1']:.3f} ms)",
+                f"{v['bare_p50_1']:.3f} ms (+{v['bare_p50_1'] - v['direct_p50_1']:.3f})",
+                f"{v['p50_1']:.3f} ms (+{v['p50_1'] - v['direct_p50_1']:.3f})",
+                f"{v['added_ratio_1']:.2f}x (added, proxy / bare)", f"<= {bound}x",
+                "met" if v["added_ratio_1"] <= bound else "NOT met",
+            ])  # fmt: skip
+    header = ["mode (proxy)", "measure", "bare", "proxy", "ratio", "bound (issue 12)", "status"]
+    return _table(header, rows)

@@ -3,19 +3,25 @@
     python -m bench.run [--quick] [--runs 3] [--seconds 8] [--clients 1,16,64]
                         [--modes whole,stream] [--targets direct,guardrail]
                         [--variant NAME='--transport aiohttp --http httptools'] [--json FILE]
+                        [--script N]
 
 Starts the mock upstream (core 1), each proxy target (core 0, alone), then for every run, mode
 and client count drives every target in turn with ``wrk`` (core 1, beside the mock), so drift in
 machine load hits all targets alike. Streams are then timed for time to first token with the
 Python driver at 1 and 4 clients, paced by the mock (``--pace``: by default 20 ms to the first
 token, then 5 ms per chunk).
-Prints the machine's details, Markdown tables of medians, and issue 6's targets for the first
-proxy target.
+Prints the machine's details, Markdown tables of medians, issue 6's targets for the first
+proxy target, and that target against the bare pass-through (issue 12: req/s at 16 clients and
+added median latency at 1 client as ratios of ``bare``'s, both measured in the same run).
 
-Targets: ``direct`` (the mock itself), ``guardrail`` (``python -m guardrail serve``, exactly as
-shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
+Targets: ``direct`` (the mock itself), ``bare`` (:mod:`bench.bare`: Starlette, the same
+upstream client, JSON parsed and re-serialised, no policies), ``guardrail`` (``python -m
+guardrail serve``, exactly as shipped), ``guardrail-httpx`` / ``guardrail-httpx-aiohttp`` (:mod:`bench.proxy_variant` with
 httpx's own pool / the httpx-aiohttp package as the transport), and any ``--variant NAME=ARGS``
-(``bench.proxy_variant`` with ARGS). ``--ttft-targets`` (default ``guardrail-holdback-none``,
+(``bench.proxy_variant`` with ARGS). ``--baseline DIR`` adds ``guardrail-baseline``: ``guardrail serve`` from
+the ``guardrail/`` package in DIR (another commit's), so before and after share one run and its
+machine load; its ratios to ``bare`` are printed too. ``--script N`` makes the mock answer every
+request with reply N of ``bench.texts.REPLIES`` (0: one the default pack rewrites) instead of cycling. ``--ttft-targets`` (default ``guardrail-holdback-none``,
 served with ``GUARDRAIL_HOLDBACK=none``) are started too but timed for time to first token only.
 """
 
@@ -23,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import tempfile
 import time
@@ -37,7 +44,9 @@ from bench import report, ttft
 from bench.procs import (
     CLIENT_CPU,
     PROXY_CPU,
+    REPO,
     Proc,
+    cpu_seconds,
     exit_on_signals,
     free_port,
     machine,
@@ -52,12 +61,15 @@ __all__ = ["Plan", "main", "run"]
 PATHS = {"openai": "/v1/chat/completions", "anthropic": "/v1/messages"}
 KNOWN: dict[str, tuple[str, dict[str, str]]] = {
     "guardrail": ("guardrail", {}),
+    "bare": ("bare", {}),
     "guardrail-holdback-none": ("guardrail", {"GUARDRAIL_HOLDBACK": "none"}),
     "guardrail-httpx": ("--transport httpx", {}),
     "guardrail-httpx-aiohttp": ("--transport httpx-aiohttp", {}),
 }
 """Proxy targets by name: (the shipped CLI or bench.proxy_variant arguments, environment)."""
 NONE_TARGET = "guardrail-holdback-none"
+BASELINE = "guardrail-baseline"
+"""``guardrail serve`` from another checkout (``--baseline DIR``): before and after in one run."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +93,8 @@ class Plan:
     proxy_cpus: str = PROXY_CPU
     proxy_env: tuple[tuple[str, str], ...] = ()
     ttft_targets: tuple[str, ...] = (NONE_TARGET,)
+    script: int | None = None
+    baseline: Path | None = None
 
     @property
     def started(self) -> tuple[str, ...]:
@@ -93,6 +107,10 @@ class Plan:
 def _proxy_command(
     plan: Plan, name: str, upstream: str, port: int
 ) -> tuple[list[str], dict[str, str]]:
+    if name == BASELINE and plan.baseline is not None:
+        cmd = proxy_command(plan.python, "guardrail", upstream, port)
+        path = f"{plan.baseline}{os.pathsep}{REPO}"  # its guardrail, this bench
+        return cmd, {**dict(plan.proxy_env), "PYTHONPATH": path}
     variant = dict(plan.variants).get(name)
     args, env = (variant, {}) if variant is not None else KNOWN.get(name, (None, {}))
     if args is None:
@@ -112,13 +130,18 @@ def _start_all(plan: Plan, stack: ExitStack) -> dict[str, Proc]:
         plan.python, "-m", "bench.mock_upstream", "--port", str(mock_port),
         "--reply-bytes", str(plan.reply_bytes), "--chunks", str(plan.chunks),
     ]  # fmt: skip
+    if plan.script is not None:
+        mock_cmd += ["--script", str(plan.script)]
     mock = start("mock", mock_cmd, mock_port, cpu=CLIENT_CPU, log=_log(plan, "mock"))
     stack.callback(mock.stop)
     procs = {report.DIRECT: mock}
     for name in plan.started:
         port = free_port()
         cmd, env = _proxy_command(plan, name, mock.url, port)
-        proc = start(name, cmd, port, cpu=plan.proxy_cpus, env=env, log=_log(plan, name))
+        cwd = plan.baseline if name == BASELINE and plan.baseline is not None else REPO
+        proc = start(
+            name, cmd, port, cpu=plan.proxy_cpus, env=env, log=_log(plan, name), cwd=cwd
+        )
         stack.callback(proc.stop)
         procs[name] = proc
     return procs
@@ -149,10 +172,13 @@ def _load(plan: Plan, procs: dict[str, Proc], bodies: dict[str, Path]) -> list[r
         for mode in plan.modes:
             for clients in plan.clients:
                 for name, proc in procs.items():
+                    cpu0 = cpu_seconds(proc.pid)
                     res = run_wrk(
                         proc.url + path, bodies[mode], clients, plan.seconds, cpu=CLIENT_CPU
                     )
-                    measured.append(report.Measured(name, mode, clients, res))
+                    used = cpu_seconds(proc.pid) - cpu0
+                    per = 1e6 * used / res.requests if res.requests else None
+                    measured.append(report.Measured(name, mode, clients, res, per))
                     _say(
                         f"run {run_no + 1}/{plan.runs} {mode:6} c={clients:<3} {name:18} "
                         f"{res.rps:9,.0f} req/s  p50 {res.p50_ms:7.2f} ms  p99 {res.p99_ms:7.2f} ms"
@@ -208,9 +234,15 @@ def run(plan: Plan) -> dict[str, object]:
     info["load after"] = machine(plan.python)["load"]
     info["wall time"] = f"{time.monotonic() - started:.0f} s"
     cells = report.medians(measured)
-    proxies = [t for t in plan.targets if t != report.DIRECT]
+    proxies = [t for t in plan.targets if t not in (report.DIRECT, report.BARE)]
     none = plan.ttft_targets[0] if plan.ttft_targets else None
     targets = report.check_targets(cells, times, proxies[0], none) if proxies else {}
+    bare = {
+        f"{mode} ({proxy})": report.against_bare(cells, proxy, mode)
+        for proxy in proxies[:1] + [t for t in proxies if t == BASELINE]
+        for mode in plan.modes
+        if report.BARE in plan.targets
+    }
     result: dict[str, object] = {
         "machine": info,
         "plan": {k: str(v) for k, v in asdict(plan).items()},
@@ -218,8 +250,9 @@ def run(plan: Plan) -> dict[str, object]:
         "cells": [asdict(c) for c in cells.values()],
         "ttft": {k: [asdict(r) for r in v] for k, v in times.items()},
         "targets": targets,
+        "against_bare": bare,
     }
-    _print(plan, info, marks, cells, times, targets)
+    _print(plan, info, marks, cells, times, targets, bare)
     return result
 
 
@@ -230,6 +263,7 @@ def _print(
     cells: dict[tuple[str, str, int], report.Cell],
     times: dict[str, list[ttft.TTFTResult]],
     targets: dict[str, float],
+    bare: dict[str, dict[str, float]],
 ) -> None:
     out: list[str] = [report.machine_table(info), ""]
     out.append(
@@ -250,9 +284,13 @@ def _print(
             "",
         ]
         out.append(report.ttft_table(times))
+    proxy = next((t for t in plan.targets if t not in (report.DIRECT, report.BARE)), None)
     if targets:
-        proxy = next(t for t in plan.targets if t != report.DIRECT)
         out += ["", f"### issue 6 targets ({proxy})", "", report.targets_table(targets)]
+    if any(bare.values()) and proxy:
+        reply = "cycling replies" if plan.script is None else f"reply script {plan.script}"
+        out += ["", f"### against the bare pass-through (issue 12; {reply})", ""]
+        out.append(report.bare_table(bare))
     print("\n".join(out), flush=True)
 
 
@@ -265,7 +303,7 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     add("--warmup", type=float, help="seconds of warm-up per target and mode (default 1)")
     add("--clients", default="1,16,64")
     add("--modes", default="whole,stream")
-    add("--targets", default="direct,guardrail")
+    add("--targets", default="direct,bare,guardrail")
     add("--variant", action="append", default=[], metavar="NAME=ARGS")
     add("--ttft-streams", type=int, help="streams per client for time to first token")
     add(
@@ -284,6 +322,13 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     )
     add("--api", choices=sorted(PATHS), default="openai")
     add("--reply-bytes", type=int, default=1000)
+    add("--script", type=int, help="mock answers every request with texts.REPLIES[N]")
+    add(
+        "--baseline",
+        type=Path,
+        help="a folder holding another guardrail/ (e.g. `git archive COMMIT guardrail | tar -x "
+        "-C DIR`): served as the guardrail-baseline target, beside this tree's guardrail",
+    )
     add("--chunks", type=int, default=32)
     add("--python", default=sys.executable, help="interpreter for mock and proxies")
     add("--logs", type=Path, help="folder for the servers' output (default: discarded)")
@@ -291,6 +336,8 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
     a = parser.parse_args(argv)
     variants = tuple((name, args) for name, _, args in (v.partition("=") for v in a.variant))
     targets = [t for t in a.targets.split(",") if t] + [name for name, _ in variants]
+    if a.baseline:
+        targets.append(BASELINE)
     if report.DIRECT not in targets:
         targets.insert(0, report.DIRECT)
     if a.logs:
@@ -313,6 +360,8 @@ def _plan(argv: Sequence[str] | None) -> tuple[Plan, Path | None]:
         proxy_cpus=a.proxy_cpus,
         ttft_targets=tuple(t for t in a.ttft_targets.split(",") if t),
         proxy_env=tuple((k, v) for k, _, v in (e.partition("=") for e in a.proxy_env)),
+        script=a.script,
+        baseline=a.baseline.resolve() if a.baseline else None,
     )
     return plan, a.json
 

@@ -8,7 +8,8 @@ reply), or not at all (a stream: their text is out before they could answer, so 
 unanswered and their fail mode applies).
 
 A policy set with no fact or judge detector gathers nothing: :meth:`Gathering.start` returns
-None and the reply is judged as it always was.
+None and the reply is judged as it always was. A request whose facts need no store lookup (no
+user identified, or no stored fact read) gets the clock's facts at once, without a task.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Gathering:
 
     def __init__(
         self,
-        state: asyncio.Task[dict[str, float | bool]] | None,
+        state: asyncio.Task[dict[str, float | bool]] | Mapping[str, float | bool] | None,
         judges: PendingAnswers | None,
     ) -> None:
         self._state = state
@@ -59,7 +60,10 @@ class Gathering:
             identity = link.identify(headers, flow.chat, minor_route=minor_route)
             link.follow(flow, identity, now)
             needed: frozenset[str] = getattr(policies, "state_facts_needed", frozenset())
-            state = asyncio.ensure_future(link.facts(identity, now, needed))
+            known = link.known_facts(identity, now, needed)  # no store lookup: no task either
+            state = known if known is not None else asyncio.ensure_future(
+                link.facts(identity, now, needed)
+            )
         judges = None
         questions = tuple(getattr(policies, "judges", ()))
         if runner is not None and questions:
@@ -75,15 +79,17 @@ class Gathering:
         """Everything gathered (None: nothing, as for a request without a user or judges);
         waits for what is still on its way."""
         facts: Facts = {}
-        if self._state is not None:
+        if isinstance(self._state, asyncio.Task):
             facts.update(await self._state)
+        elif self._state is not None:
+            facts.update(self._state)
         if self._judges is not None:
             facts.update(await self._judges.result(reply_text))
         return facts or None
 
     def cancel(self) -> None:
         """The exchange is abandoned (the upstream failed, the client left)."""
-        if self._state is not None:
+        if isinstance(self._state, asyncio.Task):
             self._state.cancel()
         if self._judges is not None:
             self._judges.cancel()

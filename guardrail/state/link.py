@@ -88,6 +88,16 @@ class StateLink:
         )
 
     # ------------------------------------------------------------------ 2. facts
+    def known_facts(
+        self, identity: Identity | None, now: float, needed: frozenset[str]
+    ) -> Facts | None:
+        """The facts of one request at ``now`` when they need no store lookup (no user known,
+        or no stored fact read): the clock's alone, at once; None when :meth:`facts` must ask
+        the store."""
+        if identity is None or not needed:
+            return clock_facts(now, self.config)
+        return None
+
     async def facts(
         self, identity: Identity | None, now: float, needed: frozenset[str]
     ) -> Facts:

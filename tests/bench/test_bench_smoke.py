@@ -109,7 +109,12 @@ def test_runner_end_to_end_in_its_shortest_mode(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads(out.read_text())
     cells = {(c["target"], c["mode"]): c for c in result["cells"]}
-    assert set(cells) == {(t, m) for t in ("direct", "guardrail") for m in ("whole", "stream")}
+    targets = ("direct", "bare", "guardrail")
+    assert set(cells) == {(t, m) for t in targets for m in ("whole", "stream")}
     assert all(c["errors"] == 0 for c in cells.values())
     assert result["inspection"]["guardrail whole"].startswith("200 x-guardrail-inspected=true")
     assert "### non-streamed" in done.stdout and "| 1 | guardrail |" in done.stdout
+    # guardrail against the bare pass-through (issue 12): one client only, so the latency ratio
+    assert set(result["against_bare"]) == {"whole (guardrail)", "stream (guardrail)"}
+    assert "added_ratio_1" in result["against_bare"]["whole (guardrail)"]
+    assert "against the bare pass-through" in done.stdout
