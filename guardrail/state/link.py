@@ -91,10 +91,12 @@ class StateLink:
     def known_facts(
         self, identity: Identity | None, now: float, needed: frozenset[str]
     ) -> Facts | None:
-        """The facts of one request at ``now`` when they need no store lookup (no user known,
-        or no stored fact read): the clock's alone, at once; None when :meth:`facts` must ask
-        the store."""
-        if identity is None or not needed:
+        """The facts of one request at ``now`` when they need no store lookup, at once: none
+        for a request that names no user (judged as the library judges it), the clock's alone
+        when no stored fact is read; None when :meth:`facts` must ask the store."""
+        if identity is None:
+            return {}
+        if not needed:
             return clock_facts(now, self.config)
         return None
 

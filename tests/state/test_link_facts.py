@@ -33,12 +33,13 @@ class CountingStore(MemoryStore):
 
 
 @pytest.mark.anyio
-async def test_anonymous_requests_get_the_clocks_facts_without_the_store() -> None:
+async def test_anonymous_requests_get_no_facts_and_no_store_call() -> None:
+    """A request that names no user is judged as the library judges it: no facts at all."""
     store = CountingStore()
     link = StateLink(store, CONFIG)
     needed = frozenset({"session.minutes"})
     known = link.known_facts(None, NOW, needed)
-    assert known is not None and set(known) == {"clock.local_hour"}
+    assert known == {}
     assert known == await link.facts(None, NOW, needed)  # the same answer either way
     assert store.loads == 0
 
