@@ -111,7 +111,9 @@ class FactPlan:
 
     def read(self, facts: Facts | None) -> FactValues:
         """The fact detectors' signals for ``facts`` (those no policy reads: false)."""
-        return self.no_facts if facts is None else _read_facts(self.read_leaves, self.defaults, facts)
+        if facts is None:
+            return self.no_facts
+        return _read_facts(self.read_leaves, self.defaults, facts)
 
 
 @dataclass(frozen=True, slots=True)
