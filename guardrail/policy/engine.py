@@ -64,13 +64,14 @@ class PolicySet:
         facts: Sequence[FactLeaf] = (),
     ) -> None:
         prepare_reading()  # the tables for non-ASCII text, once per process, not on a request
-        self.plan = plan(
+        self.plan: Plan = plan(
             policies=policies,
             leaves=leaves,
             composites=composites,
             facts=facts,
             resources=resources,
         )
+        """Everything evaluation needs, worked out once (``plan.Plan``, frozen)."""
         self.resources = resources
         self.source = source
         self.digest = digest

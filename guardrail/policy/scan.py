@@ -35,6 +35,7 @@ detector names only, never anything a person wrote.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+
 from guardrail.policy.conditions import Resolvers, resolve
 from guardrail.policy.context import ContextMemory, scan_context
 from guardrail.policy.detectors import TextView
@@ -49,6 +50,7 @@ from guardrail.policy.model import (
     Regenerate,
     Verdict,
 )
+from guardrail.policy.plan import Plan
 from guardrail.policy.rewrite import (
     EarlierTurns,
     assemble,
@@ -56,7 +58,6 @@ from guardrail.policy.rewrite import (
     replace_sentence,
     safe_text,
 )
-from guardrail.policy.plan import Plan
 from guardrail.policy.text import normalise
 
 __all__ = ["Scan"]
