@@ -479,43 +479,19 @@ def _build(
     env: Mapping[str, str],
     require_upstream: bool = True,
 ) -> Settings:
+    """The settings from the resolved layers, with the checks that read several keys at once."""
+
     def get(name: str) -> Any:
         return values[name][0]
 
     port: int = get("port")
     demo: bool = get("demo")
-    demo_port: int | None = get("demo_port")
-    if demo_port is None:  # default: the port after the proxy's (or any free one)
-        demo_port = port + 1 if 0 < port < 65535 else 0
-    if demo and demo_port == port and port != 0:
-        raise ConfigError(f"{values['demo_port'][1]}: demo_port: must differ from port {port}")
+    demo_port = _demo_port(values)
     upstream: str | None = demo_upstream(demo_port) if demo else get("upstream")
     specs: tuple[RouteSpec, ...] = get("routes")
-    if upstream is None and not specs and require_upstream:
-        raise ConfigError(
-            "upstream: no upstream configured; pass --upstream URL, set GUARDRAIL_UPSTREAM, "
-            "put `upstream:` in the config file, or try --demo"
-        )
-    for index, spec in enumerate(specs):
-        if upstream is None and "upstream" not in dict(spec.given) and require_upstream:
-            raise ConfigError(
-                f"{values['routes'][1]}: routes[{index}].upstream: missing; give the route an "
-                "upstream or set the top-level upstream"
-            )
-    admin_port: int | None = get("admin_port")
-    if admin_port is None:  # default: 1000 above the proxy's (9787 for 8787), so --port alone
-        admin_port = admin_port_for(port)  # moves both; any free port when the proxy's is picked
-    taken = {port: "port", **({demo_port: "demo_port"} if demo else {})}
-    if admin_port != 0 and admin_port in taken:
-        clash = taken[admin_port]
-        raise ConfigError(f"{values['admin_port'][1]}: admin_port: must differ from {clash}")
-    timeouts = Timeouts(
-        connect=get("timeouts.connect"),
-        read=get("timeouts.read"),
-        write=get("timeouts.write"),
-        pool=get("timeouts.pool"),
-        total=get("timeouts.total"),
-    )
+    _check_upstreams(values, upstream, specs, require_upstream)
+    admin_port = _admin_port(values, demo_port)
+    timeouts = Timeouts(**{part: get(f"timeouts.{part}") for part in _TIMEOUTS})
     audit = _audit(values)
     return Settings(
         upstream=upstream,
@@ -558,6 +534,54 @@ def _build(
         config_file=config_file,
         sources={name: source for name, (_, source) in values.items()},
     )
+
+
+_TIMEOUTS = ("connect", "read", "write", "pool", "total")
+
+
+def _demo_port(values: _Layer) -> int:
+    """``demo_port``: as set, else the port after the proxy's (any free one if that is picked);
+    never the proxy's own port when the demo runs."""
+    port: int = values["port"][0]  # type: ignore[assignment]
+    demo_port: int | None = values["demo_port"][0]  # type: ignore[assignment]
+    if demo_port is None:
+        demo_port = port + 1 if 0 < port < 65535 else 0
+    if values["demo"][0] and demo_port == port and port != 0:
+        raise ConfigError(f"{values['demo_port'][1]}: demo_port: must differ from port {port}")
+    return demo_port
+
+
+def _check_upstreams(
+    values: _Layer, upstream: str | None, specs: tuple[RouteSpec, ...], required: bool
+) -> None:
+    """Every request has somewhere to go: a top-level upstream, or one on each route."""
+    if not required or upstream is not None:
+        return
+    if not specs:
+        raise ConfigError(
+            "upstream: no upstream configured; pass --upstream URL, set GUARDRAIL_UPSTREAM, "
+            "put `upstream:` in the config file, or try --demo"
+        )
+    for index, spec in enumerate(specs):
+        if "upstream" not in dict(spec.given):
+            raise ConfigError(
+                f"{values['routes'][1]}: routes[{index}].upstream: missing; give the route an "
+                "upstream or set the top-level upstream"
+            )
+
+
+def _admin_port(values: _Layer, demo_port: int) -> int:
+    """``admin_port``: as set, else 1000 above the proxy's (9787 for 8787), so ``--port`` alone
+    moves both (any free port when the proxy's is picked); never a port already taken."""
+    port: int = values["port"][0]  # type: ignore[assignment]
+    admin_port: int | None = values["admin_port"][0]  # type: ignore[assignment]
+    if admin_port is None:
+        admin_port = admin_port_for(port)
+    taken = {port: "port", **({demo_port: "demo_port"} if values["demo"][0] else {})}
+    if admin_port != 0 and admin_port in taken:
+        clash = taken[admin_port]
+        raise ConfigError(f"{values['admin_port'][1]}: admin_port: must differ from {clash}")
+    return admin_port
 
 
 def _per_client(values: _Layer) -> int:

@@ -356,7 +356,7 @@ class Leaf:
     ) -> list[tuple[int, int, str]]:
         """The surviving matches: spans of the original text (``TextView.reading`` maps them
         back), keys read from the normalised text. ``chosen``: the indices of the patterns
-        that may match, when the caller knows them (``engine.LeafIndex``); else the leaf's
+        that may match, when the caller knows them (``leafindex.LeafIndex``); else the leaf's
         prefilters choose."""
         norm = view.norm
         found: list[tuple[int, int, str]] = []

@@ -130,51 +130,15 @@ def _leaf(
     written: Written,
     edit: Callable[[tuple[str, ...]], tuple[str, ...]] | None = None,
 ) -> Leaf:
-    if not f.has("scope"):
-        raise f.src.error(f"detector {name!r} lacks required key 'scope'")
-    scope = f.choice("scope", SCOPES, "reply")
-    if f.has("turns") and scope not in ("user_turns", "assistant_turns"):
-        raise f.at("turns").error("'turns' applies only to scope user_turns or assistant_turns")
-    turns = f.get("turns", int, 3 if scope == "assistant_turns" else 1)
-    min_matches = f.get("min_matches", int, 1)
-    if turns < 1 or min_matches < 1:
-        raise f.src.error("'turns' and 'min_matches' must be at least 1")
-    first: int | None = None
-    if f.has("first_sentences"):
-        if scope not in ("reply", "sentence"):
-            raise f.at("first_sentences").error(
-                "'first_sentences' applies only to scope reply or sentence"
-            )
-        first = f.get("first_sentences", int, 1)
-        if first < 1:
-            raise f.at("first_sentences").error("'first_sentences' must be at least 1")
+    """A leaf detector from its fields: where it reads, what it looks for, how it counts."""
+    scope, turns, min_matches = _reach(name, f)
+    first = _first_sentences(f, scope)
     if not any(f.has(k) for k in ("phrases", "lists", "regex")):
         raise f.src.error(f"detector {name!r} needs phrases, lists or regex (or any_of/all_of)")
-    phrases = (
-        [p for p, _ in f.at("phrases").strings(f.map["phrases"], "'phrases'")]
-        if f.has("phrases")
-        else []
-    )
-    if f.has("lists"):
-        for list_name, where in f.at("lists").strings(f.map["lists"], "'lists'"):
-            if list_name not in lists:
-                raise where.error(f"detector {name!r} names unknown list {list_name!r}")
-            phrases.extend(lists[list_name])
+    phrases = _phrases(name, f, lists)
     if edit is not None:  # the override blocks' phrase edits
         phrases = list(edit(tuple(phrases)))
-    patterns: list[Matcher] = []
-    prefilters: list[tuple[str, ...] | None] = []
-    for chunk in _phrase_chunks(phrases, min_matches):
-        combined = phrase_pattern(chunk)
-        if combined is not None:
-            patterns.append(compile_trie(combined, chunk))
-            prefilters.append(phrase_literals(chunk))
-    if f.has("regex"):
-        for text, where in f.at("regex").strings(f.map["regex"], "'regex'"):
-            parts = compile_regex(name, text, where, min_matches)
-            patterns.extend(parts)
-            prefilters.extend(necessary_literals(p.pattern, p.flags) for p in parts)
-            written.append((name, text, where, parts))
+    patterns, prefilters = _patterns(name, f, phrases, min_matches, written)
     return Leaf(
         name=name,
         scope=scope,
@@ -191,6 +155,70 @@ def _leaf(
         construct=f.get("construct", str, ""),
         first_sentences=first,
     )
+
+
+def _reach(name: str, f: Fields) -> tuple[str, int, int]:
+    """A leaf's scope, its turn window and its ``min_matches``, checked together."""
+    if not f.has("scope"):
+        raise f.src.error(f"detector {name!r} lacks required key 'scope'")
+    scope = f.choice("scope", SCOPES, "reply")
+    if f.has("turns") and scope not in ("user_turns", "assistant_turns"):
+        raise f.at("turns").error("'turns' applies only to scope user_turns or assistant_turns")
+    turns = f.get("turns", int, 3 if scope == "assistant_turns" else 1)
+    min_matches = f.get("min_matches", int, 1)
+    if turns < 1 or min_matches < 1:
+        raise f.src.error("'turns' and 'min_matches' must be at least 1")
+    return scope, turns, min_matches
+
+
+def _first_sentences(f: Fields, scope: str) -> int | None:
+    """A reply or sentence leaf's ``first_sentences`` (None: it reads every sentence)."""
+    if not f.has("first_sentences"):
+        return None
+    if scope not in ("reply", "sentence"):
+        raise f.at("first_sentences").error(
+            "'first_sentences' applies only to scope reply or sentence"
+        )
+    first = f.get("first_sentences", int, 1)
+    if first < 1:
+        raise f.at("first_sentences").error("'first_sentences' must be at least 1")
+    return first
+
+
+def _phrases(name: str, f: Fields, lists: dict[str, tuple[str, ...]]) -> list[str]:
+    """A leaf's own phrases, then those of the lists it names, in order."""
+    phrases = (
+        [p for p, _ in f.at("phrases").strings(f.map["phrases"], "'phrases'")]
+        if f.has("phrases")
+        else []
+    )
+    if f.has("lists"):
+        for list_name, where in f.at("lists").strings(f.map["lists"], "'lists'"):
+            if list_name not in lists:
+                raise where.error(f"detector {name!r} names unknown list {list_name!r}")
+            phrases.extend(lists[list_name])
+    return phrases
+
+
+def _patterns(
+    name: str, f: Fields, phrases: list[str], min_matches: int, written: Written
+) -> tuple[list[Matcher], list[tuple[str, ...] | None]]:
+    """A leaf's compiled patterns (phrase tries, then its regexes) and each one's prefilter
+    literals (None: always run); each regex is noted in ``written`` for the load checks."""
+    patterns: list[Matcher] = []
+    prefilters: list[tuple[str, ...] | None] = []
+    for chunk in _phrase_chunks(phrases, min_matches):
+        combined = phrase_pattern(chunk)
+        if combined is not None:
+            patterns.append(compile_trie(combined, chunk))
+            prefilters.append(phrase_literals(chunk))
+    if f.has("regex"):
+        for text, where in f.at("regex").strings(f.map["regex"], "'regex'"):
+            parts = compile_regex(name, text, where, min_matches)
+            patterns.extend(parts)
+            prefilters.extend(necessary_literals(p.pattern, p.flags) for p in parts)
+            written.append((name, text, where, parts))
+    return patterns, prefilters
 
 
 _PHRASE_CHUNK = 120

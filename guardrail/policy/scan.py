@@ -7,9 +7,9 @@ Stages, each with its guarantee:
    object judged again, or a message seen before, is not scanned again). The fact and judge
    detectors read the request's facts (``facts``); a policy reading a state fact that is
    missing is set aside here, never evaluated, and named in ``Verdict.skipped``. Without facts
-   this costs one lookup of what was worked out at load (``PolicySet.no_facts``).
+   this costs one lookup of what was worked out at load (``plan.FactPlan.no_facts``).
 2. ``feed_sentence(sentence)`` -> released text: the reply and sentence detectors that the
-   sentence's literals allow run on it (``engine.LeafIndex``; the others cannot match);
+   sentence's literals allow run on it (``leafindex.LeafIndex``; the others cannot match);
    reply detectors accumulate (true once enough distinct matches were seen so far).
    Policies with a sentence action (remove/replace) are checked here, with the signals known so
    far, and act on this sentence if one of their reply/sentence detectors matched in it: remove
@@ -35,10 +35,9 @@ detector names only, never anything a person wrote.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING
 
 from guardrail.policy.conditions import Resolvers, resolve
-from guardrail.policy.context import scan_context
+from guardrail.policy.context import ContextMemory, scan_context
 from guardrail.policy.detectors import TextView
 from guardrail.policy.facts import FactLeaf, Facts
 from guardrail.policy.model import (
@@ -51,6 +50,7 @@ from guardrail.policy.model import (
     Regenerate,
     Verdict,
 )
+from guardrail.policy.plan import Plan
 from guardrail.policy.rewrite import (
     EarlierTurns,
     assemble,
@@ -59,9 +59,6 @@ from guardrail.policy.rewrite import (
     safe_text,
 )
 from guardrail.policy.text import normalise
-
-if TYPE_CHECKING:
-    from guardrail.policy.engine import PolicySet
 
 __all__ = ["Scan"]
 
@@ -91,7 +88,8 @@ class Scan:
 
     def __init__(
         self,
-        ps: PolicySet,
+        plan: Plan,
+        memory: ContextMemory,
         conversation: Conversation,
         locale: str | None,
         *,
@@ -99,25 +97,26 @@ class Scan:
         keep_text: bool = True,
         facts: Facts | None = None,
     ) -> None:
-        self._ps = ps
+        self._plan = plan
+        self._memory = memory
         self._conv = conversation
-        self.locale = ps.resources.resolve(locale)
+        self.locale = plan.resources.resolve(locale)
         # stage 1: the context leaves, once per conversation (shared, never changed here)
-        context = scan_context(ps, conversation)
+        context = scan_context(plan, memory, conversation)
         self._context_evidence = context.evidence
         """Evidence of the context leaves (``_evidence`` holds that of the reply leaves)."""
         # the fact detectors; a policy reading a state fact that is missing is skipped
         self._facts = facts
-        known = ps.read_facts(facts)
+        known = plan.facts.read(facts)
         self._unanswered = known.unanswered
-        self._policies, self._sentence_policies, self._skipped = ps.evaluated(known.missing)
-        self._values: dict[str, bool] = {**context.values, **known.values, **ps.reply_defaults}
+        self._policies, self._sentence_policies, self._skipped = plan.evaluated(known.missing)
+        self._values: dict[str, bool] = {**context.values, **known.values, **plan.reply_defaults}
         self._evidence: dict[str, list[Evidence]] = {}
         """Evidence of the reply and sentence leaves (at most ``MAX_EVIDENCE`` each)."""
         self._failed: dict[str, str] = dict(context.failed)
-        self._reply_keys: dict[str, set[str]] = {name: set() for name in ps.reply_defaults}
+        self._reply_keys: dict[str, set[str]] = {name: set() for name in plan.reply_defaults}
         self._counts: dict[str, set[str]] = {
-            name: set(context.keys.get(name, ())) for name in ps.counted
+            name: set(context.keys.get(name, ())) for name in plan.counted
         }
         """Distinct matches of the leaves counting composites read (at most what they need)."""
         self._sentence_hits: dict[str, list[Evidence]] = {}
@@ -145,15 +144,15 @@ class Scan:
     # -------------------------------------------------------------- counts and signals
     def _count(self, name: str, keys: set[str]) -> None:
         acc = self._counts.get(name)
-        if acc is not None and len(acc) < self._ps.counted[name]:
+        if acc is not None and len(acc) < self._plan.counted[name]:
             acc.update(keys)
 
     def _signals(self, values: dict[str, bool], resolvers: Resolvers) -> dict[str, bool]:
         """Leaf values, the counting composites' values, then the composites of ``resolvers``."""
-        if self._ps.counting:
+        if self._plan.counting:
             counts = {name: len(keys) for name, keys in self._counts.items()}
             failed = self._failed
-            for comp in self._ps.counting:
+            for comp in self._plan.counting:
                 if not failed or not any(part in failed for part in comp.parts):
                     values[comp.name] = comp.count_value(counts)
         return resolve(values, resolvers)
@@ -168,12 +167,12 @@ class Scan:
         position = self._content
         if sentence.strip():
             self._content += 1
-        ps = self._ps
-        view = TextView(sentence, ps.scanners["reply"], in_quote=self._in_quote)
+        plan = self._plan
+        view = TextView(sentence, plan.scanners["reply"], in_quote=self._in_quote)
         self._in_quote = view.ends_in_quote
-        local: dict[str, bool] = dict.fromkeys(ps.sentence_leaves, False)
+        local: dict[str, bool] = dict.fromkeys(plan.sentence.leaves, False)
         here: dict[str, list[Evidence]] = {}
-        for leaf, chosen in ps.indexes["reply"].chosen(view):  # the leaves its literals allow
+        for leaf, chosen in plan.indexes["reply"].chosen(view):  # the leaves its literals allow
             name = leaf.name
             if name in self._failed or (
                 leaf.first_sentences is not None and position >= leaf.first_sentences
@@ -222,17 +221,17 @@ class Scan:
     def _sentence_actions(
         self, sentence: str, local: dict[str, bool], here: dict[str, list[Evidence]]
     ) -> str:
-        ps = self._ps
-        if not self._failed and ps.sentence_locators.isdisjoint(here):
+        plan = self._plan
+        if not self._failed and plan.sentence.locators.isdisjoint(here):
             return sentence  # no sentence policy can act where none of its locators matched
-        signals = self._signals({**self._values, **local}, ps.sentence_resolvers)
+        signals = self._signals({**self._values, **local}, plan.sentence.resolvers)
         remove = False
         winner: Policy | None = None
         for policy in self._sentence_policies:
             if policy.id in self._errors:
                 continue
             try:
-                if not ps.conditions[policy.id](signals):
+                if not plan.conditions[policy.id](signals):
                     continue
                 located = sorted(policy.locators.intersection(here))
                 if not located:
@@ -281,7 +280,7 @@ class Scan:
             messages = self._conv.messages
             self._earlier = EarlierTurns(m.content for m in messages if m.role == "assistant")
             last_user = next((m.content for m in reversed(messages) if m.role == "user"), "")
-            last_user = last_user[-self._ps.max_user_chars :]  # what the detectors read of it
+            last_user = last_user[-self._memory.max_user_chars :]  # what the detectors read of it
             self._salt = " ".join(normalise(last_user).split())
         return choose_variant(
             variants, policy.id, len(self._conv.messages), self._earlier, salt=self._salt
@@ -292,7 +291,7 @@ class Scan:
         """The evidence of a hit: matches of the leaves that made its condition true (a leaf
         read under ``not``, or inside a ``none_of``, supports nothing); for a sentence-level
         policy, its locator matches are those in the sentences it acted on."""
-        leaves = self._ps.support_leaves(policy.condition.supporting(signals), signals)
+        leaves = self._plan.support_leaves(policy.condition.supporting(signals), signals)
         out: list[Evidence] = []
         for name in sorted(leaves):
             if not (policy.sentence_level and name in policy.locators):
@@ -306,7 +305,7 @@ class Scan:
         hit = (
             (p.id in self._sentence_hits)
             if p.sentence_level
-            else self._ps.conditions[p.id](signals)
+            else self._plan.conditions[p.id](signals)
         )
         if not hit:
             return None
@@ -320,10 +319,10 @@ class Scan:
                     continue
                 texts[kind] = self._variant(p, kind)
         evidence = self._evidence_of(p, signals)
-        constructs = self._ps.constructs_of(evidence)
-        facts = self._facts_of(p, signals) if p.id in self._ps.fact_readers else ()
+        constructs = self._plan.constructs_of(evidence)
+        facts = self._facts_of(p, signals) if p.id in self._plan.facts.readers else ()
         if facts:  # what the facts behind the hit mean ("long session"), after the text's
-            named = (self._ps.constructs.get(name) for name, _, _ in facts)
+            named = (self._plan.constructs.get(name) for name, _, _ in facts)
             constructs = tuple(dict.fromkeys((*constructs, *(n for n in named if n))))
         return Hit(
             p.id,
@@ -341,10 +340,10 @@ class Scan:
         self, policy: Policy, signals: Mapping[str, bool]
     ) -> tuple[tuple[str, str, float | bool], ...]:
         """The fact detectors that made the hit's condition true, each with its fact's value."""
-        leaves = self._ps.support_leaves(policy.condition.supporting(signals), signals)
+        leaves = self._plan.support_leaves(policy.condition.supporting(signals), signals)
         out = []
         for name in sorted(leaves):
-            leaf = self._ps.detectors[name]
+            leaf = self._plan.detectors[name]
             if isinstance(leaf, FactLeaf):
                 value = leaf.known(self._facts)
                 out.append((name, leaf.fact, value if value is not None else False))
@@ -371,32 +370,37 @@ class Scan:
                     return self._variant(p, kind)
                 except Exception:  # noqa: BLE001 -- the choice failed: the first text will do
                     return variants[0]
-        return safe_text(self._ps.resources.locales.get(self.locale, {}))
+        return safe_text(self._plan.resources.locales.get(self.locale, {}))
 
     def finish(self) -> Verdict:
         """Check the end-of-reply policies and apply block/prepend/append. Idempotent."""
         if self._verdict is not None:
             return self._verdict
-        ps = self._ps
-        signals = self._signals(dict(self._values), ps.resolvers)
+        signals = self._signals(dict(self._values), self._plan.resolvers)
         ends = _Ends()
         for p in self._policies:
-            error = self._errors.get(p.id)
-            if error is None:
-                try:
-                    judged = self._judge(p, signals)
-                except Exception as exc:  # noqa: BLE001 -- on_error decides, the reply survives
-                    error = _error_text(exc, self._failed, p.condition.names())
-                else:
-                    if judged is not None:
-                        ends.add(p, judged[0], judged[1], self.locale)
-                    continue
-            failed, closed_text = self._failed_hit(p, error)
-            ends.hits.append(failed)
-            if closed_text is not None:
-                ends.closed = True
-                ends.leading.append(closed_text)
+            self._judge_into(ends, p, signals)
         return self._conclude(ends, signals)
+
+    def _judge_into(self, ends: _Ends, p: Policy, signals: Mapping[str, bool]) -> None:
+        """Judge one policy with the whole reply's signals and add its outcome to ``ends``:
+        its hit and end texts, nothing, or (it raised, here or on a sentence) its failed hit
+        and, failing closed, the text that stands in for the reply. Never raises."""
+        error = self._errors.get(p.id)
+        if error is None:
+            try:
+                judged = self._judge(p, signals)
+            except Exception as exc:  # noqa: BLE001 -- on_error decides, the reply survives
+                error = _error_text(exc, self._failed, p.condition.names())
+            else:
+                if judged is not None:
+                    ends.add(p, judged[0], judged[1], self.locale)
+                return
+        failed, closed_text = self._failed_hit(p, error)
+        ends.hits.append(failed)
+        if closed_text is not None:
+            ends.closed = True
+            ends.leading.append(closed_text)
 
     def _conclude(self, ends: _Ends, signals: Mapping[str, bool]) -> Verdict:
         """The verdict from the end texts: a block wins outright; a policy failing closed puts
@@ -420,7 +424,7 @@ class Scan:
         self._verdict = Verdict(
             reply=reply,
             hits=tuple(ends.hits),
-            signals={name: signals.get(name, False) for name in self._ps.published},
+            signals={name: signals.get(name, False) for name in self._plan.published},
             changed=changed,
             blocked=block is not None,
             strongest_action=ACTION_ORDER[strongest],

@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from email.utils import formatdate
 import httpx
 import structlog
@@ -236,36 +236,19 @@ def build_app(
     HTTP transport (tests). A judge detector naming an endpoint the ``judges`` setting lacks is
     a PolicyError at start-up and refuses a reload."""
     recorder = recorder_for(settings) if recorder is None else recorder
-    sets = PolicySets.for_routes(
-        policies, settings.routes, route_policies, max_user_chars=settings.max_user_text_chars
-    )
-    for engine in sets.current():
-        recorder.install(engine)
+    sets = _policy_sets(settings, policies, route_policies, recorder)
     client = build_client(settings, transport)
     store = state_store if state_store is not None else open_store(settings.state)
     link = StateLink(store, settings.state, clock)
     runner = _judge_runner(settings, judge_transport)
-    if runner is not None:
-        sets.check = _judges_checked(runner)
-    for engine in sets.current():
-        _judges_checked(runner)(engine)
+    _check_judges(sets, runner)
     pipeline = Pipeline(settings, client, sets, recorder, state=link, judges=runner)
     endpoint = ProxyEndpoint(pipeline, recorder)
-
-    @asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
-        await client.aclose()
-        await link.aclose()
-        if runner is not None:
-            await runner.aclose()
-        recorder.close()
-
     app = Starlette(
         debug=False,
         routes=[Route("/{path:path}", endpoint, name="proxy")],
         exception_handlers={Exception: _internal_error},
-        lifespan=lifespan,
+        lifespan=_lifespan(client, link, runner, recorder),
     )
     app.router.redirect_slashes = False
     app.router.default = endpoint  # targets that are not paths (absolute-form, '*') get a 400
@@ -279,6 +262,46 @@ def build_app(
     app.state.state_link = link
     app.state.judges = runner
     return app
+
+
+def _policy_sets(
+    settings: Settings,
+    policies: PolicyEngine,
+    route_policies: Mapping[PolicySource, PolicyEngine] | None,
+    recorder: Recorder,
+) -> PolicySets:
+    """The policy sets in service (the main one and the routes'), each known to the recorder."""
+    sets = PolicySets.for_routes(
+        policies, settings.routes, route_policies, max_user_chars=settings.max_user_text_chars
+    )
+    for engine in sets.current():
+        recorder.install(engine)
+    return sets
+
+
+def _check_judges(sets: PolicySets, runner: JudgeRunner | None) -> None:
+    """Every judge a set in service reads has an endpoint, now and at each reload."""
+    if runner is not None:
+        sets.check = _judges_checked(runner)
+    for engine in sets.current():
+        _judges_checked(runner)(engine)
+
+
+def _lifespan(
+    client: httpx.AsyncClient, link: StateLink, runner: JudgeRunner | None, recorder: Recorder
+) -> Callable[[Starlette], AbstractAsyncContextManager[None]]:
+    """At shutdown: the upstream client, the state link, the judges' client, then the recorder."""
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        await client.aclose()
+        await link.aclose()
+        if runner is not None:
+            await runner.aclose()
+        recorder.close()
+
+    return lifespan
 
 
 def _judge_runner(
