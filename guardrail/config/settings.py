@@ -494,46 +494,32 @@ def _build(
     timeouts = Timeouts(**{part: get(f"timeouts.{part}") for part in _TIMEOUTS})
     audit = _audit(values)
     return Settings(
+        **{name: get(name) for name in _AS_READ},
         upstream=upstream,
-        host=get("host"),
         port=port,
-        policies=get("policies"),
-        locale=get("locale"),
-        api=get("api"),
-        holdback=get("holdback"),
-        max_holdback_chars=get("max_holdback_chars"),
-        stall_timeout=get("stall_timeout"),
-        max_event_bytes=get("max_event_bytes"),
-        regenerate=get("regenerate"),
-        regenerate_budget=get("regenerate_budget"),
         route_specs=specs,
-        locale_header=get("locale_header"),
         timeouts=timeouts,
-        max_inspect_bytes=get("max_inspect_bytes"),
-        max_user_text_chars=get("max_user_text_chars"),
-        max_connections=get("max_connections"),
-        max_request_bytes=get("max_request_bytes"),
         max_upstream_per_client=_per_client(values),
-        max_client_connections=get("max_client_connections"),
-        header_timeout=get("header_timeout"),
-        keepalive_timeout=get("keepalive_timeout"),
-        drain_timeout=get("drain_timeout"),
-        workers=get("workers"),
-        log_level=get("log_level"),
-        log_format=get("log_format"),
         demo=demo,
         demo_port=demo_port,
         admin_host=get("admin_host") or get("host"),
         admin_port=admin_port,
-        admin_token=get("admin_token"),
         audit=audit,
         state=_state(values, audit),
-        watch_policies=get("watch_policies"),
-        watch_interval=get("watch_interval"),
         judges=_judges(values, env),
         config_file=config_file,
         sources={name: source for name, (_, source) in values.items()},
     )
+
+
+_AS_READ = (
+    "host", "policies", "locale", "api", "holdback", "max_holdback_chars", "stall_timeout",
+    "max_event_bytes", "regenerate", "regenerate_budget", "locale_header", "max_inspect_bytes",
+    "max_user_text_chars", "max_connections", "max_request_bytes", "max_client_connections",
+    "header_timeout", "keepalive_timeout", "drain_timeout", "workers", "log_level", "log_format",
+    "admin_token", "watch_policies", "watch_interval",
+)  # fmt: skip
+"""Settings fields taken as their key's value, unchanged."""
 
 
 _TIMEOUTS = ("connect", "read", "write", "pool", "total")
