@@ -381,6 +381,8 @@ class Pipeline:
             raise
         ex.upstream_s = (ex.upstream_s or 0.0) + time.perf_counter() - started
         if not complete:
+            if state.gathering is not None:  # nothing will be judged: stop the judges
+                state.gathering.cancel()
             flow.passes("too-large")
             return self._uninspected(response, chunks, read, ex, flow)
         await response.aclose()
