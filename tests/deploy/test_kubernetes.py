@@ -34,6 +34,8 @@ from .deploykit import (
 )
 from .test_dockerfile import final_stage, one
 
+pytestmark = pytest.mark.slow  # every rendered manifest validated against its schema
+
 VERSIONS = ("1.29.0", kubernetes_validate.latest_version())
 """The oldest Kubernetes release still in common support here, and the newest the package knows."""
 SCHEMAS = Path(__file__).with_name("schemas")

@@ -40,6 +40,10 @@ from tests.kit.wire import (
 
 UPSTREAM = "https://upstream.test"
 
+# every hit case of the pack, four APIs, three ways: the exhaustive table (about 30 s); the
+# parity table (test_parity.py) keeps the fast tier honest about the same promise
+pytestmark = pytest.mark.slow
+
 
 def _cases() -> list[Case]:
     """Every hit case of the pack that changes the reply, a few that do not, each locale once."""

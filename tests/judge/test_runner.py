@@ -20,7 +20,7 @@ from guardrail.policy.model import Message
 from .conftest import Judge
 from .mockjudge import CountingTransport, FakeClock, Spec, endpoint
 
-pytestmark = pytest.mark.anyio
+pytestmark = [pytest.mark.anyio, pytest.mark.slow]  # timeouts and budgets, waited out for real
 
 SYSTEM = "You are Ava, a wellbeing companion. CONFIDENTIAL-SYSTEM-PROMPT"
 MESSAGES = (

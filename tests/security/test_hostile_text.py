@@ -30,6 +30,8 @@ from tests.kit.servers import Background, read_body
 from tests.kit.upstreams import MockAPI, quoted
 from tests.kit.wire import PATHS, read_stream, read_whole, request_body
 
+pytestmark = pytest.mark.slow  # 86 hostile texts through the app, four APIs, whole and streamed
+
 MARK = "\u2603"
 """Stands for the hostile text while bodies are built; swapped for its bytes on the wire."""
 HOSTILE = {
