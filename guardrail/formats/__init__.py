@@ -26,6 +26,7 @@ __all__ = [
     "ChatRequest",
     "FormatError",
     "chat_request",
+    "anthropic_user",
     "openai_user",
     "message_role",
     "reply_list",
@@ -83,6 +84,12 @@ def _user_text(value: object) -> str | None:
 def openai_user(body: Mapping[str, Any]) -> str | None:
     """OpenAI's end-user id: ``safety_identifier``, else the older ``user``."""
     return _user_text(body.get("safety_identifier")) or _user_text(body.get("user"))
+
+
+def anthropic_user(body: Mapping[str, Any]) -> str | None:
+    """Anthropic's end-user id: ``metadata.user_id``."""
+    metadata = body.get("metadata")
+    return _user_text(metadata.get("user_id")) if isinstance(metadata, Mapping) else None
 
 
 def chat_request(

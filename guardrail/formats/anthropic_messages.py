@@ -27,7 +27,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from guardrail.formats import ChatRequest, FormatError, chat_request, reply_list, request_messages
+from guardrail.formats import (
+    ChatRequest,
+    FormatError,
+    anthropic_user,
+    chat_request,
+    reply_list,
+    request_messages,
+)
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
     Forward,
@@ -99,10 +106,7 @@ def parse_request(body: object) -> ChatRequest:
         messages.append(Message(role="system", content=_blocks_text(system)))
     for index, raw in enumerate(raw_messages):
         messages.extend(_message(raw, index))
-    metadata = body.get("metadata")
-    user = metadata.get("user_id") if isinstance(metadata, dict) else None
-    user = user.strip()[:512] if isinstance(user, str) else None
-    return chat_request(body, messages, user=user or None)
+    return chat_request(body, messages, user=anthropic_user(body))
 
 
 def _content(body: object) -> list[Any]:
@@ -427,5 +431,6 @@ FORMAT = WireFormat(
     stream_media_type=MessagesStream.media_type,
     error_body=error_body,
     excludes=excludes,
+    user_of=anthropic_user,
 )
 """This API, for :mod:`guardrail.formats.registry`."""

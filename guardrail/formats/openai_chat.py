@@ -293,5 +293,6 @@ FORMAT = WireFormat(
     with_instruction=with_instruction,
     stream_codec=ChatCompletionsStream,
     stream_media_type=ChatCompletionsStream.media_type,
+    user_of=openai_user,
 )
 """This API, for :mod:`guardrail.formats.registry`."""

@@ -462,5 +462,6 @@ FORMAT = WireFormat(
     with_instruction=with_instruction,
     stream_codec=ResponsesStream,
     stream_media_type=ResponsesStream.media_type,
+    user_of=openai_user,
 )
 """This API, for :mod:`guardrail.formats.registry`."""

@@ -27,6 +27,10 @@ def _never(segments: Sequence[str]) -> bool:
     return False
 
 
+def _no_user(body: Mapping[str, Any]) -> str | None:
+    return None
+
+
 @dataclass(frozen=True)
 class WireFormat:
     """One chat API. ``endpoints``: the last path segments of its chat endpoint(s), compared
@@ -43,3 +47,5 @@ class WireFormat:
     stream_media_type: str
     error_body: Callable[[int, str, str, str], object] = openai_error
     excludes: Callable[[Sequence[str]], bool] = field(default=_never)
+    user_of: Callable[[Mapping[str, Any]], str | None] = field(default=_no_user)
+    """The end user's id in the field the API defines for it (raw), or None."""

@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from guardrail.formats.registry import FORMATS
 from guardrail.state.config import StateConfig
 from guardrail.state.keys import Keyring
 
@@ -52,15 +53,12 @@ def _text(value: object) -> str | None:
 
 
 def body_user(body: object, api: str | None) -> str | None:
-    """The raw user id a request body carries in its API's own field, if any."""
-    if not isinstance(body, Mapping):
+    """The raw user id a request body carries in its API's own field, if any (the format's
+    ``user_of``: the same reading the proxy's parser gives ``ChatRequest.user``)."""
+    fmt = FORMATS.get(api or "")
+    if fmt is None or not isinstance(body, Mapping):
         return None
-    if api in ("openai.chat", "openai.responses"):
-        return _text(body.get("safety_identifier")) or _text(body.get("user"))
-    if api == "anthropic.messages":
-        metadata = body.get("metadata")
-        return _text(metadata.get("user_id")) if isinstance(metadata, Mapping) else None
-    return None
+    return fmt.user_of(body)
 
 
 def identify(
