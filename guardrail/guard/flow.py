@@ -43,7 +43,7 @@ to report, not the client's.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from guardrail.formats import ChatRequest
@@ -289,10 +289,28 @@ class Flow:
         return guard
 
     def stream_ended(self, report: StreamReport, guard: StreamGuard) -> Outcome:
-        """A finished stream (however it ended) summed up, and judged once."""
+        """A finished stream (however it ended) summed up, and judged once. A stream the client
+        left before any reply was judged carries what the conversation alone showed
+        (``Outcome.shown``): the person's distress is known even though no reply was judged."""
         outcome = stream_outcome(report, guard)
+        if report.cancelled and not any(v is not None for v in outcome.verdicts):
+            outcome = replace(outcome, shown=self._shown())
         self.finish(outcome, stream=True)
         return outcome
+
+    def _shown(self) -> dict[str, bool] | None:
+        """The signals of the conversation alone (the verdict on an empty reply; ``user.*``
+        signals do not depend on the reply), or None when the engine fails on it."""
+        assert self.chat is not None
+        conv, facts = self.chat.conversation, self.facts
+        try:
+            if facts is None:  # an engine of the caller's own need not know facts
+                verdict = self.policies.evaluate(conv, "", locale=self.locale)
+            else:
+                verdict = self.policies.evaluate(conv, "", locale=self.locale, facts=facts)
+        except Exception:  # noqa: BLE001 -- fail open: what was shown stays unknown
+            return None
+        return {name: bool(value) for name, value in verdict.signals.items()}
 
     # ------------------------------------------------------------------ end
     def finish(self, outcome: Outcome, *, stream: bool) -> None:

@@ -27,7 +27,7 @@ Which paths are chat endpoints of which API: :mod:`guardrail.formats.registry`.
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from typing import Any, Protocol
@@ -202,6 +202,8 @@ class Outcome:
     error_stack: list[str] | None = None
     verdicts: tuple[Verdict | None, ...] = ()  # per choice, for metrics and audit
     texts: tuple[str | None, ...] = ()  # the upstream's reply texts, read only for audit excerpts
+    shown: Mapping[str, bool] | None = None  # a stream the client left before any reply was
+    # judged: the signals of the conversation alone (what the person showed), for the state
 
     def headers(self) -> Headers:
         if not self.inspected:

@@ -14,7 +14,8 @@ proxy's and the middleware's alike), in three steps:
    logged, never raised;
 3. :meth:`StateLink.follow`: subscribes to the flow and writes ONE observation per reply, when
    the reply was judged or passed through, however it ended (a stream the client left
-   included), in a task of its own after the reply is on its way.
+   included: then what the conversation alone showed, see :func:`observation_of`), in a task
+   of its own after the reply is on its way.
 
 Nothing here keeps message text: an observation is four booleans and a set of record names.
 """
@@ -49,9 +50,13 @@ _log = get_logger("guardrail.state")
 
 def observation_of(outcome: Outcome | None, locale: str | None) -> Observation:
     """What one reply showed and what was done (no text): distress, crisis and dependency from
-    any choice's verdict, and the records of every choice."""
+    any choice's verdict, and the records of every choice. A stream the client left before any
+    reply was judged shows what the conversation alone showed and records nothing (no reply
+    was judged, so no referral or reminder is known to have reached the person)."""
     verdicts = [v for v in (outcome.verdicts if outcome is not None else ()) if v is not None]
-    signals = [v.signals for v in verdicts]
+    signals: list[Mapping[str, object]] = [v.signals for v in verdicts]
+    if not verdicts and outcome is not None and outcome.shown is not None:
+        signals = [outcome.shown]  # a stream the client left: what the person showed, no records
     dependency = any(s.get("user.dependency", False) for s in signals) or any(
         hit.category == "dependency" for v in verdicts for hit in v.hits
     )

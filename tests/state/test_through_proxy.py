@@ -269,9 +269,9 @@ class _HeldStream(httpx.AsyncByteStream):
         return None
 
 
-@pytest.mark.anyio
-async def test_a_stream_the_client_leaves_is_still_observed_once() -> None:
-    """State is written once per reply, also when the client disconnects mid-stream."""
+async def _leave_mid_stream(user_text: str, user: str) -> Any:
+    """A streamed reply whose client leaves after the first bytes; the user's stored state once
+    the proxy has seen the disconnect and written what it observed."""
     from tests.kit.servers import live_server
 
     head = chunks("Tell me more about")
@@ -285,14 +285,14 @@ async def test_a_stream_the_client_leaves_is_still_observed_once() -> None:
     settings = Settings(upstream="https://upstream.test", policies=ROOT / "policies",
                         audit=AuditConfig("off"), state=memory_config())  # fmt: skip
     app = build_app(settings, PACK, httpx.MockTransport(held), state_store=store, clock=clock)
-    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": "hello"}]}
+    body = {"model": "m", "stream": True, "messages": [{"role": "user", "content": user_text}]}
     async with live_server(app) as url, httpx.AsyncClient(base_url=url) as client:
         async with client.stream("POST", "/v1/chat/completions", json=body,
-                                 headers={"x-guardrail-user": "leaver"}) as response:  # fmt: skip
+                                 headers={"x-guardrail-user": user}) as response:  # fmt: skip
             async for _ in response.aiter_raw():
                 break  # the client leaves after the first bytes
         link = app.state.state_link
-        identity = link.identify({"x-guardrail-user": "leaver"}, None)
+        identity = link.identify({"x-guardrail-user": user}, None)
         with anyio.fail_after(10):  # waiting for the proxy to see the disconnect
             while True:
                 await link.settle()
@@ -301,5 +301,25 @@ async def test_a_stream_the_client_leaves_is_still_observed_once() -> None:
                 await anyio.sleep(0.01)
         await anyio.sleep(0)  # nothing more comes: the observation was written once
         await link.settle()
-        state = await store.load(identity, clock.now())
-        assert state.turns == 1  # one turn of the session, however the reply ended
+        return await store.load(identity, clock.now())
+
+
+@pytest.mark.anyio
+async def test_a_stream_the_client_leaves_is_still_observed_once() -> None:
+    """State is written once per reply, also when the client disconnects mid-stream."""
+    state = await _leave_mid_stream("hello", "leaver")
+    assert state.turns == 1  # one turn of the session, however the reply ended
+    assert state.last_crisis is None and state.distress_bits == 0
+
+
+@pytest.mark.anyio
+async def test_a_crisis_told_before_the_client_left_is_still_known() -> None:
+    """The person left before the reply was judged: what they said still counts (a crisis, a
+    distressed turn), but nothing the reply would have done is recorded as done."""
+    state = await _leave_mid_stream(
+        "Everything feels hopeless and tonight I want to kill myself.", "crisis-leaver"
+    )
+    assert state.turns == 1
+    assert state.last_crisis is not None  # the crisis is known to the next request
+    assert state.distress_bits & 1  # this turn was a distressed one
+    assert state.last_referral is None and state.referrals == 0  # no referral known to be read
