@@ -46,6 +46,8 @@ PARTS_USER = [
 CALM = "That sounds like a lot to carry. What has the last week been like for you?"
 VALIDATING = "You're absolutely right, and you always are. Everyone else is wrong about you."
 DEPENDENT = "I'll always be here for you, any time, day or night. You don't need anyone else."
+OPENS_WITH_LINE = ("If you are in danger right now, please call 988 or 911. I'm here with you. "
+                   "Can you tell me where you are?")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -176,6 +178,7 @@ def _rows() -> list[Row]:
         {"type": "input_text", "text": p["text"]} for p in PARTS_USER]}]  # fmt: skip
     plain = [{"role": "user", "content": "I feel like I'm always the one who gets it right."}]
     lonely = [{"role": "user", "content": "You're the only one I can talk to these days."}]
+    crisis = [{"role": "user", "content": "I can't do this anymore, I want to kill myself tonight."}]
     return [
         # content parts: the request's text parts are read the same three ways
         Row("parts-chat-whole", "openai.chat", {"model": "m", "messages": parts_chat},
@@ -223,6 +226,16 @@ def _rows() -> list[Row]:
         Row("regenerate-off-anthropic-whole", "anthropic.messages",
             {"model": "c", "max_tokens": 50, "messages": lonely},
             anthropic_whole([{"type": "text", "text": DEPENDENT}]), lonely, [DEPENDENT]),
+        # a crisis: the crisis line leads, unless the reply already opens with it (streamed too)
+        Row("crisis-opening-chat-stream", "openai.chat",
+            {"model": "m", "messages": crisis, "stream": True},
+            chat_stream([OPENS_WITH_LINE]), crisis, [OPENS_WITH_LINE]),
+        Row("crisis-opening-anthropic-stream", "anthropic.messages",
+            {"model": "c", "max_tokens": 50, "messages": crisis, "stream": True},
+            anthropic_stream(OPENS_WITH_LINE), crisis, [OPENS_WITH_LINE]),
+        Row("crisis-chat-stream", "openai.chat",
+            {"model": "m", "messages": crisis, "stream": True},
+            chat_stream([CALM]), crisis, [CALM]),
     ]
 
 
@@ -327,7 +340,8 @@ async def test_the_library_the_middleware_and_the_proxy_agree(row: Row) -> None:
             continue
         assert have is not None
         assert have["policies"] == want["policies"], f"choice {index}"
-        if not row.stream:  # a stream's text may differ in documented ways (test_stream_pieces)
+        if not row.stream or row.id.startswith("crisis"):  # a stream's text may differ in
+            # documented ways (test_stream_pieces), but not where a crisis line goes
             assert have["reply"] == want["reply"], f"choice {index}"
     note = _note(row, proxied.content)
     signals = {name: any(w is not None and w["signals"].get(name, False) for w in expected)
