@@ -1,6 +1,6 @@
 """Check ``regexcost``'s proof by measurement: the worst search it lets run without the clock.
 
-    python -m bench.regex_bound [--policies policies] [--texts 40] [--top 8]
+    python -m bench.regex_bound [--policies policies] [--texts 40] [--top 8] [--engine]
 
 For every policy regex of a pack that ``regexcost`` proves on some text length (its
 ``BoundedPattern.unclocked`` length ``L``, at most 1,024), this times searches without the clock
@@ -14,11 +14,16 @@ It prints how many patterns are proven at each length, the slowest searches with
 step count, and the worst time per bound step. ``regexcost.STEP_LIMIT`` times that worst figure
 is what an unclocked search could cost at most if the engine were always as slow per step as in
 its slowest case here; it must stay well inside ``boundedregex.BASE_SECONDS``.
+
+``--engine`` then times what skipping the clock saves: ``PolicySet.evaluate`` on the load bench's
+reply (``bench.texts.REPLIES[0]`` padded to 1 KB, the six scripted conversations), CPU time per
+reply, seven interleaved loops with every pattern clocked and as shipped, in one process.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import random
 import re
 import time
@@ -27,7 +32,8 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.procs import REPO
-from guardrail.policy import load_policies
+from bench.texts import REPLIES, pad_reply, request_bodies
+from guardrail.policy import Conversation, Message, PolicySet, load_policies
 from guardrail.policy.boundedregex import BASE_SECONDS, BoundedPattern
 from guardrail.policy.regexcost import N_BUCKETS, STEP_LIMIT, _parsed, steps
 from guardrail.policy.regexshape import attack_texts
@@ -37,8 +43,7 @@ __all__ = ["hostile_texts", "main"]
 _WORD = re.compile(r"[a-z']+")
 
 
-def _patterns(policies: Path) -> list[BoundedPattern]:
-    ps = load_policies(policies)
+def _patterns(ps: PolicySet) -> list[BoundedPattern]:
     seen: dict[tuple[str, int], BoundedPattern] = {}
     for det in ps.plan.detectors.values():
         for pattern in getattr(det, "patterns", ()):
@@ -86,8 +91,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policies", type=Path, default=REPO / "policies")
     parser.add_argument("--texts", type=int, default=40, help="random texts of each kind")
     parser.add_argument("--top", type=int, default=8)
+    parser.add_argument("--engine", action="store_true", help="also time the engine A/B")
     args = parser.parse_args(argv)
-    patterns = _patterns(args.policies)
+    ps = load_policies(args.policies)
+    patterns = _patterns(ps)
     lengths: Counter[int] = Counter()
     rows: list[tuple[float, float, int, int, str]] = []
     for bounded in patterns:
@@ -118,7 +125,39 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"rate: {STEP_LIMIT * worst_per * 1e3:.2f} ms, against BASE_SECONDS {BASE_SECONDS * 1e3:.0f} ms. "
         f"Slowest unclocked search seen: {rows[0][0] * 1e3:.3f} ms."
     )
+    if args.engine:
+        _engine_ab(ps, patterns)
     return 0
+
+
+def _engine_ab(ps: PolicySet, patterns: list[BoundedPattern]) -> None:
+    bodies = [json.loads(b) for b in request_bodies("openai", stream=False)]
+    convs = [
+        Conversation(tuple(Message(m["role"], m["content"]) for m in b["messages"]))
+        for b in bodies
+    ]
+    reply = pad_reply(REPLIES[0].text, 1000)
+
+    def loop(n: int = 300) -> float:
+        start = time.process_time()
+        for i in range(n):
+            ps.evaluate(convs[i % len(convs)], reply)
+        return (time.process_time() - start) / n
+
+    loop(50)  # every pattern's proof worked out
+    shipped = {id(p): p.unclocked for p in patterns}
+    times: dict[str, list[float]] = {"every search clocked": [], "as shipped": []}
+    for _ in range(7):
+        for p in patterns:
+            p._unclocked = -1
+        times["every search clocked"].append(loop())
+        for p in patterns:
+            p._unclocked = shipped[id(p)]
+        times["as shipped"].append(loop())
+    print("\n| engine, CPU per reply (1 KB reply) | min µs | median µs |\n|---|---|---|")
+    for name, values in times.items():
+        values.sort()
+        print(f"| {name} | {values[0] * 1e6:.0f} | {values[3] * 1e6:.0f} |")
 
 
 if __name__ == "__main__":
