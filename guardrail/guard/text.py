@@ -33,18 +33,17 @@ Guarantees, by holdback mode (``released`` is everything ``feed``/``release`` re
     block applied) and ``verdict`` is that verdict; ``append`` is empty. Memory grows with the
     reply, by design.
 ``sentence``
-    A removed or replaced sentence is never released. The final text
-    ``released + tail + append`` equals ``evaluate(...).reply`` whenever (a) no sentence grew past
-    ``max_holdback_chars`` (a longer "sentence" is cut at its last space before the cap and each
-    part judged as a sentence, which can change a sentence-scoped match only across that cut),
-    (b) every enforced prepend was decided before the first token, and no such early prepend has
-    an ``unless`` that reads the whole reply and that the reply makes true (it is released before
-    the reply is known: an AI disclosure leads even a reply that discloses it later), and (c) no
-    policy that reads
-    the reply blocked it; apart from that, leading whitespace of a reply is kept when end texts
-    are added (it was already released, where ``evaluate`` strips it). The verdict is the one
-    ``evaluate`` gives, except ``reply``, which holds only the end-of-reply texts (the scan keeps
-    no reply text: memory is the holdback window and a few counters, whatever the reply's length).
+    A removed or replaced sentence is never released. The final text ``released + tail + append``
+    equals ``evaluate(...).reply`` whenever (a) no sentence grew past ``max_holdback_chars`` (a
+    longer "sentence" is cut at its last space before the cap and each part judged as a sentence,
+    which can change a sentence-scoped match only across that cut), (b) every enforced prepend was
+    decided before the first token, and no such early prepend has an ``unless`` that reads the
+    whole reply and that the reply makes true (it is released before the reply is known: an AI
+    disclosure leads even a reply that discloses it later), and (c) no policy that reads the reply
+    blocked it; apart from that, leading whitespace of a reply is kept when end texts are added (it
+    was already released, where ``evaluate`` strips it). The verdict is the one ``evaluate`` gives,
+    except ``reply``, which holds only the end-of-reply texts (the scan keeps no reply text: memory
+    is the holdback window and a few counters, whatever the reply's length).
 
     Prepend: text already released cannot be preceded, so a prepend that depends on the reply
     (decided only at its end) comes first among the end texts, at the end of the reply, and is
