@@ -33,27 +33,26 @@ Guarantees, by holdback mode (``released`` is everything ``feed``/``release`` re
     block applied) and ``verdict`` is that verdict; ``append`` is empty. Memory grows with the
     reply, by design.
 ``sentence``
-    A removed or replaced sentence is never released. The final text ``released + tail + append``
-    equals ``evaluate(...).reply`` whenever (a) no sentence grew past ``max_holdback_chars`` (a
-    longer "sentence" is cut at its last space before the cap and each part judged as a sentence,
-    which can change a sentence-scoped match only across that cut), (b) every enforced prepend was
-    decided before the first token, and no such early prepend has an ``unless`` that reads the
-    whole reply and that the reply makes true (it is released before the reply is known: an AI
-    disclosure leads even a reply that discloses it later), and (c) no policy that reads the reply
-    blocked it; apart from that, leading whitespace of a reply is kept when end texts are added (it
-    was already released, where ``evaluate`` strips it). The verdict is the one ``evaluate`` gives,
-    except ``reply``, which holds only the end-of-reply texts (the scan keeps no reply text: memory
-    is the holdback window and a few counters, whatever the reply's length).
+    A removed or replaced sentence is never released. The final text
+    ``released + tail + append`` equals ``evaluate(...).reply`` whenever (a) no sentence grew past
+    ``max_holdback_chars`` (a longer "sentence" is cut at its last space before the cap and each
+    part judged as a sentence, which can change a sentence-scoped match only across that cut),
+    (b) every enforced prepend was decided before the first token, and no such early prepend has
+    an ``unless`` that the whole reply makes true (it is released before the reply is known: a
+    crisis line leads even a reply that turns out to open with one), and (c) no policy that reads
+    the reply blocked it; apart from that, leading whitespace of a reply is kept when end texts
+    are added (it was already released, where ``evaluate`` strips it). The verdict is the one
+    ``evaluate`` gives, except ``reply``, which holds only the end-of-reply texts (the scan keeps
+    no reply text: memory is the holdback window and a few counters, whatever the reply's length).
 
     Prepend: text already released cannot be preceded, so a prepend that depends on the reply
     (decided only at its end) comes first among the end texts, at the end of the reply, and is
     reported in ``GuardResult.prepend``. A prepend decided by the conversation alone (e.g. "the
-    user is in crisis: lead with the crisis line") is sent before the first word of the reply:
-    a person in crisis sees the resources first, as with a buffered reply. When its ``unless``
-    reads only the reply's opening (leaves with ``first_sentences: N``; the crisis lines are left
-    out when the reply opens with one), the guard holds the first N sentences, then leads with
-    the prepend or drops it as ``evaluate`` would; an engine failure meanwhile leads with it.
-    Routes where every prepend must lead whatever triggers it should use ``full``.
+    user is in crisis: lead with the crisis line") is sent before the first word of the reply,
+    with no added wait: a person in crisis sees the resources first, as with a buffered reply,
+    even when the model is slow to start or stalls (``guardrail.guard.lead`` says why it does not
+    wait for the reply's opening to decide an ``unless``). Routes where every prepend must lead
+    whatever triggers it should use ``full``.
 
     Block: a block decided by the conversation alone suppresses the whole reply (the block text
     is released with the first ``feed``, or by ``finish`` if nothing was fed; the reply is then
@@ -170,8 +169,6 @@ class TextGuard:
         self._error: str | None = None
         self._result: GuardResult | None = None
         self._scan: Scan | None = None
-        self._opening: Lead | None = None  # early prepends waiting for the reply's opening
-        self._waiting: list[str] = []  # released text held meanwhile
         if holdback != "full":
             self._scan = self._guarded(
                 lambda: policyset.start(conversation, locale, keep_text=False, facts=facts), None
@@ -184,25 +181,8 @@ class TextGuard:
         """Decide the policies the reply cannot change (sentence mode): prepends and blocks."""
         lead = Lead(self._ps, self._conv, self._locale, self._facts)
         self._early = lead.block
-        if lead.wait:  # an 'unless' reads the reply's opening: decided once it is known
-            self._opening = lead
-            return
         self._led = lead.texts
         self._lead = SEPARATOR.join(self._led)
-
-    def _out(self, outs: list[str], *, final: bool) -> str:
-        """Released sentence texts -> what to send now: the lead first; while an opening is
-        awaited, held (``final``: the reply or its segment ended, decide with what there is)."""
-        if (opening := self._opening) is not None:
-            self._waiting.extend(outs)
-            if not final and not opening.opened:
-                return ""
-            kept = None if self._error is not None else self._guarded(opening.opening_keeps, None)
-            self._led = opening.settle(kept)  # an engine failure: every prepend leads
-            self._lead, self._opening = SEPARATOR.join(self._led), None
-            outs, self._waiting = self._waiting, []
-        lead = self._take_lead()
-        return lead + "".join(self._emit(out) for out in outs)
 
     # ------------------------------------------------------------------ feeding
     def feed(self, piece: str) -> str:
@@ -218,12 +198,12 @@ class TextGuard:
             return self._unheld() + piece
         if self._early is not None:
             return self._early_block()
+        lead = self._take_lead()
         if self.holdback == "none":
-            lead = self._take_lead()
             self._body = self._body or not piece.isspace()
             self._scan_text(piece)
             return lead + piece
-        return self._out(self._scan_text(piece), final=False)
+        return lead + "".join(self._emit(out) for out in self._scan_text(piece))
 
     def release(self) -> str:
         """Release the held text now (end of a segment): it is judged as a whole sentence."""
@@ -231,21 +211,20 @@ class TextGuard:
             return ""
         if self._error is not None:
             return self._unheld()
+        lead = self._take_lead()
         rest = self._splitter.flush()
         self._held = 0
         if self.holdback == "none":
-            lead = self._take_lead()
             if rest:
                 self._sentence(rest)
             return lead
-        out = self._out([self._sentence(rest)] if rest else [], final=True)
-        return out + self._spill_ws(force=True)
+        out = "".join(self._emit(o) for o in ([self._sentence(rest)] if rest else []))
+        return lead + out + self._spill_ws(force=True)
 
     def _unheld(self) -> str:
         """After an engine failure: everything held, unchanged."""
         rest = self._splitter.flush()  # in none mode, already released
-        lead = self._out([], final=True) if self._opening else self._take_lead()
-        held = lead + self._ws + ("" if self.holdback == "none" else rest)
+        held = self._take_lead() + self._ws + ("" if self.holdback == "none" else rest)
         self._ws, self._held = "", 0
         return held
 
@@ -289,8 +268,6 @@ class TextGuard:
         scan = self._scan
         if self._error is not None or scan is None:
             return sentence
-        if self._opening is not None:
-            self._opening.saw(sentence)
         return self._guarded(lambda: scan.feed_sentence(sentence), sentence)
 
     def _emit(self, text: str) -> str:

@@ -21,23 +21,8 @@ EARLY_UNLESS = frozenset(
     for p in PACK.policies
     if not p.needs_reply and (act := p.action("prepend")) is not None and act.unless is not None
 )
-"""Prepends decided by the conversation alone but dropped by an ``unless`` that reads the reply."""
-
-
-def _reads_opening_only(policy_id: str) -> bool:
-    action = PACK.policy(policy_id).action("prepend")
-    assert action is not None and action.unless is not None
-    leaves = {leaf for n in action.unless.names() for leaf in PACK.plan.leaves_of(n)}
-    reply = [PACK.plan.detectors[x] for x in leaves if PACK.plan.detectors[x].scope in ("reply", "sentence")]
-    return bool(reply) and all(getattr(d, "first_sentences", None) for d in reply)
-
-
-OPENING_UNLESS = frozenset(p for p in EARLY_UNLESS if _reads_opening_only(p))
-"""Of those, the ones whose ``unless`` reads only the reply's opening (``first_sentences``): in
-``sentence`` mode the guard waits for that opening, so the stream ends as the whole reply does."""
-WHOLE_UNLESS = EARLY_UNLESS - OPENING_UNLESS
-"""The ones whose ``unless`` reads the whole reply: in ``sentence`` mode they lead at once (the
-documented difference: a reply need not be held whole to decide them)."""
+"""Prepends decided by the conversation alone but dropped by an ``unless`` that reads the reply:
+in ``sentence`` mode TextGuard leads with them before the reply is known (see the xfail below)."""
 
 
 def run(case: Case, pieces: list[str], holdback: Holdback) -> tuple[str, GuardResult]:
@@ -74,7 +59,7 @@ def test_random_pieces_give_the_whole_replys_result(
     verdict = check(PACK, case.conversation, case.reply, locale=case.locale)
     assert [h.policy for h in result.verdict.hits] == [h.policy for h in verdict.hits]
     assert dict(result.verdict.signals) == dict(verdict.signals)
-    early_unless = any(h.policy in WHOLE_UNLESS for h in verdict.hits)
+    early_unless = any(h.policy in EARLY_UNLESS for h in verdict.hits)
     if holdback == "full" or (holdback == "sentence" and not early_unless):
         assert text == verdict.reply  # none releases pieces as they are: annotate and append
 
@@ -92,41 +77,37 @@ def test_longer_replies_cut_anywhere_match_check(
     case = Case(first.policy, first.kind, 0, first.conversation, reply, locale=first.locale)
     text, result = run(case, split(reply, cuts), "sentence")
     verdict = check(PACK, first.conversation, reply, locale=first.locale)
-    if not any(h.policy in WHOLE_UNLESS for h in verdict.hits):
+    if not any(h.policy in EARLY_UNLESS for h in verdict.hits):
         assert text == verdict.reply
     assert result.verdict is not None and result.verdict.hits == verdict.hits
 
 
-def _differing(policies: frozenset[str]) -> list[Case]:
-    """The pack's cases that hit one of ``policies`` and end differently streamed (sentence)."""
+def _early_unless_cases() -> list[Case]:
     out = []
     for case in CASES:
         verdict = check(PACK, case.conversation, case.reply, locale=case.locale)
         ids = {h.policy for h in verdict.hits}
-        if ids & policies and run(case, [case.reply], "sentence")[0] != verdict.reply:
+        if ids & EARLY_UNLESS and run(case, [case.reply], "sentence")[0] != verdict.reply:
             out.append(case)
     return out
 
 
-def test_the_pack_has_prepends_whose_unless_reads_the_opening() -> None:
-    assert {"referral.crisis", "referral.acute.medical"} <= OPENING_UNLESS
-    assert "disclosure.asked" in WHOLE_UNLESS
-
-
-def test_sentence_mode_decides_an_opening_unless_as_the_whole_reply_does() -> None:
-    """A crisis line the reply already opens with is not led with again, streamed or not."""
-    assert _differing(OPENING_UNLESS - WHOLE_UNLESS) == []
-
-
-def test_a_whole_reply_unless_leads_at_once_in_sentence_mode() -> None:
-    """The documented difference: such a prepend is released before the reply is known."""
-    for case in _differing(WHOLE_UNLESS):
+def test_sentence_mode_leads_with_an_early_prepend_before_its_unless_is_known() -> None:
+    """The documented difference (``guardrail.guard.lead``): a prepend decided by the
+    conversation leads at once, even where the whole reply would drop it by its ``unless`` (a
+    reply that opens with its own crisis line, or discloses that it is an AI): the stream
+    differs from the whole reply exactly by that lead."""
+    cases = _early_unless_cases()
+    assert cases, "the pack's inline cases include replies that make such an unless true"
+    for case in cases:
         text, result = run(case, [case.reply], "sentence")
+        whole = check(PACK, case.conversation, case.reply, locale=case.locale)
         assert result.verdict is not None
-        ids = {h.policy for h in result.verdict.hits}
-        assert ids & WHOLE_UNLESS, case
-        leads = {t for p in ids & WHOLE_UNLESS for ts in _prepends(p) for t in ts}
-        assert text.split("\n\n", 1)[0] in leads  # the stream opens with the prepend
+        ids = {h.policy for h in result.verdict.hits} & EARLY_UNLESS
+        leads = {t for p in ids for texts in _prepends(p) for t in texts}
+        first, _, rest = text.partition("\n\n")
+        assert first in leads, case  # the stream opens with the prepend
+        assert rest == whole.reply, case  # and then is what the whole reply is
 
 
 def _prepends(policy_id: str) -> list[tuple[str, ...]]:
