@@ -77,10 +77,9 @@ from guardrail.proxy.gather import Gathering
 from guardrail.proxy.relay import GuardedStream
 from guardrail.state.identity import state_header_names
 from guardrail.state.link import StateLink
+from guardrail.proxy.respond import Buffered, Relay
 from guardrail.proxy.upstream import (
-    Buffered,
     Headers,
-    Relay,
     check_path,
     read_capped,
     request_headers,

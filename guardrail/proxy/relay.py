@@ -32,7 +32,8 @@ from starlette.types import Receive, Scope, Send
 from guardrail.observe.record import HoldbackClock
 from guardrail.guard.inspection import STALE_HEADERS  # re-exported: its old home
 from guardrail.guard.stream import StreamGuard, StreamReport
-from guardrail.proxy.upstream import Headers, Record, client_headers, watch_disconnect
+from guardrail.proxy.respond import Record, client_headers, watch_disconnect
+from guardrail.proxy.upstream import Headers
 
 __all__ = ["STALE_HEADERS", "GuardedStream"]
 

@@ -9,12 +9,12 @@ import httpx
 import pytest
 
 from guardrail.config.settings import Settings, Timeouts
+from guardrail.proxy.respond import client_headers
 from guardrail.proxy.upstream import (
     TooLarge,
     Undecodable,
     UnsafeTarget,
     build_client,
-    client_headers,
     decode_body,
     join_path,
     request_headers,
