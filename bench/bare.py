@@ -37,7 +37,7 @@ from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
-from guardrail.cli.serve import loop_factory
+from guardrail.cli.process import loop_factory
 from guardrail.config.settings import Settings, load_settings
 from guardrail.formats import jsontext
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event

@@ -61,15 +61,8 @@ from typing import Any
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
-from guardrail.cli.serve import (
-    _announce,
-    _server,
-    _stop_on_signals,
-    loop_factory,
-    prepare,
-    serve,
-    watch_all,
-)
+from guardrail.cli.process import loop_factory, server_for, stop_on_signals, watch_all
+from guardrail.cli.serve import announce, prepare, serve
 from guardrail.cli.fanout import Answer, FanOutReloader, FanOutState
 from guardrail.cli.worker import main as worker_main
 from guardrail.config.policysets import PolicyHolder
@@ -392,14 +385,14 @@ async def _supervise(
         if shared_store is None
         else StateAccess(shared_store, settings.state),
     )
-    servers: list[uvicorn.Server] = [_server(admin, settings.admin_host, settings.admin_port)]
+    servers: list[uvicorn.Server] = [server_for(admin, settings.admin_host, settings.admin_port)]
     sockets = [admin_sock]
     if demo_sock is not None:
-        servers.append(_server(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
+        servers.append(server_for(build_demo_app(), "127.0.0.1", settings.demo_port, demo=True))
         sockets.append(demo_sock)
     tasks = [asyncio.create_task(s.serve(sockets=[sock])) for s, sock in zip(servers, sockets)]
     try:
-        with _stop_on_signals(supervisor.stop), reload_on_sighup(reloader):
+        with stop_on_signals(supervisor.stop), reload_on_sighup(reloader):
             await supervisor.start()
             if settings.watch_policies:
                 sources = tuple(r.policies for r in settings.routes if r.policies is not None)
@@ -414,7 +407,7 @@ async def _supervise(
                     break
                 await asyncio.sleep(0.02)
             else:
-                _announce(settings, policies, port)
+                announce(settings, policies, port)
             waiting = asyncio.create_task(supervisor.wait())
             await asyncio.wait([waiting, *tasks], return_when=asyncio.FIRST_COMPLETED)
             if not waiting.done():  # a listener failed: stop the workers too

@@ -13,7 +13,7 @@ channel. What a worker guarantees:
 * ``reload`` on the channel runs the same :class:`~guardrail.proxy.reload.Reloader` as a
   single process (a refused set keeps the last good one) and answers with its result; ``erase``
   erases a user from this worker's own state store;
-* SIGTERM drains like a single process (:class:`~guardrail.cli.serve.Drain`): no new
+* SIGTERM drains like a single process (:class:`~guardrail.cli.process.Drain`): no new
   connection, requests and streams in flight get ``drain_timeout``, then exit 0. More SIGTERMs
   change nothing (a service manager such as systemd may signal the whole group while the
   supervisor forwards its own): only ``stop-now`` on the channel, the supervisor's answer to a
@@ -35,13 +35,13 @@ import sys
 from multiprocessing.connection import Connection
 from typing import Any
 
-from guardrail.cli.serve import (
+from guardrail.cli.process import (
     SWITCH_INTERVAL,
     Drain,
-    _raise_file_limit,
-    _reloader,
-    _server,
     loop_factory,
+    raise_file_limit,
+    reloader_for,
+    server_for,
     settle_memory,
 )
 from guardrail.config.recording import recorder_for
@@ -91,7 +91,7 @@ def main(index: int, settings: Settings, sock: socket.socket, channel: Connectio
         _log.error("worker_start_failed", error=str(exc))
         sys.exit(START_FAILED)
     sys.setswitchinterval(SWITCH_INTERVAL)
-    _raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
+    raise_file_limit(2 * settings.max_client_connections + settings.max_connections + 64)
     with asyncio.Runner(loop_factory=loop_factory()) as runner:
         runner.run(_work(settings, policies, route_policies, recorder, sock, channel))
 
@@ -106,8 +106,8 @@ async def _work(
 ) -> None:
     loop = asyncio.get_running_loop()
     app = build_app(settings, policies, recorder=recorder, route_policies=route_policies)
-    proxy = _server(app, settings.host, sock.getsockname()[1], settings)
-    reloader = _reloader(app, settings, recorder)
+    proxy = server_for(app, settings.host, sock.getsockname()[1], settings)
+    reloader = reloader_for(app, settings, recorder)
     access = StateAccess(app.state.state_store, settings.state)
     control = _Control(channel, reloader, access, Drain(proxy, [proxy]), loop)
     loop.add_signal_handler(signal.SIGTERM, control.drain_once)

@@ -174,7 +174,7 @@ def test_listener_turns_nagle_off_on_accepted_connections() -> None:
     """Accepted connections get TCP_NODELAY, or each response body waits for a delayed ACK."""
     import asyncio
 
-    from guardrail.cli.serve import _bind
+    from guardrail.cli.process import bind as _bind
 
     async def accepted_nodelay() -> int:
         sock = _bind("127.0.0.1", 0, "port")

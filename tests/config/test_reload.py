@@ -163,7 +163,7 @@ def test_installed_runs_after_the_swap_and_only_for_a_good_set(tmp_path: Path) -
 def test_serve_freezes_start_up_objects_and_a_reload_hands_them_back() -> None:
     import gc
 
-    from guardrail.cli.serve import settle_memory, unsettle_memory
+    from guardrail.cli.process import settle_memory, unsettle_memory
 
     try:
         settle_memory()

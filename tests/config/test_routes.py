@@ -283,7 +283,7 @@ async def test_a_route_set_reloads_with_the_main_one_and_is_refused_with_it(
 async def test_the_watcher_reloads_when_a_route_set_changes(tmp_path: Path) -> None:
     import anyio
 
-    from guardrail.cli.serve import watch_all
+    from guardrail.cli.process import watch_all
 
     main, strict = tmp_path / "main", tmp_path / "strict"
     shutil.copytree(PROXY_FIXTURES / "policies", main)

@@ -317,7 +317,7 @@ def test_serve_raises_the_open_file_limit_to_fit_the_connection_cap() -> None:
     import sys
 
     code = (
-        "import resource; from guardrail.cli.serve import _raise_file_limit as r\n"
+        "import resource; from guardrail.cli.process import raise_file_limit as r\n"
         "hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]\n"
         "resource.setrlimit(resource.RLIMIT_NOFILE, (256, hard)); r(1000)\n"
         "print(resource.getrlimit(resource.RLIMIT_NOFILE)[0], hard)"
