@@ -38,7 +38,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from guardrail.cli.process import loop_factory
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 from guardrail.formats import jsontext
 from guardrail.formats.sse import SSEDecoder, SSEEvent, encode_event
 from guardrail.proxy.upstream import (

@@ -33,7 +33,8 @@ import uvicorn
 from guardrail.proxy.app import build_app
 from guardrail.observe.logs import configure_logging
 from guardrail.policy import load_policies
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 
 __all__ = ["httpx_aiohttp_transport", "listen", "main", "transport_for"]
 

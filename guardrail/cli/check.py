@@ -43,7 +43,8 @@ from guardrail.policy import Conversation, Message, PolicySet, Verdict, load_pol
 from guardrail.policy.facts import BOOL_FACTS, FACTS, Facts
 from guardrail.policy.model import ROLES
 from guardrail.policy.sources import PolicySource, parse_sources
-from guardrail.config.settings import DEFAULT_POLICIES, load_judges
+from guardrail.config.loading import load_judges
+from guardrail.config.settings import DEFAULT_POLICIES
 
 if TYPE_CHECKING:  # the judges' HTTP client is loaded only when a policy set has judges
     from guardrail.judge.offline import OfflineJudges

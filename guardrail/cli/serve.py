@@ -53,7 +53,8 @@ from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
 from guardrail.policy.sources import PolicySource
 from guardrail.proxy.reload import reload_on_sighup
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 from guardrail.state import StateAccess, StateStore
 
 __all__ = [

@@ -15,7 +15,7 @@ import sys
 from dataclasses import replace
 
 from guardrail.errors import ConfigError
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 from guardrail.state import StateAccess, open_store
 
 

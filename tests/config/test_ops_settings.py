@@ -10,7 +10,7 @@ import pytest
 from guardrail.cli import main
 from guardrail.cli import serve
 from guardrail.errors import ConfigError
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 
 UP = {"upstream": "http://up.test"}
 

@@ -19,7 +19,8 @@ from guardrail.observe.record import Recorder
 from guardrail.policy import PolicySet, load_policies
 from guardrail.proxy.reload import Reloader
 from guardrail.config.routes import NoRoute, Route, RouteTable, parse_routes
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 
 from tests.kit.paths import PROXY_FIXTURES
 from tests.kit.proxyapp import reply

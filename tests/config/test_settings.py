@@ -9,7 +9,8 @@ import pytest
 
 import guardrail.config.settings as settings_module
 from guardrail.errors import ConfigError
-from guardrail.config.settings import DEFAULT_POLICIES, KEYS, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import DEFAULT_POLICIES, KEYS
 
 
 def write(tmp_path: Path, text: str) -> Path:

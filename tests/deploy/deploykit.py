@@ -18,7 +18,8 @@ from starlette.testclient import TestClient
 from guardrail.proxy.admin import build_admin_app
 from guardrail.proxy.pipeline import PolicyHolder
 from guardrail.policy import load_policies
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 
 from tests.kit.paths import ROOT
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import httpx
 
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 
 from .deploykit import manifest
 from .test_container_command import serve

@@ -9,7 +9,7 @@ import pytest
 
 from guardrail.errors import ConfigError
 from guardrail.judge.endpoints import JudgeEndpoint, parse_judges
-from guardrail.config.settings import load_judges, load_settings
+from guardrail.config.loading import load_judges, load_settings
 
 KEY = "sk-test-0123456789abcdefSECRET"
 CONFIG = """\

@@ -22,7 +22,7 @@ import httpx
 
 from guardrail.proxy.app import build_app
 from guardrail.policy import load_policies
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 SECTION = "### Compose your own policies with the default pack"

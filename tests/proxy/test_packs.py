@@ -19,7 +19,7 @@ from guardrail.observe.record import Recorder
 from guardrail.policy import Conversation, load_policies
 from guardrail.policy.sources import DEFAULT_PACK
 from guardrail.proxy.reload import Reloader
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 
 MINE = """\
     detectors:

@@ -18,7 +18,8 @@ import pytest
 from guardrail.formats import anthropic_messages, ollama_chat, openai_chat, openai_responses
 from guardrail.observe.logs import configure_logging
 from guardrail.policy import PolicySet, load_policies
-from guardrail.config.settings import DEFAULT_POLICIES, Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import DEFAULT_POLICIES, Settings
 
 from tests.kit.paths import PROXY_FIXTURES
 from tests.kit.proxyapp import UPSTREAM, Upstream, open_proxy, reply

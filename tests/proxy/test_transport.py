@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import httpx
 import pytest
 
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 from guardrail.proxy.transport import AiohttpTransport
 from guardrail.proxy.upstream import build_client
 

@@ -16,7 +16,7 @@ import pytest
 
 from guardrail.cli.fanout import FanOutResult
 from guardrail.cli.supervisor import RestartBudget
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 from guardrail.errors import ConfigError
 from guardrail.observe.audit import RotatingFile
 

@@ -25,7 +25,8 @@ from guardrail.proxy.app import build_app
 from guardrail.errors import ConfigError
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import load_policies
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 
 from tests.kit.clients import closed_within, connect, exchange, parse, read_all, request
 from tests.kit.paths import PROXY_FIXTURES

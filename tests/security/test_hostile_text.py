@@ -338,7 +338,7 @@ def test_max_user_text_chars_setting_reaches_the_proxy(tmp_path: Path) -> None:
     """``max_user_text_chars`` (config key, ``GUARDRAIL_MAX_USER_TEXT_CHARS``) has a default,
     refuses bad values naming the key, and bounds what the proxy's policy sets read."""
     from guardrail.errors import ConfigError
-    from guardrail.config.settings import load_settings
+    from guardrail.config.loading import load_settings
 
     up = {"upstream": "https://api.example.test"}
     assert load_settings(cli=up, env={}).max_user_text_chars == 16_384

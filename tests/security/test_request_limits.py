@@ -20,7 +20,8 @@ from guardrail.errors import ConfigError
 from guardrail.guard.inspection import OFFLOAD_BYTES
 from guardrail.observe.metrics import REGISTRY
 from guardrail.policy import PolicySet, load_policies
-from guardrail.config.settings import Settings, load_settings
+from guardrail.config.loading import load_settings
+from guardrail.config.settings import Settings
 
 from tests.kit.clients import connect, exchange, parse, read_all, request
 from tests.kit.paths import PROXY_FIXTURES

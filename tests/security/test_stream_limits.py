@@ -24,7 +24,7 @@ import structlog
 from guardrail.errors import ConfigError
 from guardrail.formats.ndjson import NDJSONDecoder
 from guardrail.formats.sse import SSEDecoder
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 
 from tests.kit.wire import APIS, CHAT, MESSAGES, OLLAMA, RESPONSES, STREAMS
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from guardrail.errors import ConfigError
-from guardrail.config.settings import load_settings
+from guardrail.config.loading import load_settings
 from guardrail.state import Keyring
 
 UP = {"upstream": "http://up.test"}
