@@ -37,6 +37,7 @@ from guardrail.formats import (
 )
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
+    DecodedStream,
     Forward,
     ReplyEnd,
     Slot,
@@ -45,7 +46,6 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
-    progress,
     scrub_event,
     spread_text,
     sse_event,
@@ -157,7 +157,7 @@ def apply(
     return {**body, "content": new_content, "guardrail": dict(annotation)}
 
 
-class MessagesStream:
+class MessagesStream(DecodedStream[SSEEvent]):
     """Anthropic Messages ``stream: true`` events, as a stream codec (see ``streams``).
 
     The whole message is one reply (``reply == 0``); a slot is a content block index.
@@ -217,15 +217,6 @@ class MessagesStream:
         self._stopped = False
         self._append_to: tuple[int, bool] | None = None  # (block, is new), fixed at reply end
 
-    @property
-    def overflow(self) -> bool:
-        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
-        return self._decoder.overflow
-
-    def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        events = self._decoder.feed(chunk)
-        self.progress = progress(events)
-        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
         if self._stopped:  # after message_stop nothing is the message's

@@ -26,6 +26,7 @@ from guardrail.formats import (
 )
 from guardrail.formats.ndjson import NDJSONDecoder, NDJSONLine, encode_line
 from guardrail.formats.streams import (
+    DecodedStream,
     Forward,
     ReplyEnd,
     Slot,
@@ -33,7 +34,6 @@ from guardrail.formats.streams import (
     Terminator,
     TextDelta,
     TextEnd,
-    progress,
     scrub,
 )
 from guardrail.formats.wireformat import WireFormat
@@ -96,7 +96,7 @@ def apply(
     return new_body
 
 
-class ChatStream:
+class ChatStream(DecodedStream[NDJSONLine]):
     """Ollama ``/api/chat`` NDJSON stream, as a stream codec (see ``streams``).
 
     One reply (``reply == 0``) in one slot (``0``).
@@ -133,15 +133,6 @@ class ChatStream:
         self._ended = False
         self._finished = False  # the done line came
 
-    @property
-    def overflow(self) -> bool:
-        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
-        return self._decoder.overflow
-
-    def feed_bytes(self, chunk: bytes) -> list[StreamItem[NDJSONLine]]:
-        lines = self._decoder.feed(chunk)
-        self.progress = progress(lines)
-        return [item for line in lines for item in self.feed(line)]
 
     def feed(self, event: NDJSONLine) -> list[StreamItem[NDJSONLine]]:
         if self._finished:  # after the done line nothing is the reply's

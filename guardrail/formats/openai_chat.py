@@ -30,6 +30,7 @@ from guardrail.formats import (
 )
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
+    DecodedStream,
     Forward,
     ReplyEnd,
     Slot,
@@ -38,7 +39,6 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
-    progress,
     scrub_event,
     sse_event,
 )
@@ -142,7 +142,7 @@ def with_instruction(body: object, text: str) -> dict[str, Any]:
 # --------------------------------------------------------------------------- chat completions
 
 
-class ChatCompletionsStream:
+class ChatCompletionsStream(DecodedStream[SSEEvent]):
     """OpenAI Chat Completions ``stream: true`` chunks (``data: {chat.completion.chunk}`` events).
 
     Split:
@@ -177,15 +177,6 @@ class ChatCompletionsStream:
         self._ended: set[int] = set()
         self._done = False  # [DONE] came: the stream is over
 
-    @property
-    def overflow(self) -> bool:
-        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
-        return self._decoder.overflow
-
-    def feed_bytes(self, chunk: bytes) -> list[StreamItem[SSEEvent]]:
-        events = self._decoder.feed(chunk)
-        self.progress = progress(events)
-        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> list[StreamItem[SSEEvent]]:
         if self._done:

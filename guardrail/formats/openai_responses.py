@@ -30,6 +30,7 @@ from guardrail.formats import ChatRequest, FormatError, chat_request, openai_use
 from guardrail.formats.openai_chat import content_text
 from guardrail.formats.sse import SSEDecoder, SSEEvent
 from guardrail.formats.streams import (
+    DecodedStream,
     Forward,
     ReplyEnd,
     Slot,
@@ -38,7 +39,6 @@ from guardrail.formats.streams import (
     TextDelta,
     TextEnd,
     load_json_object,
-    progress,
     scrub_event,
     spread_text,
     sse_event,
@@ -168,7 +168,7 @@ def apply(
     return new_body
 
 
-class ResponsesStream:
+class ResponsesStream(DecodedStream[SSEEvent]):
     """OpenAI Responses ``stream: true`` events, as a stream codec (see ``streams``).
 
     The whole response is one reply (``reply == 0``); a slot is ``(output_index,
@@ -229,15 +229,6 @@ class ResponsesStream:
         self._append_to: tuple[int, int] | None = None
         self._new_items: list[dict[str, Any]] = []
 
-    @property
-    def overflow(self) -> bool:
-        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
-        return self._decoder.overflow
-
-    def feed_bytes(self, chunk: bytes) -> _Items:
-        events = self._decoder.feed(chunk)
-        self.progress = progress(events)
-        return [item for event in events for item in self.feed(event)]
 
     def feed(self, event: SSEEvent) -> _Items:
         if self._finished:  # after the terminal event nothing is the response's

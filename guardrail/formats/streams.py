@@ -67,6 +67,8 @@ from guardrail.formats.ndjson import NDJSONLine
 from guardrail.formats.sse import SSEEvent, encode_event
 
 __all__ = [
+    "DecodedStream",
+    "EventDecoder",
     "Forward",
     "ReplyEnd",
     "Slot",
@@ -179,6 +181,39 @@ class StreamCodec(Protocol[E]):
 
     def finish(self, event: E | None, annotation: Mapping[str, object] | None) -> bytes:
         """The annotation (when given) and the terminator ``event`` (or a synthesised one)."""
+
+
+class EventDecoder(Protocol[E]):
+    """An incremental decoder of a stream's events (``formats.sse``, ``formats.ndjson``)."""
+
+    @property
+    def overflow(self) -> bool: ...
+
+    def feed(self, chunk: bytes) -> list[E]: ...
+
+    def flush(self) -> list[E]: ...
+
+
+class DecodedStream(Generic[E]):
+    """What every codec does with upstream bytes: its ``_decoder`` decodes them, ``progress``
+    says whether a real event (not a keep-alive) completed, and each event is split by
+    ``feed``. The codecs of the four APIs derive from it."""
+
+    _decoder: EventDecoder[E]
+    progress: bool = False
+
+    @property
+    def overflow(self) -> bool:
+        """An upstream event went over ``max_event_bytes``: decoding stopped there."""
+        return self._decoder.overflow
+
+    def feed_bytes(self, chunk: bytes) -> list[StreamItem[E]]:
+        events = self._decoder.feed(chunk)
+        self.progress = progress(events)
+        return [item for event in events for item in self.feed(event)]
+
+    def feed(self, event: E) -> list[StreamItem[E]]:
+        raise NotImplementedError
 
 
 def dump_json(value: object) -> str:
