@@ -10,7 +10,7 @@
 * the garbage collector kept off long-lived objects (:func:`settle_memory`,
   :func:`unsettle_memory`);
 * the policy reloader of one process and its file watcher (:func:`reloader_for`,
-  :func:`watcher_for`, :func:`watch_all`).
+  :func:`watcher_for`).
 
 ``guardrail.cli.serve`` (one process), ``guardrail.cli.worker`` and ``guardrail.cli.supervisor``
 are built from these.
@@ -34,8 +34,7 @@ from guardrail.config.settings import Settings
 from guardrail.errors import ConfigError
 from guardrail.observe.logs import get_logger
 from guardrail.observe.record import Recorder
-from guardrail.policy.sources import PolicySource
-from guardrail.proxy.reload import Reloader, Reloads, fingerprint, watch
+from guardrail.proxy.reload import Reloader, watch
 from guardrail.proxy.serverproto import protocol_class
 
 __all__ = [
@@ -49,7 +48,6 @@ __all__ = [
     "settle_memory",
     "stop_on_signals",
     "unsettle_memory",
-    "watch_all",
     "watcher_for",
 ]
 
@@ -211,9 +209,7 @@ def watcher_for(reloader: Reloader, sets: PolicySets, settings: Settings) -> Any
     """The policy files' watcher (None when ``watch_policies`` is off): every source's files."""
     if not settings.watch_policies:
         return None
-    if sets.sources:  # routes with their own sets: watch every source
-        return watch_all(reloader, sets.sources, settings.watch_interval)
-    return watch(reloader, settings.watch_interval)
+    return watch(reloader, settings.watch_interval, sources=sets.sources)
 
 
 def settle_memory() -> None:
@@ -235,24 +231,3 @@ def unsettle_memory() -> None:
 
 
 _RESETTLE_SECONDS = 60.0
-
-
-async def watch_all(reloader: Reloads, sources: tuple[PolicySource, ...], interval: float) -> None:
-    """Like :func:`guardrail.proxy.reload.watch`, over the main policy source and the routes' own:
-    a change to any of them, once it has held still for one interval, reloads them all."""
-
-    def seen() -> tuple[object, ...]:
-        return tuple(fingerprint(path) for path in (reloader.source, *sources))
-
-    last = await asyncio.to_thread(seen)
-    pending: object = None
-    while True:
-        await asyncio.sleep(interval)
-        now = await asyncio.to_thread(seen)
-        if now == last:
-            pending = None
-        elif now == pending:
-            last, pending = now, None
-            await reloader.areload("watch")
-        else:
-            pending = now

@@ -61,7 +61,7 @@ from typing import Any
 import uvicorn
 from prometheus_client.multiprocess import mark_process_dead
 
-from guardrail.cli.process import loop_factory, server_for, stop_on_signals, watch_all
+from guardrail.cli.process import loop_factory, server_for, stop_on_signals
 from guardrail.cli.serve import announce, prepare, serve
 from guardrail.cli.fanout import Answer, FanOutReloader, FanOutState
 from guardrail.cli.worker import main as worker_main
@@ -396,11 +396,7 @@ async def _supervise(
             await supervisor.start()
             if settings.watch_policies:
                 sources = tuple(r.policies for r in settings.routes if r.policies is not None)
-                watcher = (
-                    watch_all(reloader, sources, settings.watch_interval)
-                    if sources
-                    else watch(reloader, settings.watch_interval)
-                )
+                watcher = watch(reloader, settings.watch_interval, sources=sources)
                 tasks.append(asyncio.create_task(watcher))
             while not supervisor.ready or not all(s.started for s in servers):
                 if supervisor.draining or any(t.done() for t in tasks):

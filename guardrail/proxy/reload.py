@@ -245,16 +245,22 @@ async def watch(
     reloader: Reloads,
     interval: float,
     *,
+    sources: tuple[PolicySource, ...] = (),
     sleep: Callable[[float], Awaitable[None]] = anyio.sleep,
 ) -> None:
     """Poll the policy files every ``interval`` seconds; reload once a change has held still for
     one interval (an editor's or a deployment's several writes make one reload). A refused set is
-    not retried until the files change again. Runs until cancelled."""
-    seen = await anyio.to_thread.run_sync(fingerprint, reloader.source)
+    not retried until the files change again. Runs until cancelled. ``sources``: the routes' own
+    policy sources, watched with the main one (a change to any reloads them all)."""
+
+    def look() -> tuple[object, ...]:
+        return tuple(fingerprint(source) for source in (reloader.source, *sources))
+
+    seen = await anyio.to_thread.run_sync(look)
     pending: object = None
     while True:
         await sleep(interval)
-        now = await anyio.to_thread.run_sync(fingerprint, reloader.source)
+        now = await anyio.to_thread.run_sync(look)
         if now == seen:
             pending = None
         elif now == pending:

@@ -3,6 +3,8 @@ recognition from the path, and per-route policy sets that reload with the main o
 
 from __future__ import annotations
 
+import functools
+
 import json
 import shutil
 from pathlib import Path
@@ -284,7 +286,7 @@ async def test_a_route_set_reloads_with_the_main_one_and_is_refused_with_it(
 async def test_the_watcher_reloads_when_a_route_set_changes(tmp_path: Path) -> None:
     import anyio
 
-    from guardrail.cli.process import watch_all
+    from guardrail.proxy.reload import watch
 
     main, strict = tmp_path / "main", tmp_path / "strict"
     shutil.copytree(PROXY_FIXTURES / "policies", main)
@@ -298,7 +300,7 @@ async def test_the_watcher_reloads_when_a_route_set_changes(tmp_path: Path) -> N
                         load=sets.load)
     before = sets.own[strict].current
     async with anyio.create_task_group() as tasks:
-        tasks.start_soon(watch_all, reloader, sets.sources, 0.05)
+        tasks.start_soon(functools.partial(watch, reloader, 0.05, sources=sets.sources))
         await anyio.sleep(0.1)
         (strict / "strict.yaml").write_text(STRICT.replace("[tea]", "[sure]"))
         with anyio.fail_after(5):
