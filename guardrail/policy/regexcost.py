@@ -37,10 +37,11 @@ patterns on hostile texts of the longest unclocked length) that stays a small fr
 from __future__ import annotations
 
 import functools
-import importlib
 import re
 from collections.abc import Sequence
 from typing import Any
+
+from guardrail.policy.regexshape import STDLIB_CONSTANTS, STDLIB_PARSER
 
 __all__ = ["N_BUCKETS", "STEP_LIMIT", "unclocked_length"]
 
@@ -51,12 +52,8 @@ STEP_LIMIT = 200_000
 
 _CAP = 1 << 40  # larger than any limit: "no useful bound"
 
-try:  # the stdlib regex parser; any surprise just keeps the clock
-    _parser: Any = importlib.import_module("re._parser")
-    _c: Any = importlib.import_module("re._constants")
-except ImportError:  # pragma: no cover
-    _parser = None
-    _c = None
+_parser: Any = STDLIB_PARSER  # None: no proof, every search keeps the clock
+_c: Any = STDLIB_CONSTANTS
 
 _WS = frozenset(chr(c) for c in range(0x3001) if chr(c).isspace())
 """Every character ``str.split`` treats as whitespace (none lies beyond U+3000)."""

@@ -23,14 +23,25 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["attack_texts", "first_char_hint", "split_branches"]
+__all__ = [
+    "STDLIB_CONSTANTS",
+    "STDLIB_PARSER",
+    "attack_texts",
+    "first_char_hint",
+    "split_branches",
+]
 
-try:  # the stdlib regex parser; any surprise just disables the hint
+try:  # the stdlib regex parser; any surprise just disables the hint (and regexcost's proof)
     _parser: Any = importlib.import_module("re._parser")
     _c: Any = importlib.import_module("re._constants")
 except ImportError:  # pragma: no cover
     _parser = None
     _c = None
+STDLIB_PARSER: Any = _parser
+"""``re._parser`` (None where it cannot be imported): what reads a pattern's shape here and in
+:mod:`guardrail.policy.regexcost`."""
+STDLIB_CONSTANTS: Any = _c
+"""``re._constants``, its opcodes (None with it)."""
 
 _MAX_FIRST = 40
 
