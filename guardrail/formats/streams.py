@@ -49,8 +49,8 @@ text. The one exception is the Responses codec, which keeps the released text of
 that API repeats the whole text in its ``*.done`` and ``response.completed`` events, so a proxy
 holds a reply-sized event there whatever it does.
 
-This module also holds :class:`ChatCompletionsStream` (OpenAI Chat Completions chunks) and the
-helpers the format modules share.
+This module also holds :class:`DecodedStream`, the base of the four APIs' codecs (decoding bytes
+into events, ``overflow``, ``progress``), and the helpers the format modules share.
 """
 
 from __future__ import annotations
